@@ -1,0 +1,12 @@
+//! paxos-ledger: a replicated double-entry ledger that cannot lose money.
+//!
+//! Accounts and double-entry transfers, replicated by Multi-Paxos across three (or five)
+//! replicas, durable on a majority before anything is acknowledged (RPO = 0), with automatic
+//! leader failover, sharded by account id. This crate re-exports the public API of the
+//! workspace's crates.
+#![deny(missing_docs)]
+
+pub use ledger_core as core;
+pub use ledger_paxos as paxos;
+pub use ledger_shard as shard;
+pub use ledger_wal as wal;
