@@ -341,6 +341,7 @@ impl FaultStorage {
 
     /// A deep copy of this disk (a new, independent disk in the same state), so one state can
     /// be crashed several ways.
+    #[must_use]
     pub fn fork(&self) -> FaultStorage {
         FaultStorage {
             state: Arc::new(Mutex::new(self.state.lock().clone())),
