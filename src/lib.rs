@@ -10,3 +10,9 @@ pub use ledger_core as core;
 pub use ledger_paxos as paxos;
 pub use ledger_shard as shard;
 pub use ledger_wal as wal;
+
+pub use ledger_core::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Command, CoreError,
+    CreateAccountResult, CreateTransferResult, InvariantViolation, Query, QueryReply, Reply,
+    Transfer, TransferFlags,
+};
