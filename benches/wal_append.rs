@@ -15,10 +15,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_main};
+use criterion::{Criterion, Throughput};
 use ledger_wal::{FileStorage, Wal, WalOptions};
 
 const PAYLOAD_SIZE_BYTES: usize = 128;
+const PAYLOAD_SIZE_BYTES_F64: f64 = 128.0;
 /// A 128-byte payload plus the 32-byte record header (already a multiple of 8).
 const RECORD_SIZE_ON_DISK_BYTES: usize = 160;
 const GROUP_SIZES: [usize; 3] = [1, 64, 8_190];
@@ -95,6 +96,45 @@ fn append_with_fsync(criterion: &mut Criterion) {
     }
 }
 
+/// Paired rounds: alternates `wal` and `raw_std_fs` runs of `iterations` group commits so both
+/// see the same foreign load, and prints the median time of each and the median ratio.
+fn paired_ratio(group_size: u32, rounds: usize, iterations: u32) {
+    let group_size_f64 = f64::from(group_size);
+    let (group_size, iterations_f64) = (group_size as usize, f64::from(iterations));
+    let iterations = u64::from(iterations);
+    let mut wal_times = Vec::with_capacity(rounds);
+    let mut raw_times = Vec::with_capacity(rounds);
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let wal = wal_group_commits(group_size, iterations).as_secs_f64() / iterations_f64;
+        let raw = raw_group_writes(group_size, iterations).as_secs_f64() / iterations_f64;
+        wal_times.push(wal);
+        raw_times.push(raw);
+        ratios.push(raw / wal);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (wal, raw, ratio) = (
+        median(&mut wal_times),
+        median(&mut raw_times),
+        median(&mut ratios),
+    );
+    let megabytes = group_size_f64 * PAYLOAD_SIZE_BYTES_F64 / 1e6;
+    println!(
+        "paired group_{group_size}: wal {:.1} us ({:.2} MB/s, {:.0} fsyncs/s), raw {:.1} us \
+         ({:.2} MB/s, {:.0} fsyncs/s), wal/raw throughput ratio (median of {rounds}) {:.1} %",
+        wal * 1e6,
+        megabytes / wal,
+        1.0 / wal,
+        raw * 1e6,
+        megabytes / raw,
+        1.0 / raw,
+        ratio * 100.0,
+    );
+}
+
 /// The criterion entry points (the generated function has no doc comment of its own).
 #[allow(
     missing_docs,
@@ -104,4 +144,15 @@ mod suite {
     criterion::criterion_group!(benches, super::append_with_fsync);
 }
 
-criterion_main!(suite::benches);
+fn main() {
+    suite::benches();
+    Criterion::default().configure_from_args().final_summary();
+    // `cargo bench -- --test` (CI) only checks that the benchmarks run.
+    if std::env::args().any(|argument| argument == "--test") {
+        paired_ratio(64, 1, 1);
+        return;
+    }
+    paired_ratio(1, 15, 200);
+    paired_ratio(64, 15, 100);
+    paired_ratio(8_190, 15, 20);
+}
