@@ -99,6 +99,9 @@ pub(crate) fn recover<S: Storage>(storage: &S, options: &WalOptions) -> Result<R
     while covered_count + 1 < segments.len() && segments[covered_count + 1] <= snapshot_lsn + 1 {
         covered_count += 1;
     }
+    // The last covered segment is scanned anyway: it gives the chain value and, should every
+    // later segment turn out torn and be removed, the segment the writer continues in.
+    let covered_count = covered_count.saturating_sub(1);
     let (covered, segments) = segments.split_at(covered_count);
     let log_first_lsn = segments.first().copied().unwrap_or(snapshot_lsn + 1);
     if log_first_lsn > snapshot_lsn + 1 {

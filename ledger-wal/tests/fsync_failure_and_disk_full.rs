@@ -192,3 +192,45 @@ fn oversized_payloads_and_a_full_buffer_are_refused() {
         Err(WalError::SnapshotAhead { .. })
     ));
 }
+
+/// A full disk right after a new segment was created leaves it empty; if compaction then
+/// removes every older segment and the machine crashes, recovery drops the empty segment and
+/// the log continues from the snapshot with a fresh segment.
+#[test]
+fn a_full_disk_at_rotation_then_compaction_then_crash_recovers() {
+    let storage = FaultStorage::new(7);
+    let small = WalOptions {
+        segment_size_bytes_max: 450,
+        ..options()
+    };
+    let (wal, _) = Wal::open(storage.clone(), small.clone()).unwrap();
+    for _ in 0..3 {
+        wal.append(1, &[1; 100]).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 3);
+    wal.write_snapshot(3, b"state 3").unwrap();
+    wal.append(1, &[2; 100]).unwrap();
+    storage.set_disk_limit(Some(0));
+    assert!(matches!(wal.sync(), Err(WalError::DiskFull)));
+    assert_eq!(
+        wal.segment_first_lsns(),
+        vec![1, 4],
+        "the new segment exists, empty"
+    );
+    wal.compact(4).unwrap();
+    assert_eq!(wal.segment_first_lsns(), vec![4]);
+    drop(wal);
+    storage.crash();
+    storage.set_disk_limit(None);
+    let (wal, recovery) = Wal::open(storage.clone(), small.clone()).unwrap();
+    assert_eq!(recovery.snapshot, Some((3, b"state 3".to_vec())));
+    assert!(recovery.records.is_empty());
+    assert_eq!(wal.append_and_wait(1, b"four").unwrap(), 4);
+    drop(wal);
+    storage.crash();
+    let (_, recovery) = Wal::open(storage, small).unwrap();
+    assert_eq!(
+        recovery.records.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        vec![4]
+    );
+}

@@ -185,7 +185,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn the_log_matches_a_vec_model(seed in any::<u64>(), operations in prop::collection::vec(operation(), 1..80)) {
