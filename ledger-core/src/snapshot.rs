@@ -13,7 +13,7 @@
 //! |                   |       128 × `T` | transfers                                    |
 //! |                   |         1 × `T` | transfer statuses                            |
 //! |                   |        16 × `F` | burnt transfer ids (transient failures)      |
-//! |                   |        80 × `B` | balance entries: balance (72), account index (4), transfer index (4) |
+//! |                   |        80 × `B` | balance entries (72 + account + transfer index) |
 //! |           end − 4 |               4 | CRC32 of everything before                   |
 //!
 //! Decoding checks the CRC, then that the counts match the length exactly (so allocation is
