@@ -71,7 +71,9 @@ fn single_phase() -> Transfer {
 /// Applies `events` at the next timestamp and returns their results.
 fn apply(ledger: &mut Ledger, events: &[Transfer]) -> Vec<R> {
     let results = ledger.create_transfers(events, ledger.last_timestamp() + 1);
-    ledger.check_invariants().unwrap();
+    ledger
+        .check_invariants()
+        .expect("invariants hold after every batch");
     results
 }
 
@@ -621,7 +623,9 @@ fn pending_transfer_expired_before_and_within_a_batch() {
         a_before.debits_pending - 50,
         "expiry releases the reservation"
     );
-    ledger.check_invariants().unwrap();
+    ledger
+        .check_invariants()
+        .expect("invariants hold after every batch");
 
     // Due between two events of one batch: the later event sees it expired.
     let mut ledger = fixture();
@@ -677,6 +681,7 @@ fn post_to_closed_account() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one line per result code")]
 fn every_account_result_code() {
     use CreateAccountResult as C;
     let account = |id| Account::new(id, 1, 1);
