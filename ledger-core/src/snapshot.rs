@@ -381,6 +381,13 @@ fn decode_snapshot_header(content: &[u8]) -> Result<(u64, Counts)> {
         });
     }
     let last_timestamp = reader.u64();
+    // Leave room for further batches: a clock this close to u64::MAX cannot be a real one.
+    if last_timestamp > u64::MAX - (1 << 32) {
+        return Err(CoreError::InvalidValue {
+            what: "snapshot last timestamp",
+            value: last_timestamp,
+        });
+    }
     let mut count = || -> Result<usize> {
         let value = reader.u64();
         if value > u64::from(INDEX_MAX) {

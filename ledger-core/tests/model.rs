@@ -855,7 +855,7 @@ fn apply_only(ledger: &mut Ledger, batch: &Batch, clock: &mut u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn ledger_matches_the_naive_model(batches in prop::collection::vec(batch(), 1..24)) {
