@@ -64,6 +64,8 @@ mod message;
 mod proposer;
 mod ready;
 mod replica;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod state_machine;
 
 pub use ballot::{Ballot, ReplicaId};
