@@ -57,13 +57,27 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
+    /// A fault-free run of `replica_count` replicas (network and disk latency only), for
+    /// measurements such as failover time; faults are then injected by hand.
+    pub fn calm(seed: u64, replica_count: usize) -> Self {
+        SimOptions {
+            seed,
+            profile: FaultProfile::calm(replica_count),
+            heal_us: 3_600_000_000,
+            after_heal_us: 0,
+            drain_us: 0,
+            leader_bound_us: 3_000_000,
+            verbose_from_us: None,
+        }
+    }
+
     /// A run with the profile drawn from the seed (swarm testing).
     pub fn from_seed(seed: u64) -> Self {
         let mut random = SimRng::new(seed ^ 0x5EED_5EED_5EED_5EED);
         SimOptions {
             seed,
             profile: FaultProfile::draw(&mut random),
-            heal_us: 3_000_000,
+            heal_us: 5_000_000,
             after_heal_us: 4_000_000,
             drain_us: 2_000_000,
             leader_bound_us: 3_000_000,
@@ -374,8 +388,10 @@ impl Simulator {
         }
         let paused_until_us = self.nodes[to].paused_until_us;
         if paused_until_us > self.now_us {
-            // A paused process hears nothing; the message waits in its socket buffer.
-            self.schedule(paused_until_us, Event::Deliver { from, to, message }, 0);
+            // A paused process hears nothing; the message waits in its socket buffer and is
+            // read a little after the wake-up, so the replica first acts on stale beliefs.
+            let at_us = paused_until_us + self.random.range(0, 20_000);
+            self.schedule(at_us, Event::Deliver { from, to, message }, 0);
             return Ok(());
         }
         self.trace.word(self.now_us);
@@ -677,7 +693,8 @@ impl Simulator {
         let profile = self.options.profile.clone();
         let count = self.nodes.len();
         if self.random.chance(profile.crash_permille) {
-            let index = self.random.index(count);
+            let leader = self.leader().filter(|_| self.random.chance(500));
+            let index = leader.unwrap_or_else(|| self.random.index(count));
             if self.is_live(index) {
                 self.crash(index);
             }
@@ -697,7 +714,9 @@ impl Simulator {
             }
         }
         if self.random.chance(profile.pause_permille) {
-            let index = self.random.index(count);
+            // Half the pauses hit the leader: it wakes believing it still leads.
+            let leader = self.leader().filter(|_| self.random.chance(500));
+            let index = leader.unwrap_or_else(|| self.random.index(count));
             if self.is_live(index) {
                 self.stats.pauses += 1;
                 self.nodes[index].paused_until_us =
