@@ -10,16 +10,18 @@ use ledger_paxos::sim::{SimOptions, SimRng, Simulator};
 /// Runs one failover: steady state for about a second, crash the leader at a random moment
 /// within a heartbeat interval, wait for a new leader's first commit.
 fn failover_us(seed: u64, replica_count: usize) -> u64 {
-    let mut simulator = Simulator::new(SimOptions::calm(seed, replica_count)).unwrap();
+    let mut simulator = Simulator::new(SimOptions::calm(seed, replica_count)).expect("starts");
     let mut random = SimRng::new(seed ^ 0xFA11);
     simulator
         .run_until(1_000_000 + random.range(0, 50_000))
-        .unwrap();
+        .expect("no violation");
     let leader = simulator.leader().expect("a leader after one second");
     let crashed_us = simulator.now_us();
     simulator.crash(leader);
     simulator.watch_commit(leader);
-    simulator.run_until(crashed_us + 3_000_000).unwrap();
+    simulator
+        .run_until(crashed_us + 3_000_000)
+        .expect("no violation");
     let committed_us = simulator
         .watched_commit_us()
         .expect("a new leader commits within 3 s");
