@@ -64,6 +64,8 @@ mod message;
 mod proposer;
 mod ready;
 mod replica;
+#[cfg(test)]
+mod replica_test;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod state_machine;

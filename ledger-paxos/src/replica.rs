@@ -481,7 +481,9 @@ impl<S: StateMachine> Replica<S> {
         }
         let applied_start = self.applied_slot;
         self.apply_chosen();
-        self.out.applied_slots = applied_start..self.applied_slot;
+        if self.applied_slot > applied_start {
+            self.out.applied_slots = applied_start..self.applied_slot;
+        }
         if self.role == Role::Leader {
             self.serve_reads();
         }
