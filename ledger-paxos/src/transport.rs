@@ -20,20 +20,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::ballot::ReplicaId;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 
 /// How many messages an in-process inbox holds before further messages to it are dropped.
 pub const INBOX_MESSAGE_COUNT_MAX: usize = 16 * 1024;
 
-/// The index of a replica within its group (0-based).
-pub type PeerIndex = usize;
-
 /// A message in flight, tagged with the replica that sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope<M> {
+pub struct Inbound<M> {
     /// The sending replica.
-    pub from: PeerIndex,
+    pub from: ReplicaId,
     /// The message itself.
     pub message: M,
 }
@@ -43,7 +41,7 @@ pub struct Envelope<M> {
 pub trait Transport<M>: Send + Sync + 'static {
     /// Sends `message` to replica `to`. Delivery is best effort: it may be dropped, but is never
     /// corrupted, duplicated by the transport or delivered to another replica.
-    fn send(&self, to: PeerIndex, message: M);
+    fn send(&self, to: ReplicaId, message: M);
 }
 
 /// The in-process network of one group: one bounded inbox per replica.
@@ -52,7 +50,7 @@ pub trait Transport<M>: Send + Sync + 'static {
 /// [`ChannelNetwork::disconnect`], which is how a crash and a restart look to the peers.
 #[derive(Debug)]
 pub struct ChannelNetwork<M> {
-    inboxes: RwLock<Vec<Option<Sender<Envelope<M>>>>>,
+    inboxes: RwLock<Vec<Option<Sender<Inbound<M>>>>>,
     inbox_message_count_max: usize,
     dropped_message_count: AtomicU64,
     delivered_message_count: AtomicU64,
@@ -94,14 +92,14 @@ impl<M: Send + 'static> ChannelNetwork<M> {
     ///
     /// # Panics
     /// If `index` is not a replica of this network.
-    pub fn connect(&self, index: PeerIndex) -> Receiver<Envelope<M>> {
+    pub fn connect(&self, index: ReplicaId) -> Receiver<Inbound<M>> {
         let (sender, receiver) = channel::bounded(self.inbox_message_count_max);
         let mut inboxes = self.inboxes.write();
         assert!(
-            index < inboxes.len(),
+            usize::from(index) < inboxes.len(),
             "replica {index} is not in this network"
         );
-        inboxes[index] = Some(sender);
+        inboxes[usize::from(index)] = Some(sender);
         receiver
     }
 
@@ -109,22 +107,22 @@ impl<M: Send + 'static> ChannelNetwork<M> {
     ///
     /// # Panics
     /// If `index` is not a replica of this network.
-    pub fn disconnect(&self, index: PeerIndex) {
+    pub fn disconnect(&self, index: ReplicaId) {
         let mut inboxes = self.inboxes.write();
         assert!(
-            index < inboxes.len(),
+            usize::from(index) < inboxes.len(),
             "replica {index} is not in this network"
         );
-        inboxes[index] = None;
+        inboxes[usize::from(index)] = None;
     }
 
     /// The sending side for replica `from`: everything it sends is tagged with `from`.
     ///
     /// # Panics
     /// If `from` is not a replica of this network.
-    pub fn endpoint(self: &Arc<Self>, from: PeerIndex) -> ChannelTransport<M> {
+    pub fn endpoint(self: &Arc<Self>, from: ReplicaId) -> ChannelTransport<M> {
         assert!(
-            from < self.replica_count(),
+            usize::from(from) < self.replica_count(),
             "replica {from} is not in this network"
         );
         ChannelTransport {
@@ -143,12 +141,15 @@ impl<M: Send + 'static> ChannelNetwork<M> {
         self.delivered_message_count.load(Ordering::Relaxed)
     }
 
-    fn deliver(&self, to: PeerIndex, envelope: Envelope<M>) {
+    fn deliver(&self, to: ReplicaId, envelope: Inbound<M>) {
         // The read lock guards only the `Sender` lookup and a non-blocking `try_send`: no I/O
         // and no waiting happens under it.
         let inboxes = self.inboxes.read();
-        assert!(to < inboxes.len(), "replica {to} is not in this network");
-        let delivered = match &inboxes[to] {
+        assert!(
+            usize::from(to) < inboxes.len(),
+            "replica {to} is not in this network"
+        );
+        let delivered = match &inboxes[usize::from(to)] {
             Some(sender) => match sender.try_send(envelope) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
@@ -169,7 +170,7 @@ impl<M: Send + 'static> ChannelNetwork<M> {
 #[derive(Debug)]
 pub struct ChannelTransport<M> {
     network: Arc<ChannelNetwork<M>>,
-    from: PeerIndex,
+    from: ReplicaId,
 }
 
 impl<M> Clone for ChannelTransport<M> {
@@ -183,16 +184,16 @@ impl<M> Clone for ChannelTransport<M> {
 
 impl<M: Send + 'static> ChannelTransport<M> {
     /// The replica this endpoint sends as.
-    pub fn from(&self) -> PeerIndex {
+    pub fn from(&self) -> ReplicaId {
         self.from
     }
 }
 
 impl<M: Send + 'static> Transport<M> for ChannelTransport<M> {
-    fn send(&self, to: PeerIndex, message: M) {
+    fn send(&self, to: ReplicaId, message: M) {
         self.network.deliver(
             to,
-            Envelope {
+            Inbound {
                 from: self.from,
                 message,
             },

@@ -5,7 +5,7 @@
 use std::thread;
 
 use bytes::Bytes;
-use ledger_paxos::transport::{ChannelNetwork, Envelope, Transport};
+use ledger_paxos::transport::{ChannelNetwork, Inbound, Transport};
 
 #[test]
 fn message_reaches_its_inbox_tagged_with_the_sender() {
@@ -16,14 +16,14 @@ fn message_reaches_its_inbox_tagged_with_the_sender() {
     network.endpoint(1).send(2, 8);
     assert_eq!(
         inbox_2.try_recv().unwrap(),
-        Envelope {
+        Inbound {
             from: 0,
             message: 7
         }
     );
     assert_eq!(
         inbox_2.try_recv().unwrap(),
-        Envelope {
+        Inbound {
             from: 1,
             message: 8
         }
@@ -99,9 +99,9 @@ fn entry_bytes_are_shared_not_copied() {
 
 #[test]
 fn many_threads_keep_per_sender_order() {
-    const SENDERS: usize = 4;
+    const SENDERS: u8 = 4;
     const PER_SENDER: u64 = 2_000;
-    let network = ChannelNetwork::<u64>::new(SENDERS + 1);
+    let network = ChannelNetwork::<u64>::new(usize::from(SENDERS) + 1);
     let inbox = network.connect(SENDERS);
     thread::scope(|scope| {
         for from in 0..SENDERS {
@@ -113,14 +113,15 @@ fn many_threads_keep_per_sender_order() {
             });
         }
     });
-    let mut next = [0_u64; SENDERS];
+    let mut next = [0_u64; SENDERS as usize];
     for envelope in inbox.try_iter() {
         assert_eq!(
-            envelope.message, next[envelope.from],
+            envelope.message,
+            next[usize::from(envelope.from)],
             "sender {} reordered",
             envelope.from
         );
-        next[envelope.from] += 1;
+        next[usize::from(envelope.from)] += 1;
     }
     assert!(next.iter().all(|&count| count == PER_SENDER), "{next:?}");
     assert_eq!(network.dropped_message_count(), 0);
