@@ -15,12 +15,18 @@
 #![deny(missing_docs)]
 
 mod account;
+mod chunked;
 mod codec;
 mod command;
 mod error;
 mod flags;
+mod hash;
 mod invariants;
+mod ledger;
+mod ledger_transfer;
+mod query;
 mod result;
+mod snapshot;
 mod transfer;
 
 pub use account::{ACCOUNT_BALANCE_SIZE_BYTES, ACCOUNT_SIZE_BYTES, Account, AccountBalance};
@@ -30,5 +36,6 @@ pub use command::{
 pub use error::{CoreError, Result};
 pub use flags::{AccountFilterFlags, AccountFlags, TransferFlags};
 pub use invariants::InvariantViolation;
+pub use ledger::{Ledger, MemoryUsage};
 pub use result::{CreateAccountResult, CreateTransferResult};
 pub use transfer::{TRANSFER_SIZE_BYTES, Transfer};

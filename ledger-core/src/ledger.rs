@@ -1,0 +1,592 @@
+//! The ledger state machine: accounts and transfers in memory, applied batch by batch.
+//!
+//! ```text
+//!  Command (a batch) + entry timestamp
+//!        │
+//!        ▼
+//!  begin_batch: event timestamps max(timestamp, last + 1) + i; expire pending transfers whose
+//!        │      deadline ≤ the first event's timestamp, in (deadline, timestamp) order
+//!        ▼
+//!  per event: linked chain bookkeeping ── create_account / create_transfer (rules in the
+//!        │    precedence order of the result enums) ── on a chain failure: rollback_chain
+//!        ▼
+//!  Vec<result> (one per event)
+//! ```
+//!
+//! Layout, chosen for one core doing millions of transfers per second:
+//! - accounts and transfers live in dense chunked arrays in creation order (a transfer's index
+//!   orders it by timestamp), found by id through compact [`IdIndex`] tables;
+//! - each stored transfer carries 12 bytes of metadata: its place in the debit and the credit
+//!   account's history (a linked list of u32 indices, newest first) and its pending status;
+//! - nothing is allocated per transfer except amortised chunk and table growth.
+//!
+//! Linked chains roll back by truncation: everything a chain creates is appended, so undoing
+//! it pops the tails; the few in-place changes (account balances and flags, a pending
+//! transfer's status) are recorded in an undo log only while a chain is open. An event outside
+//! any chain pays one predictable branch.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::chunked::Chunked;
+use crate::hash::{INDEX_MAX, IdIndex, Probe, hash_id};
+use crate::{
+    Account, AccountBalance, AccountFlags, Command, CreateAccountResult, CreateTransferResult,
+    Reply, Transfer,
+};
+
+/// "No index": the end of a history list.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Nanoseconds per second of a pending transfer's `timeout`.
+pub(crate) const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
+
+/// The status of a stored transfer (only pending transfers leave `NotPending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Status {
+    NotPending = 0,
+    Pending = 1,
+    Posted = 2,
+    Voided = 3,
+    Expired = 4,
+}
+
+impl Status {
+    pub(crate) fn from_byte(byte: u8) -> Option<Self> {
+        [
+            Self::NotPending,
+            Self::Pending,
+            Self::Posted,
+            Self::Voided,
+            Self::Expired,
+        ]
+        .get(usize::from(byte))
+        .copied()
+    }
+}
+
+/// An account and the heads of its history lists.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AccountSlot {
+    pub(crate) account: Account,
+    /// Index of the newest transfer touching the account, or [`NONE`].
+    pub(crate) transfers_newest: u32,
+    /// Index of the newest balance entry (`HISTORY` accounts), or [`NONE`].
+    pub(crate) balances_newest: u32,
+}
+
+/// Per-transfer metadata kept beside the 128-byte record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TransferMeta {
+    /// The debit account's previous (older) transfer, or [`NONE`].
+    pub(crate) debit_previous: u32,
+    /// The credit account's previous (older) transfer, or [`NONE`].
+    pub(crate) credit_previous: u32,
+    pub(crate) status: Status,
+}
+
+/// One balance snapshot of a `HISTORY` account.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BalanceEntry {
+    pub(crate) balance: AccountBalance,
+    pub(crate) account_index: u32,
+    pub(crate) transfer_index: u32,
+    /// The same account's previous entry, or [`NONE`].
+    pub(crate) previous: u32,
+}
+
+/// An in-place change made inside an open linked chain, undone if the chain fails.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Undo {
+    Account(u32, AccountSlot),
+    Status(u32, Status),
+}
+
+/// Where an open chain began: the lengths to truncate back to.
+#[derive(Clone, Copy, Debug)]
+struct ChainStart {
+    event_index: usize,
+    account_count: usize,
+    transfer_count: usize,
+    balance_count: usize,
+}
+
+/// Heap bytes held by a [`Ledger`], counted from capacities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Account records and their list heads.
+    pub accounts_bytes: usize,
+    /// The account id index.
+    pub account_index_bytes: usize,
+    /// Transfer records and their metadata.
+    pub transfers_bytes: usize,
+    /// The transfer id index.
+    pub transfer_index_bytes: usize,
+    /// Balance history, burnt ids and the expiry queue.
+    pub other_bytes: usize,
+}
+
+impl MemoryUsage {
+    /// The sum of all parts.
+    pub fn total_bytes(&self) -> usize {
+        self.accounts_bytes
+            + self.account_index_bytes
+            + self.transfers_bytes
+            + self.transfer_index_bytes
+            + self.other_bytes
+    }
+}
+
+/// The pure, deterministic ledger state machine (I5, I12): no clock, no randomness, no I/O.
+///
+/// # Examples
+/// ```
+/// use ledger_core::{Account, AccountFlags, CreateTransferResult, Ledger, Transfer};
+/// let mut ledger = Ledger::new();
+/// let bank = Account::new(1, 700, 1);
+/// let alice = Account { flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, ..Account::new(2, 700, 1) };
+/// assert!(ledger.create_accounts(&[bank, alice], 1_000).iter().all(|r| r.is_ok()));
+/// let results = ledger.create_transfers(
+///     &[Transfer::new(10, 1, 2, 100, 700, 1), Transfer::new(11, 2, 1, 500, 700, 1)],
+///     2_000,
+/// );
+/// assert_eq!(results, [CreateTransferResult::Ok, CreateTransferResult::ExceedsCredits]);
+/// assert_eq!(ledger.lookup_accounts(&[2])[0].credits_posted, 100);
+/// ledger.check_invariants()?;
+/// # Ok::<(), ledger_core::InvariantViolation>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub(crate) accounts: Chunked<AccountSlot>,
+    pub(crate) account_index: IdIndex,
+    pub(crate) transfers: Chunked<Transfer>,
+    pub(crate) transfer_meta: Chunked<TransferMeta>,
+    pub(crate) transfer_index: IdIndex,
+    /// Ids of transfers that failed with a transient result, in order (I3).
+    pub(crate) failed_ids: Vec<u128>,
+    pub(crate) failed_index: IdIndex,
+    pub(crate) balances: Vec<BalanceEntry>,
+    /// Pending transfers with a timeout, by (deadline, index). Entries may be stale (posted,
+    /// voided, rolled back); they are checked when popped.
+    pub(crate) expiry_queue: BinaryHeap<Reverse<(u64, u32)>>,
+    pub(crate) undo: Vec<Undo>,
+    pub(crate) last_timestamp: u64,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Number of stored transfers.
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// The timestamp of the last applied event (0 before any).
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_timestamp
+    }
+
+    /// Heap bytes held, by part.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        MemoryUsage {
+            accounts_bytes: self.accounts.capacity_bytes(),
+            account_index_bytes: self.account_index.capacity_bytes(),
+            transfers_bytes: self.transfers.capacity_bytes() + self.transfer_meta.capacity_bytes(),
+            transfer_index_bytes: self.transfer_index.capacity_bytes(),
+            other_bytes: self.balances.capacity() * size_of::<BalanceEntry>()
+                + self.failed_ids.capacity() * size_of::<u128>()
+                + self.failed_index.capacity_bytes()
+                + self.expiry_queue.capacity() * size_of::<Reverse<(u64, u32)>>()
+                + self.undo.capacity() * size_of::<Undo>(),
+        }
+    }
+
+    /// Applies one command of a chosen log entry; `timestamp` is the entry's leader timestamp
+    /// in nanoseconds.
+    ///
+    /// # Panics
+    /// If the event timestamps would overflow u64 (a clock 584 years past the epoch).
+    pub fn apply(&mut self, command: &Command, timestamp: u64) -> Reply {
+        match command {
+            Command::CreateAccounts(accounts) => {
+                Reply::CreateAccounts(self.create_accounts(accounts, timestamp))
+            }
+            Command::CreateTransfers(transfers) => {
+                Reply::CreateTransfers(self.create_transfers(transfers, timestamp))
+            }
+        }
+    }
+
+    /// Creates accounts, one result per event. See [`CreateAccountResult`] for the rules.
+    ///
+    /// # Panics
+    /// If the event timestamps would overflow u64.
+    pub fn create_accounts(
+        &mut self,
+        accounts: &[Account],
+        timestamp: u64,
+    ) -> Vec<CreateAccountResult> {
+        let mut results = vec![CreateAccountResult::Ok; accounts.len()];
+        let Some(base) = self.begin_batch(accounts.len(), timestamp) else {
+            return results;
+        };
+        self.account_index.reserve(accounts.len());
+        let mut chain: Option<ChainStart> = None;
+        let mut chain_failed = false;
+        for (index, account) in accounts.iter().enumerate() {
+            let linked = account.flags.linked();
+            if linked && chain.is_none() {
+                chain = Some(self.begin_chain(index));
+            }
+            let result = if chain_failed {
+                CreateAccountResult::LinkedEventFailed
+            } else if linked && index + 1 == accounts.len() {
+                CreateAccountResult::LinkedEventChainOpen
+            } else {
+                self.create_account(account, base + index as u64)
+            };
+            results[index] = result;
+            if let Some(start) = chain {
+                if !result.is_ok() && !chain_failed {
+                    chain_failed = true;
+                    self.rollback_chain(start);
+                    results[start.event_index..index].fill(CreateAccountResult::LinkedEventFailed);
+                }
+                if !linked {
+                    chain = None;
+                    chain_failed = false;
+                }
+            }
+        }
+        self.end_batch();
+        results
+    }
+
+    /// Creates transfers, one result per event. See [`CreateTransferResult`] for the rules.
+    ///
+    /// # Panics
+    /// If the event timestamps would overflow u64.
+    pub fn create_transfers(
+        &mut self,
+        transfers: &[Transfer],
+        timestamp: u64,
+    ) -> Vec<CreateTransferResult> {
+        let mut results = vec![CreateTransferResult::Ok; transfers.len()];
+        let Some(base) = self.begin_batch(transfers.len(), timestamp) else {
+            return results;
+        };
+        self.transfer_index.reserve(transfers.len());
+        self.failed_index.reserve(transfers.len());
+        let mut chain: Option<ChainStart> = None;
+        let mut chain_failed = false;
+        for (index, transfer) in transfers.iter().enumerate() {
+            let linked = transfer.flags.linked();
+            if linked && chain.is_none() {
+                chain = Some(self.begin_chain(index));
+            }
+            let result = if chain_failed {
+                CreateTransferResult::LinkedEventFailed
+            } else if linked && index + 1 == transfers.len() {
+                CreateTransferResult::LinkedEventChainOpen
+            } else {
+                self.create_transfer(transfer, base + index as u64, chain.is_some())
+            };
+            results[index] = result;
+            if let Some(start) = chain {
+                if !result.is_ok() && !chain_failed {
+                    chain_failed = true;
+                    self.rollback_chain(start);
+                    results[start.event_index..index].fill(CreateTransferResult::LinkedEventFailed);
+                }
+                if !linked {
+                    chain = None;
+                    chain_failed = false;
+                }
+            }
+            if result.is_transient() {
+                self.burn_id(transfer.id);
+            }
+        }
+        self.end_batch();
+        results
+    }
+
+    /// Assigns the batch's timestamps and expires what is due; `None` for an empty batch
+    /// (which changes nothing).
+    fn begin_batch(&mut self, event_count: usize, timestamp: u64) -> Option<u64> {
+        if event_count == 0 {
+            return None;
+        }
+        let base = timestamp.max(self.last_timestamp.saturating_add(1));
+        let last = base.checked_add(event_count as u64 - 1);
+        assert!(
+            last.is_some_and(|last| last < u64::MAX),
+            "event timestamps overflow u64"
+        );
+        self.last_timestamp = last.unwrap_or(u64::MAX);
+        self.expire_pending_transfers(base);
+        Some(base)
+    }
+
+    fn end_batch(&mut self) {
+        assert!(self.undo.is_empty() || self.undo.len() <= self.undo.capacity());
+        self.undo.clear();
+        if cfg!(debug_assertions) && self.transfers.len() + self.accounts.len() <= 1 << 14 {
+            if let Err(violation) = self.check_invariants() {
+                panic!("invariant broken after a batch: {violation}");
+            }
+        }
+    }
+
+    fn begin_chain(&mut self, event_index: usize) -> ChainStart {
+        self.undo.clear();
+        ChainStart {
+            event_index,
+            account_count: self.accounts.len(),
+            transfer_count: self.transfers.len(),
+            balance_count: self.balances.len(),
+        }
+    }
+
+    /// Undoes everything the open chain did: in-place changes from the undo log (newest first),
+    /// then the appended accounts, transfers and balance entries.
+    fn rollback_chain(&mut self, start: ChainStart) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Account(index, slot) => *self.accounts.get_mut(index as usize) = slot,
+                Undo::Status(index, status) => {
+                    self.transfer_meta.get_mut(index as usize).status = status;
+                }
+            }
+        }
+        while self.transfers.len() > start.transfer_count {
+            let index = self.transfers.len() - 1;
+            let id = self.transfers.get(index).id;
+            self.transfer_index.remove(hash_id(id), index as u32);
+            self.transfers.pop();
+            self.transfer_meta.pop();
+        }
+        while self.accounts.len() > start.account_count {
+            let index = self.accounts.len() - 1;
+            let id = self.accounts.get(index).account.id;
+            self.account_index.remove(hash_id(id), index as u32);
+            self.accounts.pop();
+        }
+        self.balances.truncate(start.balance_count);
+        assert_eq!(self.transfers.len(), self.transfer_meta.len());
+    }
+
+    /// Remembers a transient failure so a retry of the id answers `IdAlreadyFailed` (I3).
+    fn burn_id(&mut self, id: u128) {
+        let hash = hash_id(id);
+        let failed_ids = &self.failed_ids;
+        if let Probe::Vacant(position) = self
+            .failed_index
+            .find(hash, |i| failed_ids[i as usize] == id)
+        {
+            let index = self.failed_ids.len();
+            assert!(index <= INDEX_MAX as usize);
+            self.failed_index.insert_at(position, hash, index as u32);
+            self.failed_ids.push(id);
+        }
+    }
+
+    /// Expires every pending transfer whose deadline is at or before `timestamp`, in
+    /// (deadline, creation) order, releasing its reservation and reopening accounts it closed.
+    fn expire_pending_transfers(&mut self, timestamp: u64) {
+        while let Some(&Reverse((deadline, index))) = self.expiry_queue.peek() {
+            if deadline > timestamp {
+                break;
+            }
+            self.expiry_queue.pop();
+            let index = index as usize;
+            // Stale entries: rolled back (index reused or gone), already posted or voided.
+            if index >= self.transfers.len()
+                || self.transfer_meta.get(index).status != Status::Pending
+            {
+                continue;
+            }
+            let pending = *self.transfers.get(index);
+            if pending_deadline(&pending) != Some(deadline) {
+                continue;
+            }
+            self.transfer_meta.get_mut(index).status = Status::Expired;
+            let debit = self
+                .account_index_of(pending.debit_account_id)
+                .expect("I1: pending debit account exists");
+            let credit = self
+                .account_index_of(pending.credit_account_id)
+                .expect("I1: pending credit account exists");
+            release_pending(
+                &mut self.accounts.get_mut(debit as usize).account,
+                &pending,
+                true,
+            );
+            release_pending(
+                &mut self.accounts.get_mut(credit as usize).account,
+                &pending,
+                false,
+            );
+        }
+    }
+
+    /// The dense index of account `id`.
+    #[inline]
+    pub(crate) fn account_index_of(&self, id: u128) -> Option<u32> {
+        let accounts = &self.accounts;
+        self.account_index
+            .get(hash_id(id), |i| accounts.get(i as usize).account.id == id)
+    }
+
+    /// The dense index of transfer `id`.
+    #[inline]
+    pub(crate) fn transfer_index_of(&self, id: u128) -> Option<u32> {
+        let transfers = &self.transfers;
+        self.transfer_index
+            .get(hash_id(id), |i| transfers.get(i as usize).id == id)
+    }
+
+    fn create_account(&mut self, account: &Account, timestamp: u64) -> CreateAccountResult {
+        use CreateAccountResult as R;
+        if account.timestamp != 0 {
+            return R::TimestampMustBeZero;
+        }
+        if account.reserved != 0 {
+            return R::ReservedField;
+        }
+        if account.flags.has_reserved() {
+            return R::ReservedFlag;
+        }
+        if account.id == 0 {
+            return R::IdMustNotBeZero;
+        }
+        if account.id == u128::MAX {
+            return R::IdMustNotBeIntMax;
+        }
+        let hash = hash_id(account.id);
+        let accounts = &self.accounts;
+        let position = match self
+            .account_index
+            .find(hash, |i| accounts.get(i as usize).account.id == account.id)
+        {
+            Probe::Found(index) => {
+                return account_exists(account, &accounts.get(index as usize).account);
+            }
+            Probe::Vacant(position) => position,
+        };
+        if let Err(result) = create_account_validate(account) {
+            return result;
+        }
+        let index = self.accounts.len();
+        assert!(
+            index <= INDEX_MAX as usize,
+            "account count beyond u32 indices"
+        );
+        self.account_index.insert_at(position, hash, index as u32);
+        self.accounts.push(AccountSlot {
+            account: Account {
+                timestamp,
+                ..*account
+            },
+            transfers_newest: NONE,
+            balances_newest: NONE,
+        });
+        R::Ok
+    }
+}
+
+/// The rules of a new account after its id was found free.
+fn create_account_validate(account: &Account) -> Result<(), CreateAccountResult> {
+    use CreateAccountResult as R;
+    let flags = account.flags;
+    if flags.debits_must_not_exceed_credits() && flags.credits_must_not_exceed_debits() {
+        return Err(R::FlagsAreMutuallyExclusive);
+    }
+    if account.debits_pending != 0 {
+        return Err(R::DebitsPendingMustBeZero);
+    }
+    if account.debits_posted != 0 {
+        return Err(R::DebitsPostedMustBeZero);
+    }
+    if account.credits_pending != 0 {
+        return Err(R::CreditsPendingMustBeZero);
+    }
+    if account.credits_posted != 0 {
+        return Err(R::CreditsPostedMustBeZero);
+    }
+    if account.ledger == 0 {
+        return Err(R::LedgerMustNotBeZero);
+    }
+    if account.code == 0 {
+        return Err(R::CodeMustNotBeZero);
+    }
+    Ok(())
+}
+
+/// Compares a resubmitted account with the stored one (`CLOSED` changes after creation, so it
+/// is not compared).
+fn account_exists(account: &Account, existing: &Account) -> CreateAccountResult {
+    use CreateAccountResult as R;
+    let flags = account.flags.difference(AccountFlags::CLOSED);
+    if flags != existing.flags.difference(AccountFlags::CLOSED) {
+        return R::ExistsWithDifferentFlags;
+    }
+    if account.user_data_128 != existing.user_data_128 {
+        return R::ExistsWithDifferentUserData128;
+    }
+    if account.user_data_64 != existing.user_data_64 {
+        return R::ExistsWithDifferentUserData64;
+    }
+    if account.user_data_32 != existing.user_data_32 {
+        return R::ExistsWithDifferentUserData32;
+    }
+    if account.ledger != existing.ledger {
+        return R::ExistsWithDifferentLedger;
+    }
+    if account.code != existing.code {
+        return R::ExistsWithDifferentCode;
+    }
+    R::Exists
+}
+
+/// The timestamp at which a pending transfer expires, if it has a timeout (`None` also if the
+/// deadline would overflow, which creation rejects).
+pub(crate) fn pending_deadline(transfer: &Transfer) -> Option<u64> {
+    if transfer.timeout == 0 {
+        return None;
+    }
+    transfer
+        .timestamp
+        .checked_add(u64::from(transfer.timeout) * NANOSECONDS_PER_SECOND)
+}
+
+/// Removes a pending transfer's reservation from one side and reopens the account if the
+/// transfer closed it (void or expiry).
+pub(crate) fn release_pending(account: &mut Account, pending: &Transfer, debit_side: bool) {
+    if debit_side {
+        account.debits_pending = account
+            .debits_pending
+            .checked_sub(pending.amount)
+            .expect("I1: reservation present");
+        if pending.flags.closing_debit() {
+            account.flags = account.flags.difference(AccountFlags::CLOSED);
+        }
+    } else {
+        account.credits_pending = account
+            .credits_pending
+            .checked_sub(pending.amount)
+            .expect("I1: reservation present");
+        if pending.flags.closing_credit() {
+            account.flags = account.flags.difference(AccountFlags::CLOSED);
+        }
+    }
+}

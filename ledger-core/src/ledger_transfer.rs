@@ -1,0 +1,617 @@
+//! `create_transfer`: the rules of one transfer event, checked in the precedence order of
+//! [`CreateTransferResult`], and the state changes of an accepted one.
+
+use std::cmp::Reverse;
+
+use crate::hash::{INDEX_MAX, Probe, hash_id};
+use crate::ledger::{
+    AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, TransferMeta, Undo,
+    pending_deadline, release_pending,
+};
+use crate::{Account, AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
+
+use CreateTransferResult as R;
+
+impl Ledger {
+    /// Applies one transfer event at `timestamp`; `in_chain` says whether in-place changes
+    /// must be logged for a rollback.
+    #[inline]
+    pub(crate) fn create_transfer(
+        &mut self,
+        transfer: &Transfer,
+        timestamp: u64,
+        in_chain: bool,
+    ) -> CreateTransferResult {
+        if let Err(result) = create_transfer_validate_id(transfer) {
+            return result;
+        }
+        let hash = hash_id(transfer.id);
+        let transfers = &self.transfers;
+        let position = match self
+            .transfer_index
+            .find(hash, |i| transfers.get(i as usize).id == transfer.id)
+        {
+            Probe::Found(index) => return self.transfer_exists(transfer, index),
+            Probe::Vacant(position) => position,
+        };
+        if self.failed_index.len() != 0 {
+            let failed_ids = &self.failed_ids;
+            if self
+                .failed_index
+                .get(hash, |i| failed_ids[i as usize] == transfer.id)
+                .is_some()
+            {
+                return R::IdAlreadyFailed;
+            }
+        }
+        if flags_are_mutually_exclusive(transfer.flags) {
+            return R::FlagsAreMutuallyExclusive;
+        }
+        let flags = transfer.flags;
+        if flags.post_pending_transfer() || flags.void_pending_transfer() {
+            return self.post_or_void_pending_transfer(transfer, timestamp, in_chain, position);
+        }
+        if let Err(result) = create_transfer_validate_fields(transfer) {
+            return result;
+        }
+        let Some(debit_index) = self.account_index_of(transfer.debit_account_id) else {
+            return R::DebitAccountNotFound;
+        };
+        let Some(credit_index) = self.account_index_of(transfer.credit_account_id) else {
+            return R::CreditAccountNotFound;
+        };
+        let debit = self.accounts.get(debit_index as usize).account;
+        let credit = self.accounts.get(credit_index as usize).account;
+        let amount = match create_transfer_check_accounts(transfer, &debit, &credit, timestamp) {
+            Ok(amount) => amount,
+            Err(result) => return result,
+        };
+        let stored = Transfer {
+            amount,
+            timestamp,
+            ..*transfer
+        };
+        self.create_transfer_apply(&stored, position, hash, debit_index, credit_index, in_chain);
+        R::Ok
+    }
+
+    /// Books an accepted new transfer (single-phase or pending) and stores it.
+    #[inline]
+    fn create_transfer_apply(
+        &mut self,
+        stored: &Transfer,
+        position: usize,
+        hash: u64,
+        debit_index: u32,
+        credit_index: u32,
+        in_chain: bool,
+    ) {
+        if in_chain {
+            self.undo.push(Undo::Account(
+                debit_index,
+                *self.accounts.get(debit_index as usize),
+            ));
+            self.undo.push(Undo::Account(
+                credit_index,
+                *self.accounts.get(credit_index as usize),
+            ));
+        }
+        let flags = stored.flags;
+        let pending = flags.pending();
+        let amount = stored.amount;
+        // Overflow was ruled out by create_transfer_check_balances (I7).
+        {
+            let account = &mut self.accounts.get_mut(debit_index as usize).account;
+            if pending {
+                account.debits_pending += amount;
+            } else {
+                account.debits_posted += amount;
+            }
+            if flags.closing_debit() {
+                account.flags = account.flags.union(AccountFlags::CLOSED);
+            }
+        }
+        {
+            let account = &mut self.accounts.get_mut(credit_index as usize).account;
+            if pending {
+                account.credits_pending += amount;
+            } else {
+                account.credits_posted += amount;
+            }
+            if flags.closing_credit() {
+                account.flags = account.flags.union(AccountFlags::CLOSED);
+            }
+        }
+        let status = if pending {
+            Status::Pending
+        } else {
+            Status::NotPending
+        };
+        let index = self.store_transfer(stored, position, hash, debit_index, credit_index, status);
+        if let Some(deadline) = pending.then(|| pending_deadline(stored)).flatten() {
+            self.expiry_queue.push(Reverse((deadline, index)));
+        }
+    }
+
+    /// Appends an accepted transfer: record, metadata, id index, history lists.
+    #[inline]
+    fn store_transfer(
+        &mut self,
+        stored: &Transfer,
+        position: usize,
+        hash: u64,
+        debit_index: u32,
+        credit_index: u32,
+        status: Status,
+    ) -> u32 {
+        let index = self.transfers.len();
+        assert!(
+            index <= INDEX_MAX as usize,
+            "transfer count beyond u32 indices"
+        );
+        let index = index as u32;
+        let debit_slot = self.accounts.get_mut(debit_index as usize);
+        let debit_previous = std::mem::replace(&mut debit_slot.transfers_newest, index);
+        let credit_slot = self.accounts.get_mut(credit_index as usize);
+        let credit_previous = std::mem::replace(&mut credit_slot.transfers_newest, index);
+        self.transfers.push(*stored);
+        self.transfer_meta.push(TransferMeta {
+            debit_previous,
+            credit_previous,
+            status,
+        });
+        self.transfer_index.insert_at(position, hash, index);
+        for account_index in [debit_index, credit_index] {
+            if self
+                .accounts
+                .get(account_index as usize)
+                .account
+                .flags
+                .history()
+            {
+                self.store_balance(account_index, index, stored.timestamp);
+            }
+        }
+        index
+    }
+
+    fn store_balance(&mut self, account_index: u32, transfer_index: u32, timestamp: u64) {
+        let entry_index = self.balances.len();
+        assert!(
+            entry_index <= INDEX_MAX as usize,
+            "balance history beyond u32 indices"
+        );
+        let slot: &mut AccountSlot = self.accounts.get_mut(account_index as usize);
+        let account = &slot.account;
+        let balance = AccountBalance {
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+            timestamp,
+        };
+        let previous = std::mem::replace(&mut slot.balances_newest, entry_index as u32);
+        self.balances.push(BalanceEntry {
+            balance,
+            account_index,
+            transfer_index,
+            previous,
+        });
+    }
+
+    /// The post/void branch of the rules (see [`CreateTransferResult`]).
+    fn post_or_void_pending_transfer(
+        &mut self,
+        transfer: &Transfer,
+        timestamp: u64,
+        in_chain: bool,
+        position: usize,
+    ) -> CreateTransferResult {
+        let Some(pending_index) = (match post_or_void_validate_fields(transfer) {
+            Ok(()) => self.transfer_index_of(transfer.pending_id),
+            Err(result) => return result,
+        }) else {
+            return R::PendingTransferNotFound;
+        };
+        let pending = *self.transfers.get(pending_index as usize);
+        let status = self.transfer_meta.get(pending_index as usize).status;
+        let amount = match post_or_void_check_pending(transfer, &pending, status, timestamp) {
+            Ok(amount) => amount,
+            Err(result) => return result,
+        };
+        let debit_index = self
+            .account_index_of(pending.debit_account_id)
+            .expect("pending accounts exist");
+        let credit_index = self
+            .account_index_of(pending.credit_account_id)
+            .expect("pending accounts exist");
+        let post = transfer.flags.post_pending_transfer();
+        if post {
+            let debit = &self.accounts.get(debit_index as usize).account;
+            let credit = &self.accounts.get(credit_index as usize).account;
+            if debit.flags.closed() && !pending.flags.closing_debit() {
+                return R::DebitAccountAlreadyClosed;
+            }
+            if credit.flags.closed() && !pending.flags.closing_credit() {
+                return R::CreditAccountAlreadyClosed;
+            }
+        }
+        if in_chain {
+            self.undo.push(Undo::Account(
+                debit_index,
+                *self.accounts.get(debit_index as usize),
+            ));
+            self.undo.push(Undo::Account(
+                credit_index,
+                *self.accounts.get(credit_index as usize),
+            ));
+            self.undo.push(Undo::Status(pending_index, status));
+        }
+        self.post_or_void_apply(&pending, debit_index, credit_index, post.then_some(amount));
+        self.transfer_meta.get_mut(pending_index as usize).status =
+            if post { Status::Posted } else { Status::Voided };
+        let stored = Transfer {
+            id: transfer.id,
+            debit_account_id: pending.debit_account_id,
+            credit_account_id: pending.credit_account_id,
+            amount,
+            pending_id: transfer.pending_id,
+            user_data_128: inherit(transfer.user_data_128, pending.user_data_128),
+            user_data_64: inherit(transfer.user_data_64, pending.user_data_64),
+            user_data_32: inherit(transfer.user_data_32, pending.user_data_32),
+            timeout: 0,
+            ledger: pending.ledger,
+            code: pending.code,
+            flags: transfer.flags,
+            timestamp,
+        };
+        let hash = hash_id(transfer.id);
+        self.store_transfer(
+            &stored,
+            position,
+            hash,
+            debit_index,
+            credit_index,
+            Status::NotPending,
+        );
+        R::Ok
+    }
+
+    /// Releases the reservation and, for a post, books `posted_amount`.
+    fn post_or_void_apply(
+        &mut self,
+        pending: &Transfer,
+        debit_index: u32,
+        credit_index: u32,
+        posted_amount: Option<u128>,
+    ) {
+        let debit = &mut self.accounts.get_mut(debit_index as usize).account;
+        release_pending(debit, pending, true);
+        if let Some(amount) = posted_amount {
+            // I7: pending + posted never overflowed, and this moves at most the pending amount.
+            debit.debits_posted = debit.debits_posted.checked_add(amount).expect("I7");
+            // A posted closing transfer keeps the account closed.
+            if pending.flags.closing_debit() {
+                debit.flags = debit.flags.union(AccountFlags::CLOSED);
+            }
+        }
+        let credit = &mut self.accounts.get_mut(credit_index as usize).account;
+        release_pending(credit, pending, false);
+        if let Some(amount) = posted_amount {
+            credit.credits_posted = credit.credits_posted.checked_add(amount).expect("I7");
+            if pending.flags.closing_credit() {
+                credit.flags = credit.flags.union(AccountFlags::CLOSED);
+            }
+        }
+    }
+
+    /// Compares a resubmitted transfer with the stored one at `index`.
+    fn transfer_exists(&self, transfer: &Transfer, index: u32) -> CreateTransferResult {
+        let existing = self.transfers.get(index as usize);
+        if transfer.flags != existing.flags {
+            return R::ExistsWithDifferentFlags;
+        }
+        if transfer.pending_id != existing.pending_id {
+            return R::ExistsWithDifferentPendingId;
+        }
+        if transfer.timeout != existing.timeout {
+            return R::ExistsWithDifferentTimeout;
+        }
+        let flags = transfer.flags;
+        if flags.post_pending_transfer() || flags.void_pending_transfer() {
+            let pending_index = self
+                .transfer_index_of(existing.pending_id)
+                .expect("stored posts name a pending transfer");
+            let pending_amount = self.transfers.get(pending_index as usize).amount;
+            return resolving_transfer_exists(transfer, existing, pending_amount);
+        }
+        if transfer.debit_account_id != existing.debit_account_id {
+            return R::ExistsWithDifferentDebitAccountId;
+        }
+        if transfer.credit_account_id != existing.credit_account_id {
+            return R::ExistsWithDifferentCreditAccountId;
+        }
+        let balancing = flags.balancing_debit() || flags.balancing_credit();
+        // A balancing transfer stores what it moved, at most what was asked.
+        if (balancing && transfer.amount < existing.amount)
+            || (!balancing && transfer.amount != existing.amount)
+        {
+            return R::ExistsWithDifferentAmount;
+        }
+        exists_compare_tail(transfer, existing, false)
+    }
+}
+
+/// `value` unless zero, else `inherited` (posts and voids inherit unset fields).
+fn inherit<T: Default + PartialEq>(value: T, inherited: T) -> T {
+    if value == T::default() {
+        inherited
+    } else {
+        value
+    }
+}
+
+/// The amount a post or void moves; `None` if it cannot be one (`Exceeds…`/`…DifferentAmount`).
+fn post_or_void_amount(transfer: &Transfer, pending_amount: u128) -> u128 {
+    let flags = transfer.flags;
+    if transfer.amount == u128::MAX || (flags.void_pending_transfer() && transfer.amount == 0) {
+        pending_amount
+    } else {
+        transfer.amount
+    }
+}
+
+fn resolving_transfer_exists(
+    transfer: &Transfer,
+    existing: &Transfer,
+    pending_amount: u128,
+) -> CreateTransferResult {
+    if transfer.debit_account_id != 0 && transfer.debit_account_id != existing.debit_account_id {
+        return R::ExistsWithDifferentDebitAccountId;
+    }
+    if transfer.credit_account_id != 0 && transfer.credit_account_id != existing.credit_account_id {
+        return R::ExistsWithDifferentCreditAccountId;
+    }
+    if post_or_void_amount(transfer, pending_amount) != existing.amount {
+        return R::ExistsWithDifferentAmount;
+    }
+    exists_compare_tail(transfer, existing, true)
+}
+
+/// The user data, ledger and code comparisons; `inherits` skips zero fields of a post/void.
+fn exists_compare_tail(
+    transfer: &Transfer,
+    existing: &Transfer,
+    inherits: bool,
+) -> CreateTransferResult {
+    let differs_128 = |new: u128, old: u128| new != old && !(inherits && new == 0);
+    let differs_64 = |new: u64, old: u64| new != old && !(inherits && new == 0);
+    let differs_32 = |new: u32, old: u32| new != old && !(inherits && new == 0);
+    if differs_128(transfer.user_data_128, existing.user_data_128) {
+        return R::ExistsWithDifferentUserData128;
+    }
+    if differs_64(transfer.user_data_64, existing.user_data_64) {
+        return R::ExistsWithDifferentUserData64;
+    }
+    if differs_32(transfer.user_data_32, existing.user_data_32) {
+        return R::ExistsWithDifferentUserData32;
+    }
+    if differs_32(transfer.ledger, existing.ledger) {
+        return R::ExistsWithDifferentLedger;
+    }
+    if transfer.code != existing.code && !(inherits && transfer.code == 0) {
+        return R::ExistsWithDifferentCode;
+    }
+    R::Exists
+}
+
+fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransferResult> {
+    if transfer.timestamp != 0 {
+        return Err(R::TimestampMustBeZero);
+    }
+    if transfer.flags.has_reserved() {
+        return Err(R::ReservedFlag);
+    }
+    if transfer.id == 0 {
+        return Err(R::IdMustNotBeZero);
+    }
+    if transfer.id == u128::MAX {
+        return Err(R::IdMustNotBeIntMax);
+    }
+    Ok(())
+}
+
+fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
+    let phases = u8::from(flags.pending())
+        + u8::from(flags.post_pending_transfer())
+        + u8::from(flags.void_pending_transfer());
+    let resolves = flags.post_pending_transfer() || flags.void_pending_transfer();
+    let shapes = flags.balancing_debit()
+        || flags.balancing_credit()
+        || flags.closing_debit()
+        || flags.closing_credit();
+    phases > 1 || (resolves && shapes)
+}
+
+/// The field rules of a new (single-phase or pending) transfer.
+fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTransferResult> {
+    if transfer.debit_account_id == 0 {
+        return Err(R::DebitAccountIdMustNotBeZero);
+    }
+    if transfer.debit_account_id == u128::MAX {
+        return Err(R::DebitAccountIdMustNotBeIntMax);
+    }
+    if transfer.credit_account_id == 0 {
+        return Err(R::CreditAccountIdMustNotBeZero);
+    }
+    if transfer.credit_account_id == u128::MAX {
+        return Err(R::CreditAccountIdMustNotBeIntMax);
+    }
+    if transfer.debit_account_id == transfer.credit_account_id {
+        return Err(R::AccountsMustBeDifferent);
+    }
+    if transfer.pending_id != 0 {
+        return Err(R::PendingIdMustBeZero);
+    }
+    let flags = transfer.flags;
+    if !flags.pending() && transfer.timeout != 0 {
+        return Err(R::TimeoutReservedForPendingTransfer);
+    }
+    if !flags.pending() && (flags.closing_debit() || flags.closing_credit()) {
+        return Err(R::ClosingTransferMustBePending);
+    }
+    if transfer.ledger == 0 {
+        return Err(R::LedgerMustNotBeZero);
+    }
+    if transfer.code == 0 {
+        return Err(R::CodeMustNotBeZero);
+    }
+    Ok(())
+}
+
+/// The account rules of a new transfer; returns the amount to move (balancing clamps it).
+#[inline]
+fn create_transfer_check_accounts(
+    transfer: &Transfer,
+    debit: &Account,
+    credit: &Account,
+    timestamp: u64,
+) -> Result<u128, CreateTransferResult> {
+    if debit.ledger != credit.ledger {
+        return Err(R::AccountsMustHaveTheSameLedger);
+    }
+    if transfer.ledger != debit.ledger {
+        return Err(R::TransferMustHaveTheSameLedgerAsAccounts);
+    }
+    if debit.flags.closed() {
+        return Err(R::DebitAccountAlreadyClosed);
+    }
+    if credit.flags.closed() {
+        return Err(R::CreditAccountAlreadyClosed);
+    }
+    let mut amount = transfer.amount;
+    if transfer.flags.balancing_debit() {
+        let debits = debit.debits_posted.saturating_add(debit.debits_pending);
+        amount = amount.min(debit.credits_posted.saturating_sub(debits));
+    }
+    if transfer.flags.balancing_credit() {
+        let credits = credit.credits_posted.saturating_add(credit.credits_pending);
+        amount = amount.min(credit.debits_posted.saturating_sub(credits));
+    }
+    create_transfer_check_balances(transfer, amount, debit, credit, timestamp)?;
+    Ok(amount)
+}
+
+/// Overflow and overdraft rules (I7), in precedence order.
+#[inline]
+fn create_transfer_check_balances(
+    transfer: &Transfer,
+    amount: u128,
+    debit: &Account,
+    credit: &Account,
+    timestamp: u64,
+) -> Result<(), CreateTransferResult> {
+    let pending = transfer.flags.pending();
+    if pending && debit.debits_pending.checked_add(amount).is_none() {
+        return Err(R::OverflowsDebitsPending);
+    }
+    if pending && credit.credits_pending.checked_add(amount).is_none() {
+        return Err(R::OverflowsCreditsPending);
+    }
+    if debit.debits_posted.checked_add(amount).is_none() {
+        return Err(R::OverflowsDebitsPosted);
+    }
+    if credit.credits_posted.checked_add(amount).is_none() {
+        return Err(R::OverflowsCreditsPosted);
+    }
+    // I7 keeps pending + posted within u128 for stored accounts.
+    let debits = debit
+        .debits_pending
+        .checked_add(debit.debits_posted)
+        .and_then(|d| d.checked_add(amount));
+    let Some(debits) = debits else {
+        return Err(R::OverflowsDebits);
+    };
+    let credits = credit
+        .credits_pending
+        .checked_add(credit.credits_posted)
+        .and_then(|c| c.checked_add(amount));
+    let Some(credits) = credits else {
+        return Err(R::OverflowsCredits);
+    };
+    if pending
+        && timestamp
+            .checked_add(u64::from(transfer.timeout) * NANOSECONDS_PER_SECOND)
+            .is_none()
+    {
+        return Err(R::OverflowsTimeout);
+    }
+    if debit.flags.debits_must_not_exceed_credits() && debits > debit.credits_posted {
+        return Err(R::ExceedsCredits);
+    }
+    if credit.flags.credits_must_not_exceed_debits() && credits > credit.debits_posted {
+        return Err(R::ExceedsDebits);
+    }
+    Ok(())
+}
+
+/// The field rules of a post or void before its pending transfer is looked up.
+fn post_or_void_validate_fields(transfer: &Transfer) -> Result<(), CreateTransferResult> {
+    if transfer.pending_id == 0 {
+        return Err(R::PendingIdMustNotBeZero);
+    }
+    if transfer.pending_id == u128::MAX {
+        return Err(R::PendingIdMustNotBeIntMax);
+    }
+    if transfer.pending_id == transfer.id {
+        return Err(R::PendingIdMustBeDifferent);
+    }
+    if transfer.timeout != 0 {
+        return Err(R::TimeoutReservedForPendingTransfer);
+    }
+    Ok(())
+}
+
+/// The rules against the pending transfer; returns the amount to post (or void).
+fn post_or_void_check_pending(
+    transfer: &Transfer,
+    pending: &Transfer,
+    status: Status,
+    timestamp: u64,
+) -> Result<u128, CreateTransferResult> {
+    if !pending.flags.pending() {
+        return Err(R::PendingTransferNotPending);
+    }
+    if transfer.debit_account_id != 0 && transfer.debit_account_id != pending.debit_account_id {
+        return Err(R::PendingTransferHasDifferentDebitAccountId);
+    }
+    if transfer.credit_account_id != 0 && transfer.credit_account_id != pending.credit_account_id {
+        return Err(R::PendingTransferHasDifferentCreditAccountId);
+    }
+    if transfer.ledger != 0 && transfer.ledger != pending.ledger {
+        return Err(R::PendingTransferHasDifferentLedger);
+    }
+    if transfer.code != 0 && transfer.code != pending.code {
+        return Err(R::PendingTransferHasDifferentCode);
+    }
+    let amount = post_or_void_amount(transfer, pending.amount);
+    if amount > pending.amount {
+        return Err(R::ExceedsPendingTransferAmount);
+    }
+    if transfer.flags.void_pending_transfer() && amount < pending.amount {
+        return Err(R::PendingTransferHasDifferentAmount);
+    }
+    match status {
+        Status::Posted => return Err(R::PendingTransferAlreadyPosted),
+        Status::Voided => return Err(R::PendingTransferAlreadyVoided),
+        Status::Expired => return Err(R::PendingTransferExpired),
+        Status::Pending => {}
+        Status::NotPending => unreachable!("a pending transfer has a pending status"),
+    }
+    if pending_deadline(pending).is_some_and(|deadline| deadline <= timestamp) {
+        return Err(R::PendingTransferExpired);
+    }
+    Ok(amount)
+}
+
+const _: () = assert!(NONE == u32::MAX);

@@ -1,0 +1,151 @@
+//! Read-only queries of the [`Ledger`].
+
+use crate::ledger::{Ledger, NONE};
+use crate::{
+    Account, AccountBalance, AccountFilter, BATCH_EVENTS_MAX, Query, QueryReply, Transfer,
+};
+
+impl Ledger {
+    /// Answers a [`Query`].
+    pub fn query(&self, query: &Query) -> QueryReply {
+        match query {
+            Query::LookupAccounts(ids) => QueryReply::Accounts(self.lookup_accounts(ids)),
+            Query::LookupTransfers(ids) => QueryReply::Transfers(self.lookup_transfers(ids)),
+            Query::GetAccountTransfers(filter) => {
+                QueryReply::Transfers(self.get_account_transfers(filter))
+            }
+            Query::GetAccountBalances(filter) => {
+                QueryReply::Balances(self.get_account_balances(filter))
+            }
+        }
+    }
+
+    /// The accounts with these ids that exist, in request order.
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
+        ids.iter()
+            .filter_map(|&id| self.account_index_of(id))
+            .map(|index| self.accounts.get(index as usize).account)
+            .collect()
+    }
+
+    /// The transfers with these ids that exist, in request order.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
+        ids.iter()
+            .filter_map(|&id| self.transfer_index_of(id))
+            .map(|index| *self.transfers.get(index as usize))
+            .collect()
+    }
+
+    /// Transfers of `filter.account_id` on the selected side(s) within the timestamp range,
+    /// oldest first (newest first with `REVERSED`), at most `filter.limit` (capped at
+    /// [`BATCH_EVENTS_MAX`]). An invalid filter (no side, zero limit, unknown account, empty
+    /// range) gives an empty answer.
+    pub fn get_account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
+        let Some(account_index) = self.query_account(filter) else {
+            return Vec::new();
+        };
+        let newest_first = self
+            .account_transfers_newest_first(account_index)
+            .map(|index| {
+                let transfer = *self.transfers.get(index as usize);
+                (
+                    transfer.timestamp,
+                    transfer.debit_account_id == filter.account_id,
+                    transfer,
+                )
+            });
+        query_select(filter, newest_first)
+    }
+
+    /// Balances of a `HISTORY` account after each of its transfers selected by `filter`
+    /// (same rules as [`Self::get_account_transfers`]); empty for other accounts.
+    pub fn get_account_balances(&self, filter: &AccountFilter) -> Vec<AccountBalance> {
+        let Some(account_index) = self.query_account(filter) else {
+            return Vec::new();
+        };
+        let slot = self.accounts.get(account_index as usize);
+        if !slot.account.flags.history() {
+            return Vec::new();
+        }
+        let mut entry_index = slot.balances_newest;
+        let newest_first = std::iter::from_fn(move || {
+            if entry_index == NONE {
+                return None;
+            }
+            let entry = self.balances[entry_index as usize];
+            entry_index = entry.previous;
+            let transfer = self.transfers.get(entry.transfer_index as usize);
+            let debit = transfer.debit_account_id == filter.account_id;
+            Some((entry.balance.timestamp, debit, entry.balance))
+        });
+        query_select(filter, newest_first)
+    }
+
+    /// The account a filter names, if the filter can select anything.
+    fn query_account(&self, filter: &AccountFilter) -> Option<u32> {
+        let flags = filter.flags;
+        let range_empty = filter.timestamp_max != 0 && filter.timestamp_min > filter.timestamp_max;
+        if filter.limit == 0 || !(flags.debits() || flags.credits()) || range_empty {
+            return None;
+        }
+        self.account_index_of(filter.account_id)
+    }
+
+    /// Indices of an account's transfers, newest first, following the history list.
+    fn account_transfers_newest_first(&self, account_index: u32) -> impl Iterator<Item = u32> + '_ {
+        let account_id = self.accounts.get(account_index as usize).account.id;
+        let mut index = self.accounts.get(account_index as usize).transfers_newest;
+        std::iter::from_fn(move || {
+            if index == NONE {
+                return None;
+            }
+            let current = index;
+            let meta = self.transfer_meta.get(current as usize);
+            index = if self.transfers.get(current as usize).debit_account_id == account_id {
+                meta.debit_previous
+            } else {
+                meta.credit_previous
+            };
+            Some(current)
+        })
+    }
+}
+
+/// Applies side, range, order and limit to (timestamp, is debit side, item) given newest first.
+fn query_select<T>(
+    filter: &AccountFilter,
+    newest_first: impl Iterator<Item = (u64, bool, T)>,
+) -> Vec<T> {
+    let limit = filter.limit.min(BATCH_EVENTS_MAX) as usize;
+    let timestamp_max = if filter.timestamp_max == 0 {
+        u64::MAX
+    } else {
+        filter.timestamp_max
+    };
+    let reversed = filter.flags.reversed();
+    // Oldest first keeps a window of the last `limit` items met (the oldest ones), so memory
+    // stays bounded by the limit however long the history is.
+    let mut selected = std::collections::VecDeque::with_capacity(limit.min(64));
+    for (timestamp, debit, item) in newest_first {
+        if timestamp > timestamp_max {
+            continue;
+        }
+        if timestamp < filter.timestamp_min {
+            break; // Lists are in timestamp order: everything further is older.
+        }
+        if (debit && filter.flags.debits()) || (!debit && filter.flags.credits()) {
+            selected.push_back(item);
+            if selected.len() > limit {
+                selected.pop_front();
+            }
+            if reversed && selected.len() == limit {
+                break;
+            }
+        }
+    }
+    if reversed {
+        selected.into_iter().collect()
+    } else {
+        selected.into_iter().rev().collect()
+    }
+}
