@@ -1,5 +1,9 @@
 //! The crate's error type.
 
+use std::sync::Arc;
+
+use ledger_wal::WalError;
+
 use crate::ballot::ReplicaId;
 
 /// Everything that can go wrong in ledger-paxos.
@@ -47,6 +51,10 @@ pub enum PaxosError {
         /// Why the snapshot was rejected.
         reason: &'static str,
     },
+    /// The write-ahead log failed (I/O, full disk, poisoned by a failed fsync, corruption).
+    /// After this the replica must stop: its durable state is uncertain.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
     /// The call did not complete in time (driver only).
     #[error("timed out")]
     Timeout,
@@ -57,3 +65,30 @@ pub enum PaxosError {
 
 /// `Result` with [`PaxosError`].
 pub type Result<T, E = PaxosError> = std::result::Result<T, E>;
+
+/// A shared [`WalError`], so that [`PaxosError`] stays `Clone` and comparable (two storage
+/// errors are equal when they are the same error).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StorageError(pub Arc<WalError>);
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StorageError {}
+
+impl From<WalError> for PaxosError {
+    fn from(error: WalError) -> Self {
+        PaxosError::Storage(StorageError(Arc::new(error)))
+    }
+}
+
+impl StorageError {
+    /// The underlying log error.
+    pub fn wal_error(&self) -> &WalError {
+        &self.0
+    }
+}

@@ -59,6 +59,7 @@ mod acceptor;
 mod ballot;
 mod config;
 mod error;
+pub mod log_store;
 mod message;
 mod proposer;
 mod ready;
@@ -67,7 +68,8 @@ mod state_machine;
 
 pub use ballot::{Ballot, ReplicaId};
 pub use config::{Config, REPLICA_COUNT_MAX};
-pub use error::{PaxosError, Result};
+pub use error::{PaxosError, Result, StorageError};
+pub use log_store::LogStore;
 pub use message::{
     COMMAND_HEADER_SIZE_BYTES, Command, ENTRY_HEADER_SIZE_BYTES, Entry, Message, SlotEntry,
 };
