@@ -76,3 +76,5 @@ pub use message::{
 pub use ready::{Envelope, HardState, Persisted, Ready, Recovered, Reply, SnapshotData};
 pub use replica::{Replica, Role, SNAPSHOT_SIZE_BYTES_MAX};
 pub use state_machine::StateMachine;
+pub mod driver;
+pub mod transport;
