@@ -16,3 +16,8 @@ pub use ledger_core::{
     CreateAccountResult, CreateTransferResult, InvariantViolation, Query, QueryReply, Reply,
     Transfer, TransferFlags,
 };
+
+// ---- cluster API (ledger-shard) ----
+pub use ledger_shard::{
+    Client, Cluster, ClusterConfig, EVENTS_PER_CALL_MAX, ReplicaState, Router, ShardError,
+};

@@ -1,0 +1,326 @@
+//! The client: blocking, thread-safe calls that route events to shards, wait for their
+//! per-event results, and read linearizably.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam::channel::{self, Receiver};
+use ledger_core::{
+    Account, AccountBalance, AccountFilter, BATCH_EVENTS_MAX, CreateAccountResult,
+    CreateTransferResult, Query, QueryReply, Transfer,
+};
+
+use crate::clock;
+use crate::cluster::ClusterInner;
+use crate::config::EVENTS_PER_CALL_MAX;
+use crate::error::{Result, ShardError};
+use crate::router::Route;
+use crate::shard::{self, Events, Results, Submission};
+use crate::wire::Read;
+
+/// A handle for calling the cluster: `Clone + Send + Sync`; every call blocks until its
+/// events are committed on a majority and applied (or fails with a system error).
+///
+/// Concurrent calls to one shard are packed into shared log entries. A call whose leader
+/// fails is retried on the new leader with the same bytes until the request timeout; events
+/// that had committed before the failover report their original result (I3).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClusterInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(inner: Arc<ClusterInner>) -> Self {
+        Self { inner }
+    }
+
+    /// Creates accounts; one result per account, in order. An account lives on shard
+    /// `id % shards`.
+    ///
+    /// # Errors
+    ///
+    /// System failures only ([`ShardError::NoQuorum`], [`ShardError::Timeout`],
+    /// [`ShardError::Shutdown`]), or [`ShardError::InvalidRequest`] for more than 8,190
+    /// accounts or a linked chain spanning shards. Retrying the same ids is safe.
+    pub fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<CreateAccountResult>> {
+        check_event_count(accounts.len())?;
+        let shards: Vec<usize> = accounts
+            .iter()
+            .map(|account| self.inner.router.shard_of(account.id))
+            .collect();
+        check_chains(&shards, |index| accounts[index].flags.linked())?;
+        let results = self.submit_split(&shards, |indexes| {
+            Events::Accounts(indexes.iter().map(|&index| accounts[index]).collect())
+        })?;
+        Ok(merge(accounts.len(), results, |results| match results {
+            Results::Accounts(results) => results,
+            Results::Transfers(_) => Vec::new(),
+        }))
+    }
+
+    /// Creates transfers; one result per transfer, in order. A transfer goes to the shard of
+    /// its accounts (the shard of its pending transfer for a post or void naming no account).
+    ///
+    /// Cross-shard transfers are not supported yet: if any transfer's two accounts live on
+    /// different shards, the whole call fails with [`ShardError::CrossShard`] before anything is
+    /// submitted, so no transfer is ever half-applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`].
+    pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
+        check_event_count(transfers.len())?;
+        let shards = self.route_transfers(transfers)?;
+        check_chains(&shards, |index| transfers[index].flags.linked())?;
+        let results = self.submit_split(&shards, |indexes| {
+            Events::Transfers(indexes.iter().map(|&index| transfers[index]).collect())
+        })?;
+        Ok(merge(transfers.len(), results, |results| match results {
+            Results::Transfers(results) => results,
+            Results::Accounts(_) => Vec::new(),
+        }))
+    }
+
+    /// The accounts with these ids that exist, in request order (linearizable, I9).
+    ///
+    /// # Errors
+    ///
+    /// System failures only.
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
+        let router = self.inner.router;
+        let mut found = HashMap::with_capacity(ids.len());
+        self.lookup_split(
+            ids,
+            |id| router.shard_of(id)..router.shard_of(id) + 1,
+            |shard, ids| match self.read(shard, Query::LookupAccounts(ids))? {
+                QueryReply::Accounts(accounts) => {
+                    found.extend(accounts.into_iter().map(|account| (account.id, account)));
+                    Ok(())
+                }
+                _ => Err(unexpected_reply(shard)),
+            },
+        )?;
+        Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+    }
+
+    /// The transfers with these ids that exist, in request order (linearizable, I9). A
+    /// transfer lives on its accounts' shard, which its id does not tell: every shard is asked.
+    ///
+    /// # Errors
+    ///
+    /// System failures only.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
+        let shard_count = self.inner.shards.len();
+        let mut found = HashMap::with_capacity(ids.len());
+        self.lookup_split(
+            ids,
+            |_| 0..shard_count,
+            |shard, ids| match self.read(shard, Query::LookupTransfers(ids))? {
+                QueryReply::Transfers(transfers) => {
+                    found.extend(
+                        transfers
+                            .into_iter()
+                            .map(|transfer| (transfer.id, transfer)),
+                    );
+                    Ok(())
+                }
+                _ => Err(unexpected_reply(shard)),
+            },
+        )?;
+        Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+    }
+
+    /// The transfers of one account, as the filter selects (linearizable, I9).
+    ///
+    /// # Errors
+    ///
+    /// System failures only.
+    pub fn get_account_transfers(&self, filter: &AccountFilter) -> Result<Vec<Transfer>> {
+        let shard = self.inner.router.shard_of(filter.account_id);
+        match self.read(shard, Query::GetAccountTransfers(*filter))? {
+            QueryReply::Transfers(transfers) => Ok(transfers),
+            _ => Err(unexpected_reply(shard)),
+        }
+    }
+
+    /// The balance history of one account (it needs the `HISTORY` flag), as the filter
+    /// selects (linearizable, I9).
+    ///
+    /// # Errors
+    ///
+    /// System failures only.
+    pub fn get_account_balances(&self, filter: &AccountFilter) -> Result<Vec<AccountBalance>> {
+        let shard = self.inner.router.shard_of(filter.account_id);
+        match self.read(shard, Query::GetAccountBalances(*filter))? {
+            QueryReply::Balances(balances) => Ok(balances),
+            _ => Err(unexpected_reply(shard)),
+        }
+    }
+
+    /// The shard of each transfer; fails on a cross-shard transfer.
+    fn route_transfers(&self, transfers: &[Transfer]) -> Result<Vec<usize>> {
+        let router = self.inner.router;
+        transfers
+            .iter()
+            .enumerate()
+            .map(|(index, transfer)| match router.route(transfer) {
+                Route::Shard(shard) => Ok(shard),
+                Route::Cross {
+                    debit_shard,
+                    credit_shard,
+                } => Err(ShardError::CrossShard {
+                    index,
+                    debit_shard,
+                    credit_shard,
+                }),
+                Route::Unknown => self.locate_pending(transfer.pending_id),
+            })
+            .collect()
+    }
+
+    /// The shard holding a pending transfer (shard 0, which rejects it, if none does).
+    fn locate_pending(&self, pending_id: u128) -> Result<usize> {
+        let found = self.lookup_transfers(&[pending_id])?;
+        Ok(found.first().map_or(0, |pending| {
+            let account = pending.debit_account_id.max(pending.credit_account_id);
+            self.inner.router.shard_of(account)
+        }))
+    }
+
+    /// Submits each shard's share of a call, then waits for all of them.
+    fn submit_split(
+        &self,
+        shards: &[usize],
+        events: impl Fn(&[usize]) -> Events,
+    ) -> Result<Vec<(Vec<usize>, Results)>> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.inner.shards.len()];
+        for (index, &shard) in shards.iter().enumerate() {
+            by_shard[shard].push(index);
+        }
+        let deadline = clock::now() + self.inner.config.request_timeout;
+        let mut waiting = Vec::new();
+        for (shard, indexes) in by_shard.into_iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
+            }
+            let (reply, receiver) = channel::bounded(1);
+            let submission = Submission {
+                events: events(&indexes),
+                deadline,
+                reply,
+            };
+            self.send(shard, submission)?;
+            waiting.push((indexes, receiver));
+        }
+        waiting
+            .into_iter()
+            .map(|(indexes, receiver)| Ok((indexes, self.wait(&receiver)?)))
+            .collect()
+    }
+
+    fn send(&self, shard: usize, submission: Submission) -> Result<()> {
+        let submissions = &self.inner.shards[shard].submissions;
+        crossbeam::select! {
+            send(submissions, submission) -> sent => sent.map_err(|_| ShardError::Shutdown),
+            recv(self.inner.shutdown) -> _ => Err(ShardError::Shutdown),
+        }
+    }
+
+    fn wait(&self, receiver: &Receiver<Result<Results>>) -> Result<Results> {
+        crossbeam::select! {
+            recv(receiver) -> reply => reply.unwrap_or(Err(ShardError::Shutdown)),
+            recv(self.inner.shutdown) -> _ => Err(ShardError::Shutdown),
+        }
+    }
+
+    /// Groups ids by the shards `shards_of(id)` names and calls `read` per shard with at
+    /// most [`BATCH_EVENTS_MAX`] ids at a time.
+    fn lookup_split(
+        &self,
+        ids: &[u128],
+        shards_of: impl Fn(u128) -> std::ops::Range<usize>,
+        mut read: impl FnMut(usize, Vec<u128>) -> Result<()>,
+    ) -> Result<()> {
+        let mut by_shard: Vec<Vec<u128>> = vec![Vec::new(); self.inner.shards.len()];
+        for &id in ids {
+            for shard in shards_of(id) {
+                by_shard[shard].push(id);
+            }
+        }
+        for (shard, ids) in by_shard.into_iter().enumerate() {
+            for chunk in ids.chunks(BATCH_EVENTS_MAX as usize) {
+                read(shard, chunk.to_vec())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, shard: usize, query: Query) -> Result<QueryReply> {
+        let context = &self.inner.shards[shard].context;
+        let read = Read::Ledger(query).encode();
+        let deadline = clock::now() + self.inner.config.request_timeout;
+        let reply = shard::with_leader(context, deadline, |backend, leader, timeout| {
+            backend.read(leader, read.clone(), timeout)
+        })?;
+        QueryReply::decode(&reply).map_err(|source| ShardError::Codec { shard, source })
+    }
+}
+
+fn check_event_count(event_count: usize) -> Result<()> {
+    if event_count > EVENTS_PER_CALL_MAX {
+        return Err(ShardError::InvalidRequest {
+            reason: format!("{event_count} events in one call; at most {EVENTS_PER_CALL_MAX}"),
+        });
+    }
+    Ok(())
+}
+
+/// Rejects a linked chain whose events live on different shards: committing it atomically
+/// needs the cross-shard protocol.
+fn check_chains(shards: &[usize], linked: impl Fn(usize) -> bool) -> Result<()> {
+    let mut chain_shard: Option<usize> = None;
+    for (index, &shard) in shards.iter().enumerate() {
+        if let Some(chain_shard) = chain_shard.filter(|&chain_shard| chain_shard != shard) {
+            return Err(ShardError::CrossShard {
+                index,
+                debit_shard: chain_shard,
+                credit_shard: shard,
+            });
+        }
+        chain_shard = linked(index).then_some(shard);
+    }
+    Ok(())
+}
+
+/// Puts each shard's results back at their events' positions in the caller's batch.
+fn merge<R: Copy>(
+    event_count: usize,
+    parts: Vec<(Vec<usize>, Results)>,
+    unpack: impl Fn(Results) -> Vec<R>,
+) -> Vec<R> {
+    let mut merged: Vec<Option<R>> = vec![None; event_count];
+    for (indexes, results) in parts {
+        let results = unpack(results);
+        assert_eq!(indexes.len(), results.len(), "one result per event");
+        for (index, result) in indexes.into_iter().zip(results) {
+            merged[index] = Some(result);
+        }
+    }
+    let merged: Vec<R> = merged.into_iter().flatten().collect();
+    assert_eq!(merged.len(), event_count, "every event has its result");
+    merged
+}
+
+fn unexpected_reply(shard: usize) -> ShardError {
+    ShardError::InvalidRequest {
+        reason: format!("shard {shard}: reply of the wrong kind"),
+    }
+}
