@@ -408,7 +408,14 @@ impl<S: Storage> Wal<S> {
     /// disk only once the segment is complete: recovery relies on this.
     fn write_round_rotate(&self, tail: &mut Tail, first_lsn: Lsn) -> Result<()> {
         let name = record::segment_name(first_lsn);
-        self.storage.create(&name).map_err(WalError::from_io)?;
+        if let Err(error) = self.storage.create(&name) {
+            // Nothing was written; only a full disk leaves the log usable.
+            let error = WalError::from_io(error);
+            if !matches!(error, WalError::DiskFull) {
+                self.poison();
+            }
+            return Err(error);
+        }
         if let Err(error) = self.storage.sync_dir() {
             self.poison();
             return Err(WalError::Io(error));
