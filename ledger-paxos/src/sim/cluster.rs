@@ -822,6 +822,12 @@ impl Simulator {
                 "I11: replicas did not converge after the drain: applied {applied:?}"
             ));
         }
+        if max < self.acknowledged_slot_end {
+            return Err(format!(
+                "I2: an acknowledged write at slot {} is not in the final log (applied {max})",
+                self.acknowledged_slot_end - 1
+            ));
+        }
         Ok(())
     }
 }
