@@ -749,6 +749,7 @@ impl Simulator {
         self.network.heal();
         self.network.loss_permille = 0;
         self.network.duplicate_permille = 0;
+        self.network.delay_spike_permille = 0;
         for index in 0..self.nodes.len() {
             self.nodes[index].paused_until_us = 0;
             if !self.is_live(index) {
