@@ -453,6 +453,7 @@ impl Simulator {
         let node = &mut self.nodes[index];
         let replica = node.replica.as_mut().expect("drive a live replica");
         let ready = replica.ready();
+        replica.check_invariants_full();
         self.drive_check_applied(index, &ready)?;
         self.drive_check_replies(index, &ready)?;
         for envelope in ready.messages_now.iter().cloned() {
@@ -748,6 +749,7 @@ impl Simulator {
         self.network.heal();
         self.network.loss_permille = 0;
         self.network.duplicate_permille = 0;
+        self.network.delay_spike_permille = 0;
         for index in 0..self.nodes.len() {
             self.nodes[index].paused_until_us = 0;
             if !self.is_live(index) {
@@ -819,6 +821,12 @@ impl Simulator {
         if applied.iter().any(|slot| *slot != max) {
             return Err(format!(
                 "I11: replicas did not converge after the drain: applied {applied:?}"
+            ));
+        }
+        if max < self.acknowledged_slot_end {
+            return Err(format!(
+                "I2: an acknowledged write at slot {} is not in the final log (applied {max})",
+                self.acknowledged_slot_end - 1
             ));
         }
         Ok(())
