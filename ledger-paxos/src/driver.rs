@@ -112,6 +112,8 @@ struct Status {
     running: AtomicBool,
     leader: AtomicBool,
     ballot_round: AtomicU64,
+    commit_slot: AtomicU64,
+    applied_slot: AtomicU64,
     /// Why the replica stopped, if storage failed: later calls get this error.
     failure: Mutex<Option<PaxosError>>,
 }
@@ -123,6 +125,24 @@ struct HandleShared {
     /// The running replica's request queue; `None` while it is stopped.
     requests: RwLock<Option<Sender<Request>>>,
     status: Status,
+}
+
+/// A replica's self-description, as last published by its replica thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaStatus {
+    /// Whether its threads run.
+    pub running: bool,
+    /// Whether it believes it leads.
+    pub leader: bool,
+    /// The round of its current ballot.
+    pub ballot_round: u64,
+    /// Every slot below this one is known chosen.
+    pub commit_slot: u64,
+    /// Every slot below this one is applied to its state machine.
+    pub applied_slot: u64,
+    /// The storage failure that stopped it, if one did.
+    pub failure: Option<PaxosError>,
 }
 
 /// A caller's way into one replica of a [`Group`]: `Clone + Send + Sync`, cheap to clone, and
@@ -160,6 +180,19 @@ impl ReplicaHandle {
     /// Whether the replica believed itself the leader when it last published its status.
     pub fn is_leader(&self) -> bool {
         self.is_running() && self.shared.status.leader.load(Ordering::Acquire)
+    }
+
+    /// What the replica last published about itself (for monitoring and tests).
+    pub fn status(&self) -> ReplicaStatus {
+        let status = &self.shared.status;
+        ReplicaStatus {
+            running: self.is_running(),
+            leader: self.is_leader(),
+            ballot_round: status.ballot_round.load(Ordering::Acquire),
+            commit_slot: status.commit_slot.load(Ordering::Acquire),
+            applied_slot: status.applied_slot.load(Ordering::Acquire),
+            failure: status.failure.lock().clone(),
+        }
     }
 
     /// Proposes `command` and blocks until it is chosen by a majority, durable on it, and
@@ -411,6 +444,11 @@ impl<S: StateMachine> ReplicaLoop<S> {
         self.on_persisted()?;
         self.on_clock(Instant::now());
         self.on_ready()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
         let status = &self.shared.status;
         status
             .leader
@@ -418,7 +456,12 @@ impl<S: StateMachine> ReplicaLoop<S> {
         status
             .ballot_round
             .store(self.replica.ballot().round, Ordering::Release);
-        Ok(())
+        status
+            .commit_slot
+            .store(self.replica.commit_slot(), Ordering::Release);
+        status
+            .applied_slot
+            .store(self.replica.applied_slot(), Ordering::Release);
     }
 
     fn drain(&mut self) {
@@ -736,6 +779,11 @@ impl Group {
     /// How many messages the transport dropped (full or disconnected inboxes).
     pub fn dropped_message_count(&self) -> u64 {
         self.network.dropped_message_count()
+    }
+
+    /// How many messages the transport dropped because an inbox was full.
+    pub fn overflow_message_count(&self) -> u64 {
+        self.network.overflow_message_count()
     }
 
     /// Stops replica `index` abruptly, as a process crash would: nothing queued for its disk is
