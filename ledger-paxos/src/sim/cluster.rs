@@ -749,6 +749,7 @@ impl Simulator {
         self.network.heal();
         self.network.loss_permille = 0;
         self.network.duplicate_permille = 0;
+        self.network.delay_spike_permille = 0;
         for index in 0..self.nodes.len() {
             self.nodes[index].paused_until_us = 0;
             if !self.is_live(index) {
@@ -820,6 +821,12 @@ impl Simulator {
         if applied.iter().any(|slot| *slot != max) {
             return Err(format!(
                 "I11: replicas did not converge after the drain: applied {applied:?}"
+            ));
+        }
+        if max < self.acknowledged_slot_end {
+            return Err(format!(
+                "I2: an acknowledged write at slot {} is not in the final log (applied {max})",
+                self.acknowledged_slot_end - 1
             ));
         }
         Ok(())
