@@ -31,7 +31,7 @@
 )]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use ledger_wal::{FileStorage, WalOptions};
+use ledger_wal::{FileStorage, Storage, WalOptions};
 use parking_lot::{Mutex, RwLock};
 
 use crate::ballot::ReplicaId;
@@ -281,8 +281,8 @@ struct PersistProgress {
 /// The persist thread: takes every job queued (up to [`PERSIST_BATCH_READY_COUNT_MAX`]),
 /// persists them with one group commit, then lets their `messages_after_persist` leave (I4)
 /// and reports the durable `Ready` number.
-fn persist_run(
-    mut store: LogStore<FileStorage>,
+fn persist_run<St: Storage>(
+    mut store: LogStore<St>,
     jobs: &Receiver<PersistJob>,
     progress: &PersistProgress,
     doorbell: &Sender<()>,
@@ -322,7 +322,7 @@ fn persist_run(
 /// Persists a batch of readies in `Ready::number` order with one log sync for all of their
 /// entries: hard state (its own atomic metadata write), entries, snapshot (which syncs the
 /// entries before it first).
-fn persist_batch(store: &mut LogStore<FileStorage>, batch: &[PersistJob]) -> Result<()> {
+fn persist_batch<St: Storage>(store: &mut LogStore<St>, batch: &[PersistJob]) -> Result<()> {
     let mut unsynced = false;
     for job in batch {
         if let Some(hard_state) = job.hard_state {
@@ -718,6 +718,42 @@ impl Group {
         F: Fn() -> S + Send + Sync + 'static,
     {
         let replica_count = dirs.len();
+        let open_storage = move |index: ReplicaId| {
+            let dir = &dirs[usize::from(index)];
+            std::fs::create_dir_all(dir).map_err(ledger_wal::WalError::from)?;
+            let wal_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
+            let meta_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
+            Ok((wal_storage, meta_storage))
+        };
+        Self::open_with_storage(
+            replica_count,
+            config,
+            wal_options,
+            open_storage,
+            make_state_machine,
+        )
+    }
+
+    /// As [`Group::open_with`], on any [`Storage`]: `open_storage(i)` returns replica `i`'s
+    /// two handles on its directory (log and metadata), at open and at every restart. With
+    /// `ledger_wal::FaultStorage` a test can fail an fsync or drop what was not synced.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::open`], and whatever `open_storage` returns.
+    pub fn open_with_storage<S, St, F, G>(
+        replica_count: usize,
+        config: Config,
+        wal_options: WalOptions,
+        open_storage: G,
+        make_state_machine: F,
+    ) -> Result<Self>
+    where
+        S: StateMachine,
+        St: Storage,
+        F: Fn() -> S + Send + Sync + 'static,
+        G: Fn(ReplicaId) -> Result<(St, St)> + Send + Sync + 'static,
+    {
         if replica_count == 0 || replica_count > REPLICA_COUNT_MAX {
             return Err(PaxosError::InvalidConfig {
                 reason: "a group has 1..=31 replicas",
@@ -732,10 +768,9 @@ impl Group {
             let mut replica_config = config.clone();
             replica_config.replica_id = handle.index();
             replica_config.replica_count = replica_count;
-            let dir = &dirs[usize::from(handle.index())];
-            let state_machine = make_state_machine();
-            let parts = (replica_config, wal_options.clone(), state_machine);
-            start_replica(dir, parts, &starter_network, handle)
+            let storages = open_storage(handle.index())?;
+            let parts = (replica_config, wal_options.clone(), make_state_machine());
+            start_replica(storages, parts, &starter_network, handle)
         };
         let group = Group {
             lifecycles: (0..replica_count)
@@ -879,17 +914,15 @@ impl Drop for Group {
     }
 }
 
-/// Recovers replica `handle.index()` from `dir` and starts its replica and persist threads.
-fn start_replica<S: StateMachine>(
-    dir: &Path,
+/// Recovers replica `handle.index()` from its storage and starts its replica and persist
+/// threads.
+fn start_replica<S: StateMachine, St: Storage>(
+    (wal_storage, meta_storage): (St, St),
     (config, wal_options, state_machine): (Config, WalOptions, S),
     network: &Arc<ChannelNetwork<Message>>,
     handle: &ReplicaHandle,
 ) -> Result<Running> {
     let index = handle.index();
-    std::fs::create_dir_all(dir).map_err(ledger_wal::WalError::from)?;
-    let wal_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
-    let meta_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
     let (store, recovered) = LogStore::open(wal_storage, meta_storage, wal_options)?;
     let random_seed = unix_time_ns() ^ u64::from(index);
     let replica = Replica::new(config.clone(), recovered, state_machine, random_seed)?;
