@@ -539,13 +539,14 @@ impl<S: StateMachine> ReplicaLoop<S> {
     }
 
     fn on_ready(&mut self) -> Result<()> {
-        let ready = self.replica.ready();
-        for envelope in ready.messages_now.iter().cloned() {
+        let mut ready = self.replica.ready();
+        for envelope in ready.messages_now.drain(..) {
             self.transport.send(envelope.to, envelope.message);
         }
-        for reply in &ready.replies {
+        for reply in ready.replies.drain(..) {
             if let Some(waiter) = self.waiters.remove(&reply.request_id) {
-                let _ = waiter.reply.try_send(reply.result.clone());
+                // A caller that gave up dropped its receiver; nothing else can fail here.
+                let _ = waiter.reply.try_send(reply.result);
             }
         }
         let persist_in_flight =
@@ -980,4 +981,38 @@ fn start_replica<S: StateMachine, St: Storage>(
         replica_thread,
         persist_thread,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_clock_counts_elapsed_ticks_and_caps_a_stall() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(10);
+        let mut clock = TickClock::new(interval, start);
+        assert_eq!(clock.due(start), 0);
+        assert_eq!(clock.until_next_tick(start), interval);
+        assert_eq!(clock.due(start + Duration::from_millis(35)), 3);
+        assert_eq!(clock.due(start + Duration::from_millis(39)), 0);
+        assert_eq!(
+            clock.until_next_tick(start + Duration::from_millis(39)),
+            Duration::from_millis(1)
+        );
+        // A long stall replays at most TICK_CATCH_UP_COUNT_MAX ticks, then resumes from now.
+        let after_stall = start + Duration::from_secs(60);
+        assert_eq!(clock.due(after_stall), TICK_CATCH_UP_COUNT_MAX);
+        assert_eq!(clock.due(after_stall), 0);
+        assert_eq!(clock.due(after_stall + interval), 1);
+    }
+
+    #[test]
+    fn a_call_to_a_never_started_replica_fails_with_shutdown() {
+        let handle = ReplicaHandle::new(0);
+        assert!(!handle.is_running());
+        assert!(!handle.is_leader());
+        let result = handle.propose(Bytes::from_static(b"x"), Duration::from_secs(1));
+        assert_eq!(result, Err(PaxosError::Shutdown));
+    }
 }
