@@ -21,7 +21,7 @@
 //! The replica thread never touches the disk: while one fsync is in flight it keeps stepping
 //! messages and taking readies, and the persist thread takes every job queued meanwhile into
 //! the next group commit. A failed write or fsync is never retried: the persist thread reports
-//! it, the replica stops and is *poisoned* (its callers get [`PaxosError::Poisoned`]); a
+//! it, the replica stops and is *poisoned* (its callers get that [`PaxosError::Storage`] error); a
 //! restart recovers it from its files. No lock is held across I/O or across a blocking wait.
 
 // The driver is where the wall clock is read and where callers block with deadlines.
