@@ -60,8 +60,8 @@ struct LedgerSums {
 }
 
 impl crate::Ledger {
-    /// Checks I1 (per ledger, Σ `debits_posted` = Σ `credits_posted` and the same for pending) and
-    /// I7 (no side of an account overflows; no forbidden negative balance), and that every
+    /// Checks I1 (per ledger, Σ `debits_posted` = Σ `credits_posted` and the same for pending)
+    /// and I7 (no side of an account overflows; no forbidden negative balance), and that every
     /// account's pending amounts equal the sum of its open pending transfers. O(accounts +
     /// transfers); tests and the simulator call it after every batch.
     ///

@@ -24,6 +24,7 @@ mod hash;
 mod invariants;
 mod ledger;
 mod ledger_transfer;
+mod prefetch;
 mod query;
 mod result;
 mod snapshot;

@@ -13,7 +13,7 @@
 //! |                   |       128 × `T` | transfers                                    |
 //! |                   |         1 × `T` | transfer statuses                            |
 //! |                   |        16 × `F` | burnt transfer ids (transient failures)      |
-//! |                   |        80 × `B` | balance entries: balance (72), account index (4), transfer index (4) |
+//! |                   |        80 × `B` | balance entries (72 + account + transfer index) |
 //! |           end − 4 |               4 | CRC32 of everything before                   |
 //!
 //! Decoding checks the CRC, then that the counts match the length exactly (so allocation is
@@ -381,6 +381,13 @@ fn decode_snapshot_header(content: &[u8]) -> Result<(u64, Counts)> {
         });
     }
     let last_timestamp = reader.u64();
+    // Leave room for further batches: a clock this close to u64::MAX cannot be a real one.
+    if last_timestamp > u64::MAX - (1 << 32) {
+        return Err(CoreError::InvalidValue {
+            what: "snapshot last timestamp",
+            value: last_timestamp,
+        });
+    }
     let mut count = || -> Result<usize> {
         let value = reader.u64();
         if value > u64::from(INDEX_MAX) {
