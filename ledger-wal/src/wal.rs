@@ -351,6 +351,7 @@ impl<S: Storage> Wal<S> {
                 break;
             }
             let sealed = &mut records[chunk_end..chunk_end + record_size];
+            assert!(record_size >= record::RECORD_HEADER_SIZE);
             assert_eq!(
                 record::buffered_record_lsn(sealed),
                 last_lsn + 1,
