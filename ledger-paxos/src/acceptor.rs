@@ -108,10 +108,13 @@ impl<S: StateMachine> Replica<S> {
         self.promise(ballot);
         self.follow(from, ballot);
         if slot < self.commit_slot {
-            // Already chosen here: the leader must be re-sending the chosen value (I4).
+            // Already chosen here: the leader must be re-sending the chosen value (I4). A
+            // majority holds it durably already, so vote for it without writing it again; a
+            // new leader that re-proposes chosen slots needs these votes to make progress.
             if let Some(log_slot) = self.log.get(&slot) {
                 assert!(log_slot.entry == entry, "two values chosen at slot {slot}");
             }
+            self.send_after_persist(from, Message::Accepted { ballot, slot });
         } else {
             let current = self.log.get(&slot);
             let same = current.is_some_and(|c| c.ballot == ballot && c.entry == entry);
@@ -195,7 +198,16 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         let ack_ballot = self.promised.max(ballot);
-        if snapshot_slot <= self.commit_slot || total_size_bytes > SNAPSHOT_SIZE_BYTES_MAX {
+        // A leader re-proposed every slot from its commit slot up in phase 1, so it never
+        // needs a snapshot; installing one would move its commit slot under its pipeline.
+        let useless = snapshot_slot <= self.commit_slot || self.role == Role::Leader;
+        // While a newer snapshot is arriving, older ones are declined, so that two senders
+        // cannot restart each other's transfer forever.
+        let superseded = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|i| i.slot > snapshot_slot);
+        if useless || superseded || total_size_bytes > SNAPSHOT_SIZE_BYTES_MAX {
             let next_offset_bytes = total_size_bytes;
             let ack = Message::SnapshotAck {
                 ballot: ack_ballot,

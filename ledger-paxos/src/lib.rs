@@ -64,6 +64,10 @@ mod message;
 mod proposer;
 mod ready;
 mod replica;
+#[cfg(test)]
+mod replica_test;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod state_machine;
 
 pub use ballot::{Ballot, ReplicaId};

@@ -87,7 +87,8 @@ pub struct Ready {
     pub messages_now: Vec<Envelope>,
     /// Answers to this replica's clients.
     pub replies: Vec<Reply>,
-    /// The slots applied to the state machine by this `ready()` (`start..end`).
+    /// The slots applied to the state machine by this `ready()` (`start..end`; `0..0` when
+    /// none was).
     pub applied_slots: std::ops::Range<u64>,
     /// A snapshot to persist; once it is durable the driver may drop log records below
     /// `slot`.

@@ -1,0 +1,827 @@
+//! The simulated cluster: replicas, network, disks, clients and faults on one seeded RNG and
+//! one event queue ordered by (simulated time, sequence number).
+//!
+//! ```text
+//!  event queue ─▶ Tick(r) ─────────▶ replica.tick()      ┐
+//!              ─▶ Deliver(from, to) ▶ replica.step()     ├─▶ drive(r): ready() ─▶ checks
+//!              ─▶ Client ──────────▶ propose() / read()  ┘      │ messages_now ─▶ network
+//!              ─▶ PersistDone(r) ─▶ LogStore::persist on FaultStorage (maybe torn / failing)
+//!                                   ─▶ messages_after_persist ─▶ network, advance()
+//!              ─▶ Fault: crash / restart / power loss / pause / partition;  Heal
+//! ```
+//!
+//! Every check runs after every step; the first violation ends the run with its description.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use ledger_wal::{FaultStorage, WalOptions};
+
+use crate::ballot::ReplicaId;
+use crate::config::Config;
+use crate::log_store::LogStore;
+use crate::message::Message;
+use crate::ready::{Envelope, Persisted, Ready};
+use crate::replica::Replica;
+use crate::sim::check_applied_prefix::AppliedDigests;
+use crate::sim::check_durability::{DurableMirror, check_ack_durable};
+use crate::sim::check_linearizable::check_read;
+use crate::sim::check_liveness::{Pending, PendingRequests};
+use crate::sim::check_one_value::ChosenValues;
+use crate::sim::machine::HashChain;
+use crate::sim::network::{Fate, Network};
+use crate::sim::rng::{Fnv, SimRng};
+use crate::sim::swarm::FaultProfile;
+
+/// The interval between fault decisions.
+pub const FAULT_STEP_US: u64 = 100_000;
+
+/// What one simulation run does.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// The faults and load.
+    pub profile: FaultProfile,
+    /// Faults happen before this time; at it, everything heals.
+    pub heal_us: u64,
+    /// The run ends this long after the heal.
+    pub after_heal_us: u64,
+    /// Clients stop this long before the end, so every request can be answered.
+    pub drain_us: u64,
+    /// A leader must commit within this long after the heal (I11).
+    pub leader_bound_us: u64,
+    /// Print every delivered message from this time on (for replaying a failing seed; set by
+    /// the environment variable `SIM_VERBOSE_FROM_US`).
+    pub verbose_from_us: Option<u64>,
+}
+
+impl SimOptions {
+    /// A fault-free run of `replica_count` replicas (network and disk latency only), for
+    /// measurements such as failover time; faults are then injected by hand.
+    pub fn calm(seed: u64, replica_count: usize) -> Self {
+        SimOptions {
+            seed,
+            profile: FaultProfile::calm(replica_count),
+            heal_us: 3_600_000_000,
+            after_heal_us: 0,
+            drain_us: 0,
+            leader_bound_us: 3_000_000,
+            verbose_from_us: None,
+        }
+    }
+
+    /// A run with the profile drawn from the seed (swarm testing).
+    pub fn from_seed(seed: u64) -> Self {
+        let mut random = SimRng::new(seed ^ 0x5EED_5EED_5EED_5EED);
+        SimOptions {
+            seed,
+            profile: FaultProfile::draw(&mut random),
+            heal_us: 5_000_000,
+            after_heal_us: 4_000_000,
+            drain_us: 2_000_000,
+            leader_bound_us: 3_000_000,
+            verbose_from_us: std::env::var("SIM_VERBOSE_FROM_US")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// Counts of what happened in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Slots chosen (applied somewhere).
+    pub chosen_slots: u64,
+    /// Write requests acknowledged.
+    pub acknowledged_writes: u64,
+    /// Reads answered.
+    pub answered_reads: u64,
+    /// Requests answered with an error (not leader, not chosen, ...).
+    pub failed_requests: u64,
+    /// Single-replica crashes (including persist failures).
+    pub crashes: u64,
+    /// Power losses of every replica.
+    pub power_losses: u64,
+    /// Persists stopped by a torn write or a failed fsync.
+    pub persist_failures: u64,
+    /// Pauses.
+    pub pauses: u64,
+    /// Partitions drawn.
+    pub partitions: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages dropped by loss or partitions.
+    pub messages_dropped: u64,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(usize),
+    Deliver {
+        from: ReplicaId,
+        to: usize,
+        message: Message,
+    },
+    PersistDone(usize),
+    Client,
+    Fault,
+    Heal,
+}
+
+struct Node {
+    replica: Option<Replica<HashChain>>,
+    store: Option<LogStore<FaultStorage>>,
+    storage: FaultStorage,
+    incarnation: u64,
+    paused_until_us: u64,
+    disk_queue: VecDeque<Ready>,
+    disk_free_us: u64,
+    mirror: DurableMirror,
+    applied_seen: u64,
+    commit_seen: u64,
+}
+
+/// One simulation run. See the module docs.
+pub struct Simulator {
+    options: SimOptions,
+    random: SimRng,
+    now_us: u64,
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), (Event, u64)>,
+    nodes: Vec<Node>,
+    network: Network,
+    chosen: ChosenValues,
+    digests: AppliedDigests,
+    pending: PendingRequests,
+    acknowledged_slot_end: u64,
+    request_id_next: u64,
+    healed: bool,
+    first_commit_after_heal_us: Option<u64>,
+    commit_watch: Option<(u64, usize)>,
+    commit_watch_hit_us: Option<u64>,
+    trace: Fnv,
+    /// What happened so far.
+    pub stats: SimStats,
+}
+
+/// The replica configuration the simulator uses: the defaults (10 ms ticks, 50 ms heartbeat,
+/// 150–300 ms election timeout) with small batches, windows and snapshots so that pipelining,
+/// compaction and chunked snapshot transfer happen in short runs.
+pub fn sim_config(replica_id: ReplicaId, replica_count: usize) -> Config {
+    let mut config = Config::new(replica_id, replica_count);
+    config.pipeline_slots_max = 8;
+    config.batch_count_max = 16;
+    config.batch_size_bytes_max = 512;
+    config.request_queue_max = 256;
+    config.read_queue_max = 64;
+    config.snapshot_interval_slots = 32;
+    config.snapshot_chunk_size_bytes_max = 64;
+    config.catch_up_slots_max = 16;
+    config
+}
+
+fn wal_options() -> WalOptions {
+    WalOptions {
+        segment_size_bytes_max: 4096,
+        ..WalOptions::default()
+    }
+}
+
+fn message_code(message: &Message) -> u64 {
+    match message {
+        Message::Prepare { .. } => 1,
+        Message::Promise { .. } => 2,
+        Message::Accept { slot, .. } => 3 | slot << 8,
+        Message::Accepted { slot, .. } => 4 | slot << 8,
+        Message::Commit { commit_slot, .. } => 5 | commit_slot << 8,
+        Message::CommitAck { .. } => 6,
+        Message::Nack { .. } => 7,
+        Message::SnapshotChunk { offset_bytes, .. } => 8 | offset_bytes << 8,
+        Message::SnapshotAck { .. } => 9,
+    }
+}
+
+/// A one-line description of a message, without entry contents.
+pub fn describe_message(message: &Message) -> String {
+    match message {
+        Message::Promise {
+            ballot,
+            accepted,
+            commit_slot,
+        } => format!(
+            "Promise {{ ballot: {ballot}, accepted: {} entries, commit_slot: {commit_slot} }}",
+            accepted.len()
+        ),
+        Message::Accept {
+            ballot,
+            slot,
+            entry,
+            commit_slot,
+        } => format!(
+            "Accept {{ ballot: {ballot}, slot: {slot}, commands: {}, commit_slot: {commit_slot} }}",
+            entry.commands.len()
+        ),
+        Message::SnapshotChunk {
+            snapshot_slot,
+            offset_bytes,
+            total_size_bytes,
+            data,
+            ..
+        } => {
+            format!(
+                "SnapshotChunk {{ slot: {snapshot_slot}, offset: {offset_bytes}, size: {}, \
+                 total: {total_size_bytes} }}",
+                data.len()
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+impl Simulator {
+    /// Builds the cluster and starts every replica from an empty disk.
+    ///
+    /// # Errors
+    ///
+    /// A description if a replica cannot start.
+    pub fn new(options: SimOptions) -> Result<Self, String> {
+        let replica_count = options.profile.replica_count;
+        let nodes = (0..replica_count)
+            .map(|index| Node {
+                replica: None,
+                store: None,
+                storage: FaultStorage::new(
+                    options.seed.wrapping_mul(31).wrapping_add(index as u64),
+                ),
+                incarnation: 0,
+                paused_until_us: 0,
+                disk_queue: VecDeque::new(),
+                disk_free_us: 0,
+                mirror: DurableMirror::default(),
+                applied_seen: 0,
+                commit_seen: 0,
+            })
+            .collect();
+        let mut simulator = Simulator {
+            random: SimRng::new(options.seed),
+            network: Network::new(&options.profile),
+            now_us: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            chosen: ChosenValues::default(),
+            digests: AppliedDigests::default(),
+            pending: PendingRequests::default(),
+            acknowledged_slot_end: 0,
+            request_id_next: 1,
+            healed: false,
+            first_commit_after_heal_us: None,
+            commit_watch: None,
+            commit_watch_hit_us: None,
+            trace: Fnv::default(),
+            stats: SimStats::default(),
+            options,
+        };
+        for index in 0..replica_count {
+            simulator.restart(index)?;
+        }
+        simulator.schedule(0, Event::Client, 0);
+        simulator.schedule(FAULT_STEP_US, Event::Fault, 0);
+        simulator.schedule(simulator.options.heal_us, Event::Heal, 0);
+        Ok(simulator)
+    }
+
+    /// The current simulated time.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    /// The hash of everything that happened so far (I12).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.0
+    }
+
+    /// The replica that is leader (the first one found), if any live one is.
+    pub fn leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|node| node.replica.as_ref().is_some_and(Replica::is_leader))
+    }
+
+    /// Reports, from now on, the first time a leader other than `excluded` commits a slot.
+    pub fn watch_commit(&mut self, excluded: usize) {
+        self.commit_watch = Some((self.now_us, excluded));
+        self.commit_watch_hit_us = None;
+    }
+
+    /// When the watched commit happened.
+    pub fn watched_commit_us(&self) -> Option<u64> {
+        self.commit_watch_hit_us
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event, incarnation: u64) {
+        self.sequence += 1;
+        self.queue
+            .insert((at_us, self.sequence), (event, incarnation));
+    }
+
+    /// Processes events up to `until_us`.
+    ///
+    /// # Errors
+    ///
+    /// The first invariant violation.
+    pub fn run_until(&mut self, until_us: u64) -> Result<(), String> {
+        while let Some(entry) = self.queue.first_entry() {
+            let (at_us, _) = *entry.key();
+            if at_us > until_us {
+                break;
+            }
+            let (event, incarnation) = entry.remove();
+            self.now_us = at_us;
+            self.handle(event, incarnation)?;
+        }
+        self.now_us = until_us;
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event, incarnation: u64) -> Result<(), String> {
+        match event {
+            Event::Tick(index) => self.on_tick(index, incarnation),
+            Event::Deliver { from, to, message } => self.on_deliver(from, to, message),
+            Event::PersistDone(index) => self.on_persist_done(index, incarnation),
+            Event::Client => self.on_client(),
+            Event::Fault => self.on_fault(),
+            Event::Heal => self.on_heal(),
+        }
+    }
+
+    fn is_live(&self, index: usize) -> bool {
+        self.nodes[index].replica.is_some()
+    }
+
+    fn on_tick(&mut self, index: usize, incarnation: u64) -> Result<(), String> {
+        let node = &self.nodes[index];
+        if node.incarnation != incarnation || node.replica.is_none() {
+            return Ok(());
+        }
+        let tick_us = node
+            .replica
+            .as_ref()
+            .expect("live")
+            .config()
+            .tick_interval_ms
+            * 1_000;
+        self.schedule(self.now_us + tick_us, Event::Tick(index), incarnation);
+        if self.nodes[index].paused_until_us > self.now_us {
+            return Ok(());
+        }
+        self.trace.word(self.now_us);
+        self.trace.word(index as u64);
+        self.nodes[index].replica.as_mut().expect("live").tick();
+        self.drive(index)
+    }
+
+    fn on_deliver(&mut self, from: ReplicaId, to: usize, message: Message) -> Result<(), String> {
+        if !self.is_live(to) {
+            return Ok(());
+        }
+        let paused_until_us = self.nodes[to].paused_until_us;
+        if paused_until_us > self.now_us {
+            // A paused process hears nothing; the message waits in its socket buffer and is
+            // read a little after the wake-up, so the replica first acts on stale beliefs.
+            let at_us = paused_until_us + self.random.range(0, 20_000);
+            self.schedule(at_us, Event::Deliver { from, to, message }, 0);
+            return Ok(());
+        }
+        self.trace.word(self.now_us);
+        self.trace
+            .word(message_code(&message) ^ (u64::from(from) << 56) ^ (to as u64) << 48);
+        if self
+            .options
+            .verbose_from_us
+            .is_some_and(|from_us| self.now_us >= from_us)
+        {
+            eprintln!(
+                "{}us {from}->{to} {}",
+                self.now_us,
+                describe_message(&message)
+            );
+        }
+        self.nodes[to]
+            .replica
+            .as_mut()
+            .expect("live")
+            .step(from, message);
+        self.drive(to)
+    }
+
+    fn send(&mut self, from: usize, envelope: Envelope) {
+        self.stats.messages_sent += 1;
+        let to = envelope.to as usize;
+        match self
+            .network
+            .send(&mut self.random, &self.options.profile, from, to)
+        {
+            Fate::Dropped => self.stats.messages_dropped += 1,
+            Fate::Delivered {
+                delay_us,
+                duplicate_delay_us,
+            } => {
+                let from_id = from as ReplicaId;
+                if let Some(duplicate_delay_us) = duplicate_delay_us {
+                    let message = envelope.message.clone();
+                    let event = Event::Deliver {
+                        from: from_id,
+                        to,
+                        message,
+                    };
+                    self.schedule(self.now_us + duplicate_delay_us, event, 0);
+                }
+                let event = Event::Deliver {
+                    from: from_id,
+                    to,
+                    message: envelope.message,
+                };
+                self.schedule(self.now_us + delay_us, event, 0);
+            }
+        }
+    }
+
+    /// Takes the replica's `Ready`, checks it, sends `messages_now` and queues the persist.
+    fn drive(&mut self, index: usize) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        let replica = node.replica.as_mut().expect("drive a live replica");
+        let ready = replica.ready();
+        replica.check_invariants_full();
+        self.drive_check_applied(index, &ready)?;
+        self.drive_check_replies(index, &ready)?;
+        for envelope in ready.messages_now.iter().cloned() {
+            self.send(index, envelope);
+        }
+        let has_persist_work = ready.has_persist_work();
+        if has_persist_work || !ready.messages_after_persist.is_empty() {
+            let profile = &self.options.profile;
+            let latency_us = if has_persist_work {
+                self.random
+                    .range(profile.fsync_min_us, profile.fsync_max_us)
+            } else {
+                0
+            };
+            let node = &mut self.nodes[index];
+            let done_us = self.now_us.max(node.disk_free_us) + latency_us;
+            node.disk_free_us = done_us;
+            node.disk_queue.push_back(ready);
+            let incarnation = node.incarnation;
+            self.schedule(done_us, Event::PersistDone(index), incarnation);
+        }
+        Ok(())
+    }
+
+    /// One value per slot, identical prefixes, and leader-commit detection.
+    fn drive_check_applied(&mut self, index: usize, ready: &Ready) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        let replica = node.replica.as_ref().expect("live");
+        let id = index as ReplicaId;
+        for slot in ready.applied_slots.clone() {
+            let (_, entry) = replica
+                .log_entry(slot)
+                .expect("an applied slot is still logged");
+            let first = self.chosen.entry(slot).is_none();
+            self.chosen.observe(id, slot, entry)?;
+            if first {
+                self.stats.chosen_slots += 1;
+            }
+        }
+        if replica.applied_slot() != node.applied_seen {
+            node.applied_seen = replica.applied_slot();
+            let digest = replica.state_machine().digest;
+            self.digests.observe(id, replica.applied_slot(), digest)?;
+        }
+        if replica.is_leader() && replica.commit_slot() > node.commit_seen {
+            if self.healed && self.first_commit_after_heal_us.is_none() {
+                self.first_commit_after_heal_us = Some(self.now_us);
+            }
+            if let Some((since_us, excluded)) = self.commit_watch {
+                let hit = self.commit_watch_hit_us.is_none() && index != excluded;
+                if hit && self.now_us >= since_us {
+                    self.commit_watch_hit_us = Some(self.now_us);
+                }
+            }
+        }
+        node.commit_seen = replica.commit_slot();
+        Ok(())
+    }
+
+    /// Every answer was owed; an acknowledged write is chosen and durable on a majority; a
+    /// read saw every write acknowledged before it began.
+    fn drive_check_replies(&mut self, index: usize, ready: &Ready) -> Result<(), String> {
+        let id = index as ReplicaId;
+        for reply in &ready.replies {
+            self.trace
+                .word(reply.request_id ^ u64::from(reply.result.is_ok()) << 63);
+            let pending = self.pending.answered(id, reply.request_id)?;
+            let Ok(bytes) = &reply.result else {
+                self.stats.failed_requests += 1;
+                continue;
+            };
+            if pending.is_read {
+                check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                self.stats.answered_reads += 1;
+                continue;
+            }
+            let slot = self.chosen.slot_of(id, reply.request_id).ok_or_else(|| {
+                format!(
+                    "I2: request {} acknowledged but never chosen",
+                    reply.request_id
+                )
+            })?;
+            let entry = self.chosen.entry(slot).expect("chosen slot has an entry");
+            let mirrors: Vec<&DurableMirror> = self.nodes.iter().map(|n| &n.mirror).collect();
+            check_ack_durable(&mirrors, slot, entry, reply.request_id)?;
+            self.acknowledged_slot_end = self.acknowledged_slot_end.max(slot + 1);
+            self.stats.acknowledged_writes += 1;
+        }
+        Ok(())
+    }
+
+    fn on_persist_done(&mut self, index: usize, incarnation: u64) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        if node.incarnation != incarnation || node.replica.is_none() {
+            return Ok(());
+        }
+        if node.paused_until_us > self.now_us {
+            let at_us = node.paused_until_us;
+            self.schedule(at_us, Event::PersistDone(index), incarnation);
+            return Ok(());
+        }
+        let ready = node.disk_queue.pop_front().expect("a persist was queued");
+        if !self.healed && ready.has_persist_work() {
+            let profile = &self.options.profile;
+            if self.random.chance(profile.torn_write_permille) {
+                let budget = self.random.range(0, 4);
+                self.nodes[index].storage.set_operation_budget(Some(budget));
+            } else if self.random.chance(profile.fsync_error_permille) {
+                self.nodes[index].storage.fail_next_sync();
+            }
+        }
+        let node = &mut self.nodes[index];
+        let persisted = node.store.as_mut().expect("live").persist(&ready);
+        node.storage.set_operation_budget(None);
+        if persisted.is_err() {
+            self.stats.persist_failures += 1;
+            self.crash(index);
+            return Ok(());
+        }
+        node.mirror.record_persist(&ready);
+        let number = ready.number;
+        for envelope in ready.messages_after_persist {
+            self.send(index, envelope);
+        }
+        let replica = self.nodes[index].replica.as_mut().expect("live");
+        replica.advance(Persisted {
+            ready_number: number,
+        });
+        self.drive(index)
+    }
+
+    fn on_client(&mut self) -> Result<(), String> {
+        let end_us = self.options.heal_us + self.options.after_heal_us;
+        let interval_us = self.options.profile.client_interval_us;
+        if self.now_us + self.options.drain_us < end_us {
+            let next_us = self.now_us + self.random.range(interval_us / 2, interval_us * 3 / 2);
+            self.schedule(next_us, Event::Client, 0);
+        }
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|index| {
+                self.is_live(*index) && self.nodes[*index].paused_until_us <= self.now_us
+            })
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let leader = live.iter().copied().find(|index| {
+            self.nodes[*index]
+                .replica
+                .as_ref()
+                .is_some_and(Replica::is_leader)
+        });
+        let target = leader.unwrap_or_else(|| live[self.random.index(live.len())]);
+        let request_id = self.request_id_next;
+        self.request_id_next += 1;
+        let is_read = self.random.chance(self.options.profile.read_permille);
+        let replica = self.nodes[target].replica.as_mut().expect("live");
+        let result = if is_read {
+            replica.read(request_id, Bytes::new())
+        } else {
+            let mut payload = request_id.to_le_bytes().to_vec();
+            payload.extend_from_slice(&(target as u64).to_le_bytes());
+            replica.propose(request_id, Bytes::from(payload))
+        };
+        if result.is_err() {
+            self.stats.failed_requests += 1;
+            return Ok(());
+        }
+        let acknowledged_slot_end = self.acknowledged_slot_end;
+        let pending = Pending {
+            submitted_us: self.now_us,
+            is_read,
+            acknowledged_slot_end,
+        };
+        self.pending
+            .submitted(target as ReplicaId, request_id, pending);
+        self.drive(target)
+    }
+
+    /// Stops a replica: memory gone, un-fsynced writes lost or torn at random.
+    pub fn crash(&mut self, index: usize) {
+        self.stats.crashes += 1;
+        self.trace.word(0xC0DE_0000 | index as u64);
+        let node = &mut self.nodes[index];
+        node.replica = None;
+        node.store = None;
+        node.incarnation += 1;
+        node.disk_queue.clear();
+        node.disk_free_us = self.now_us;
+        node.paused_until_us = 0;
+        node.storage.crash_random();
+        self.pending.replica_crashed(index as ReplicaId);
+    }
+
+    /// Restarts a stopped replica from its disk and checks the recovery against what it had
+    /// fsynced.
+    ///
+    /// # Panics
+    ///
+    /// If the replica is running.
+    ///
+    /// # Errors
+    ///
+    /// A description if recovery fails or lost fsynced state.
+    pub fn restart(&mut self, index: usize) -> Result<(), String> {
+        assert!(!self.is_live(index));
+        let replica_count = self.nodes.len();
+        let node = &mut self.nodes[index];
+        let storage = node.storage.clone();
+        let (store, recovered) = LogStore::open(storage.clone(), storage, wal_options())
+            .map_err(|error| format!("I8: replica {index} cannot recover: {error}"))?;
+        node.mirror.check_recovered(&recovered)?;
+        let config = sim_config(index as ReplicaId, replica_count);
+        let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
+        let replica = Replica::new(config, recovered, HashChain::default(), seed)
+            .map_err(|error| format!("replica {index} cannot start: {error}"))?;
+        node.applied_seen = replica.applied_slot();
+        node.commit_seen = replica.commit_slot();
+        let applied_slot = replica.applied_slot();
+        let digest = replica.state_machine().digest;
+        node.replica = Some(replica);
+        node.store = Some(store);
+        let incarnation = node.incarnation;
+        if applied_slot > 0 {
+            self.digests
+                .observe(index as ReplicaId, applied_slot, digest)?;
+        }
+        let first_tick_us = self.now_us + self.random.range(1, 10_000);
+        self.schedule(first_tick_us, Event::Tick(index), incarnation);
+        self.trace.word(0x5EA7_0000 | index as u64);
+        Ok(())
+    }
+
+    fn on_fault(&mut self) -> Result<(), String> {
+        if self.now_us + FAULT_STEP_US < self.options.heal_us {
+            self.schedule(self.now_us + FAULT_STEP_US, Event::Fault, 0);
+        }
+        let profile = self.options.profile.clone();
+        let count = self.nodes.len();
+        if self.random.chance(profile.crash_permille) {
+            let leader = self.leader().filter(|_| self.random.chance(500));
+            let index = leader.unwrap_or_else(|| self.random.index(count));
+            if self.is_live(index) {
+                self.crash(index);
+            }
+        }
+        if self.random.chance(profile.restart_permille) {
+            let index = self.random.index(count);
+            if !self.is_live(index) {
+                self.restart(index)?;
+            }
+        }
+        if self.random.chance(profile.crash_all_permille) {
+            self.stats.power_losses += 1;
+            for index in 0..count {
+                if self.is_live(index) {
+                    self.crash(index);
+                }
+            }
+        }
+        if self.random.chance(profile.pause_permille) {
+            // Half the pauses hit the leader: it wakes believing it still leads.
+            let leader = self.leader().filter(|_| self.random.chance(500));
+            let index = leader.unwrap_or_else(|| self.random.index(count));
+            if self.is_live(index) {
+                self.stats.pauses += 1;
+                self.nodes[index].paused_until_us =
+                    self.now_us + self.random.range(100_000, 1_000_000);
+            }
+        }
+        self.on_fault_partition(&profile);
+        Ok(())
+    }
+
+    fn on_fault_partition(&mut self, profile: &FaultProfile) {
+        let partitioned = (0..self.nodes.len())
+            .any(|from| (0..self.nodes.len()).any(|to| self.network.is_blocked(from, to)));
+        if partitioned && profile.flapping {
+            self.network.heal();
+        } else if self.random.chance(profile.partition_permille) {
+            if partitioned {
+                self.network.heal();
+            } else {
+                self.stats.partitions += 1;
+                let kind = self.network.partition(&mut self.random);
+                self.trace.bytes(kind.as_bytes());
+            }
+        }
+    }
+
+    fn on_heal(&mut self) -> Result<(), String> {
+        self.healed = true;
+        self.network.heal();
+        self.network.loss_permille = 0;
+        self.network.duplicate_permille = 0;
+        for index in 0..self.nodes.len() {
+            self.nodes[index].paused_until_us = 0;
+            if !self.is_live(index) {
+                self.restart(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the whole scenario: faults until the heal, then the liveness phase, then the
+    /// final checks.
+    ///
+    /// # Errors
+    ///
+    /// The first invariant violation.
+    pub fn run(&mut self) -> Result<(), String> {
+        let end_us = self.options.heal_us + self.options.after_heal_us;
+        self.run_until(end_us)?;
+        crate::sim::check_liveness::check_leader_after_heal(
+            self.options.heal_us,
+            self.first_commit_after_heal_us,
+            self.options.leader_bound_us,
+        )?;
+        self.pending.check_all_answered(self.options.heal_us)?;
+        self.check_converged()
+    }
+
+    /// One line per replica: role, ballots, slots and queues (printed for failing seeds).
+    pub fn describe_replicas(&self) -> String {
+        let mut lines = Vec::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let line = match &node.replica {
+                None => format!("replica {index}: down"),
+                Some(r) => format!(
+                    "replica {index}: {:?} ballot={} promised={} leader_hint={:?} commit={} \
+                     applied={} log_start={} queued={} slotted={} reads={} paused_until={}us",
+                    r.role(),
+                    r.ballot(),
+                    r.promised(),
+                    r.leader_hint(),
+                    r.commit_slot(),
+                    r.applied_slot(),
+                    r.log_start_slot(),
+                    r.queued_request_count(),
+                    r.slotted_request_count(),
+                    r.pending_read_count(),
+                    node.paused_until_us,
+                ),
+            };
+            lines.push(line);
+        }
+        lines.join("\n")
+    }
+
+    /// After the drain every replica applied the same prefix.
+    fn check_converged(&mut self) -> Result<(), String> {
+        let mut applied = Vec::new();
+        for node in &self.nodes {
+            let replica = node
+                .replica
+                .as_ref()
+                .expect("every replica runs after the heal");
+            replica.check_invariants_full();
+            applied.push(replica.applied_slot());
+            self.trace.word(replica.applied_slot());
+            self.trace.word(replica.state_machine().digest);
+        }
+        let max = applied.iter().copied().max().unwrap_or(0);
+        if applied.iter().any(|slot| *slot != max) {
+            return Err(format!(
+                "I11: replicas did not converge after the drain: applied {applied:?}"
+            ));
+        }
+        Ok(())
+    }
+}
