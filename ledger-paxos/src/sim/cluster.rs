@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
 use ledger_wal::{FaultStorage, WalOptions};
 
 use crate::ballot::ReplicaId;
@@ -25,10 +24,9 @@ use crate::ready::{Envelope, Persisted, Ready};
 use crate::replica::Replica;
 use crate::sim::check_applied_prefix::AppliedDigests;
 use crate::sim::check_durability::{DurableMirror, check_ack_durable};
-use crate::sim::check_linearizable::check_read;
 use crate::sim::check_liveness::{Pending, PendingRequests};
 use crate::sim::check_one_value::ChosenValues;
-use crate::sim::machine::HashChain;
+use crate::sim::machine::{HashChain, SimStateMachine};
 use crate::sim::network::{Fate, Network};
 use crate::sim::rng::{Fnv, SimRng};
 use crate::sim::swarm::FaultProfile;
@@ -129,8 +127,8 @@ enum Event {
     Heal,
 }
 
-struct Node {
-    replica: Option<Replica<HashChain>>,
+struct Node<M: SimStateMachine> {
+    replica: Option<Replica<M>>,
     store: Option<LogStore<FaultStorage>>,
     storage: FaultStorage,
     incarnation: u64,
@@ -142,14 +140,14 @@ struct Node {
     commit_seen: u64,
 }
 
-/// One simulation run. See the module docs.
-pub struct Simulator {
+/// One simulation run over the state machine `M`. See the module docs.
+pub struct Simulator<M: SimStateMachine = HashChain> {
     options: SimOptions,
     random: SimRng,
     now_us: u64,
     sequence: u64,
     queue: BTreeMap<(u64, u64), (Event, u64)>,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<M>>,
     network: Network,
     chosen: ChosenValues,
     digests: AppliedDigests,
@@ -239,7 +237,7 @@ pub fn describe_message(message: &Message) -> String {
     }
 }
 
-impl Simulator {
+impl<M: SimStateMachine> Simulator<M> {
     /// Builds the cluster and starts every replica from an empty disk.
     ///
     /// # Errors
@@ -495,7 +493,7 @@ impl Simulator {
         }
         if replica.applied_slot() != node.applied_seen {
             node.applied_seen = replica.applied_slot();
-            let digest = replica.state_machine().digest;
+            let digest = replica.state_machine().state_digest();
             self.digests.observe(id, replica.applied_slot(), digest)?;
         }
         if replica.is_leader() && replica.commit_slot() > node.commit_seen {
@@ -526,7 +524,7 @@ impl Simulator {
                 continue;
             };
             if pending.is_read {
-                check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                M::check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
                 self.stats.answered_reads += 1;
                 continue;
             }
@@ -612,11 +610,12 @@ impl Simulator {
         let is_read = self.random.chance(self.options.profile.read_permille);
         let replica = self.nodes[target].replica.as_mut().expect("live");
         let result = if is_read {
-            replica.read(request_id, Bytes::new())
+            replica.read(request_id, M::read_query(&mut self.random))
         } else {
-            let mut payload = request_id.to_le_bytes().to_vec();
-            payload.extend_from_slice(&(target as u64).to_le_bytes());
-            replica.propose(request_id, Bytes::from(payload))
+            replica.propose(
+                request_id,
+                M::write_command(&mut self.random, request_id, target),
+            )
         };
         if result.is_err() {
             self.stats.failed_requests += 1;
@@ -668,12 +667,12 @@ impl Simulator {
         node.mirror.check_recovered(&recovered)?;
         let config = sim_config(index as ReplicaId, replica_count);
         let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
-        let replica = Replica::new(config, recovered, HashChain::default(), seed)
+        let replica = Replica::new(config, recovered, M::default(), seed)
             .map_err(|error| format!("replica {index} cannot start: {error}"))?;
         node.applied_seen = replica.applied_slot();
         node.commit_seen = replica.commit_slot();
         let applied_slot = replica.applied_slot();
-        let digest = replica.state_machine().digest;
+        let digest = replica.state_machine().state_digest();
         node.replica = Some(replica);
         node.store = Some(store);
         let incarnation = node.incarnation;
@@ -815,7 +814,7 @@ impl Simulator {
             replica.check_invariants_full();
             applied.push(replica.applied_slot());
             self.trace.word(replica.applied_slot());
-            self.trace.word(replica.state_machine().digest);
+            self.trace.word(replica.state_machine().state_digest());
         }
         let max = applied.iter().copied().max().unwrap_or(0);
         if applied.iter().any(|slot| *slot != max) {

@@ -39,7 +39,7 @@ pub mod run;
 pub mod swarm;
 
 pub use cluster::{SimOptions, SimStats, Simulator, sim_config};
-pub use machine::HashChain;
+pub use machine::{HashChain, SimStateMachine};
 pub use rng::SimRng;
 pub use run::{
     SeedReport, describe_failure, replay_command, run_options, run_seed, run_seeds, seeds_from_env,
