@@ -32,6 +32,7 @@ pub mod check_linearizable;
 pub mod check_liveness;
 pub mod check_one_value;
 pub mod cluster;
+mod faults;
 pub mod machine;
 pub mod network;
 pub mod rng;
