@@ -32,6 +32,7 @@ pub const SNAPSHOT_SIZE_BYTES_MAX: u64 = 1 << 32;
 
 /// The role of a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// Accepts what the leader sends.
     Follower,
