@@ -331,6 +331,35 @@ mod tests {
         assert!(Entry::decode(&bytes).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn entry_decode_of_any_bytes_never_panics(
+            bytes in proptest::collection::vec(0_u8.., 0..256),
+        ) {
+            let _ = Entry::decode(&bytes);
+        }
+
+        #[test]
+        fn entry_round_trips_for_any_commands(
+            timestamp_ns: u64,
+            commands in proptest::collection::vec(
+                (0_u8.., 0_u64.., proptest::collection::vec(0_u8.., 0..40)),
+                0..20,
+            ),
+        ) {
+            let commands = commands
+                .into_iter()
+                .map(|(origin, request_id, payload)| {
+                    Command { origin, request_id, payload: Bytes::from(payload) }
+                })
+                .collect();
+            let entry = Entry::new(timestamp_ns, commands);
+            let mut bytes = Vec::new();
+            entry.encode(&mut bytes);
+            proptest::prop_assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+        }
+    }
+
     #[test]
     fn entry_decode_rejects_a_hostile_count_without_allocating() {
         let mut bytes = 1_u64.to_le_bytes().to_vec();

@@ -70,7 +70,7 @@ struct FileData {
     pending: Vec<Operation>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     random_next: u64,
     files: BTreeMap<u64, FileData>,
@@ -218,6 +218,8 @@ impl FaultStorage {
     }
 
     /// Simulates power loss: every name and byte not made durable is lost. Clears the budget.
+    /// A `Wal` or `MetaFile` that was using this storage must be dropped and reopened: its
+    /// in-memory state describes the machine before the crash.
     pub fn crash(&self) {
         self.crash_with(|_| PendingFate::Lost);
     }
@@ -337,6 +339,32 @@ impl FaultStorage {
             }
         }
         flipped
+    }
+
+    /// A deep copy of this disk (a new, independent disk in the same state), so one state can
+    /// be crashed several ways.
+    #[must_use]
+    pub fn fork(&self) -> FaultStorage {
+        FaultStorage {
+            state: Arc::new(Mutex::new(self.state.lock().clone())),
+        }
+    }
+
+    /// Overwrites bytes of `name` at rest (current and durable), extending it with zeros if
+    /// needed: hostile or damaged content for tests. Returns false if there is no such file.
+    pub fn overwrite(&self, name: &str, offset_bytes: u64, bytes: &[u8]) -> bool {
+        let mut state = self.state.lock();
+        let Ok(file) = state.file_mut(name) else {
+            return false;
+        };
+        let write = Operation::Write {
+            sequence: 0,
+            offset_bytes,
+            bytes: bytes.to_vec(),
+        };
+        FileData::apply_to(&mut file.current, &write, PendingFate::Persisted);
+        FileData::apply_to(&mut file.durable, &write, PendingFate::Persisted);
+        true
     }
 
     /// The current bytes of `name`, if it exists.

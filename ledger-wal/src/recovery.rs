@@ -6,7 +6,7 @@
 //!      │
 //!      ├─► snapshots, newest first ─► first whose header + payload crc pass (damaged: removed)
 //!      │
-//!      └─► segments by first lsn ─► drop those wholly covered by the snapshot
+//!      └─► segments by first lsn ─► skip those wholly covered by the snapshot
 //!              │
 //!              ├─ non-last segment: header, every record (crc, lsn, chain), next segment
 //!              │  starts where it ends — any damage is an error (it was sealed durably)
@@ -92,11 +92,17 @@ pub(crate) fn recover<S: Storage>(storage: &S, options: &WalOptions) -> Result<R
     snapshot_lsns.sort_unstable();
     let (snapshot, discarded_snapshots) = recover_snapshot(storage, options, &mut snapshot_lsns)?;
     let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
-    // Segments wholly covered by the snapshot are leftovers of a compaction: a crash may have
-    // kept any subset of them, so they are not checked for gaps, only removed.
-    while segments.len() > 1 && segments[1] <= snapshot_lsn + 1 {
-        storage.remove(&record::segment_name(segments.remove(0)))?;
+    // Segments wholly covered by the snapshot are not read: they may be leftovers of a
+    // compaction a crash interrupted (any subset of them), or kept on purpose so an older
+    // snapshot stays usable. They stay on disk for `compact` to remove.
+    let mut covered_count = 0;
+    while covered_count + 1 < segments.len() && segments[covered_count + 1] <= snapshot_lsn + 1 {
+        covered_count += 1;
     }
+    // The last covered segment is scanned anyway: it gives the chain value and, should every
+    // later segment turn out torn and be removed, the segment the writer continues in.
+    let covered_count = covered_count.saturating_sub(1);
+    let (covered, segments) = segments.split_at(covered_count);
     let log_first_lsn = segments.first().copied().unwrap_or(snapshot_lsn + 1);
     if log_first_lsn > snapshot_lsn + 1 {
         return Err(WalError::SnapshotGap {
@@ -111,8 +117,9 @@ pub(crate) fn recover<S: Storage>(storage: &S, options: &WalOptions) -> Result<R
         payload_size_max: options.payload_size_bytes_max,
     };
     let mut records = Vec::new();
-    let (tail, torn_tail) =
-        recover_segments(storage, options, &segments, &mut cursor, &mut records)?;
+    let (mut tail, torn_tail) =
+        recover_segments(storage, options, segments, &mut cursor, &mut records)?;
+    tail.segments.splice(0..0, covered.iter().copied());
     let lsn_next = cursor.lsn_next.max(snapshot_lsn + 1);
     assert!(
         records
@@ -350,8 +357,19 @@ fn scan_segment(bytes: &[u8], cursor: &mut Cursor, records: &mut Vec<Record>) ->
 /// already durable when it was written — then damage at `lsn` is corruption of durable data,
 /// not a torn write.
 fn find_durable_after(bytes: &[u8], from: usize, lsn: Lsn, payload_size_max: u32) -> bool {
+    // A record after the damage has an lsn above it, but not by more than the records that fit
+    // in the segment; its synced lsn is below its own lsn. Checking these before the crc keeps
+    // the scan linear on hostile bytes (a crc per 8-byte offset would be quadratic).
+    let lsn_max = lsn.saturating_add((bytes.len() / record::RECORD_HEADER_SIZE) as u64);
+    let plausible = |(record_lsn, synced_lsn): (Lsn, Lsn)| {
+        (lsn..=lsn_max).contains(&record_lsn) && (lsn..record_lsn).contains(&synced_lsn)
+    };
     let mut offset = from.next_multiple_of(RECORD_ALIGNMENT);
     while offset < bytes.len() {
+        if !record::peek_record_lsns(bytes, offset).is_some_and(plausible) {
+            offset += RECORD_ALIGNMENT;
+            continue;
+        }
         if let Some(view) = record::decode_record(bytes, offset, payload_size_max) {
             if view.lsn >= lsn && view.synced_lsn >= lsn {
                 return true;

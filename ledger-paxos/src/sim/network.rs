@@ -20,6 +20,7 @@ pub struct Network {
 
 /// What the network does with one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fate {
     /// Dropped (loss or partition).
     Dropped,
@@ -62,7 +63,8 @@ impl Network {
             return Fate::Dropped;
         }
         let mut delay_us = random.range(profile.delay_min_us, profile.delay_max_us);
-        if random.chance(self.delay_spike_permille) {
+        // No draw without spikes, so calm runs (the failover measurement) keep their sequence.
+        if self.delay_spike_permille > 0 && random.chance(self.delay_spike_permille) {
             delay_us += random.range(100_000, 1_000_000);
         }
         let duplicate_delay_us = random
