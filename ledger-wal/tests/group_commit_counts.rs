@@ -53,3 +53,12 @@ fn a_rotation_seals_the_old_segment_before_creating_the_new_one() {
     assert_eq!(storage.operation_count(), 10);
     assert_eq!(storage.sync_count(), 4);
 }
+
+#[test]
+fn wal_meta_and_storages_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Wal<FaultStorage>>();
+    assert_send_sync::<Wal<ledger_wal::FileStorage>>();
+    assert_send_sync::<ledger_wal::MetaFile<FaultStorage>>();
+    assert_send_sync::<ledger_wal::WalError>();
+}
