@@ -7,6 +7,8 @@
 //! - `paxos_driver/raw_3_logs`: three threads each `write` + `fdatasync` the same entry bytes to
 //!   their own file through `std::fs` (the disk work of one replicated entry: every replica
 //!   writes it once); an entry counts when it is on all three files.
+//! - `paxos_driver/raw_3_logs_8_per_fsync`: the same with one write + one fdatasync per 8
+//!   entries (what group commit can reach with `CLIENT_THREAD_COUNT` = 8 entries in flight).
 //! - `paxos_driver/raw_1_log`: one thread, one file: the single-log ceiling.
 //!
 //! One criterion iteration is `ENTRIES_PER_ITERATION` entries; the reported throughput is entry
@@ -127,13 +129,16 @@ fn group_entries(iterations: u64) -> Duration {
     elapsed
 }
 
-/// Times `iterations` rounds of one `write` + one `fdatasync` of an entry on each of
-/// `log_count` files, one thread per file.
+/// Times `iterations` entries written to each of `log_count` files, one thread per file, with
+/// one `write` + one `fdatasync` per `entries_per_fsync` entries (`iterations` is rounded up to
+/// a multiple of it).
 #[allow(clippy::disallowed_methods, reason = "a benchmark reads the clock")]
-fn raw_entries(log_count: usize, iterations: u64) -> Duration {
+fn raw_entries(log_count: usize, entries_per_fsync: u64, iterations: u64) -> Duration {
     let directory = bench_directory("raw");
     fs::create_dir_all(&directory).expect("bench directory");
-    let bytes = vec![0xAB_u8; ENTRY_SIZE_BYTES];
+    let group_size = usize::try_from(entries_per_fsync).expect("small group");
+    let bytes = vec![0xAB_u8; ENTRY_SIZE_BYTES * group_size];
+    let fsyncs = iterations.div_ceil(entries_per_fsync);
     let mut files: Vec<fs::File> = (0..log_count)
         .map(|index| {
             let path = directory.join(format!("raw-{index}.log"));
@@ -155,7 +160,7 @@ fn raw_entries(log_count: usize, iterations: u64) -> Duration {
         for file in &mut files {
             let bytes = &bytes;
             scope.spawn(move || {
-                for _ in 0..iterations {
+                for _ in 0..fsyncs {
                     file.write_all(black_box(bytes)).expect("write");
                     file.sync_data().expect("fdatasync");
                 }
@@ -180,10 +185,13 @@ fn driver_throughput(criterion: &mut Criterion) {
         bencher.iter_custom(|iterations| group_entries(iterations * ENTRIES_PER_ITERATION));
     });
     group.bench_function("raw_3_logs", |bencher| {
-        bencher.iter_custom(|iterations| raw_entries(3, iterations * ENTRIES_PER_ITERATION));
+        bencher.iter_custom(|iterations| raw_entries(3, 1, iterations * ENTRIES_PER_ITERATION));
+    });
+    group.bench_function("raw_3_logs_8_per_fsync", |bencher| {
+        bencher.iter_custom(|iterations| raw_entries(3, 8, iterations * ENTRIES_PER_ITERATION));
     });
     group.bench_function("raw_1_log", |bencher| {
-        bencher.iter_custom(|iterations| raw_entries(1, iterations * ENTRIES_PER_ITERATION));
+        bencher.iter_custom(|iterations| raw_entries(1, 1, iterations * ENTRIES_PER_ITERATION));
     });
     group.finish();
 }
@@ -197,7 +205,7 @@ fn paired_ratio(rounds: usize, iterations: u32) {
     let mut ratios = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let group = per_entry(group_entries(u64::from(iterations)));
-        let raw = per_entry(raw_entries(3, u64::from(iterations)));
+        let raw = per_entry(raw_entries(3, 1, u64::from(iterations)));
         group_times.push(group);
         raw_times.push(raw);
         ratios.push(raw / group);

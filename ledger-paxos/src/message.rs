@@ -333,7 +333,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn entry_decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(0_u8.., 0..256)) {
+        fn entry_decode_of_any_bytes_never_panics(
+            bytes in proptest::collection::vec(0_u8.., 0..256),
+        ) {
             let _ = Entry::decode(&bytes);
         }
 

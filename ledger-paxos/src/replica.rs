@@ -32,6 +32,7 @@ pub const SNAPSHOT_SIZE_BYTES_MAX: u64 = 1 << 32;
 
 /// The role of a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// Accepts what the leader sends.
     Follower,
@@ -143,7 +144,10 @@ pub(crate) struct Unpersisted {
 /// use ledger_paxos::{Config, Persisted, Recovered, Replica, StateMachine};
 /// # #[derive(Default)] struct Counter(u64);
 /// # impl StateMachine for Counter {
-/// #     fn apply(&mut self, _: u64, _: u64, _: &[u8]) -> Bytes { self.0 += 1; Bytes::from(self.0.to_le_bytes().to_vec()) }
+/// #     fn apply(&mut self, _: u64, _: u64, _: &[u8]) -> Bytes {
+/// #         self.0 += 1;
+/// #         Bytes::from(self.0.to_le_bytes().to_vec())
+/// #     }
 /// #     fn query(&self, _: &[u8]) -> Bytes { Bytes::from(self.0.to_le_bytes().to_vec()) }
 /// #     fn encode_snapshot(&self) -> Vec<u8> { self.0.to_le_bytes().to_vec() }
 /// #     fn restore_snapshot(&mut self, _: &[u8]) -> ledger_paxos::Result<()> { Ok(()) }

@@ -1,13 +1,15 @@
 //! Crashes on real files: when the leader crashes a new leader is elected and every entry
 //! acknowledged before the crash is still there (I2, I11); the crashed replica restarts from its
 //! directory and catches up with what was committed while it was down; crashes and restarts
-//! under concurrent load lose no acknowledged command.
+//! under concurrent load lose no acknowledged command; five replicas survive two crashes, block
+//! without a majority and resume when one returns.
 
 mod driver_support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use bytes::Bytes;
 use driver_support::{
@@ -113,5 +115,51 @@ fn crashes_under_concurrent_load_lose_no_acknowledged_command() {
     assert!(acknowledged.len() >= 120);
     let missing: Vec<_> = acknowledged.iter().filter(|c| !log.contains(*c)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    group.shutdown();
+}
+
+#[test]
+fn five_replicas_survive_two_crashes_block_without_a_majority_and_resume() {
+    let dir = TempDir::new("five");
+    let registry = Registry::default();
+    let group = open_group(dir.replica_dirs(5), &registry);
+    let mut all = Vec::new();
+    let commit = |tag: &str, count: usize, all: &mut Vec<Bytes>| {
+        for index in 0..count {
+            let command = command(tag, index);
+            propose_to_leader(&group, &command);
+            all.push(command);
+        }
+    };
+    commit("five", 5, &mut all);
+    let leader = wait_for_leader(&group);
+    let other = (leader + 1) % 5;
+    group.crash(leader);
+    group.crash(other);
+    commit("three", 5, &mut all);
+    assert_eq!(read_from_leader(&group), all);
+
+    // A third crash leaves two of five: no majority, so nothing is acknowledged.
+    let third = wait_for_leader(&group);
+    group.crash(third);
+    let survivors: Vec<usize> = (0..5).filter(|i| group.replica(*i).is_running()).collect();
+    assert_eq!(survivors.len(), 2);
+    for survivor in &survivors {
+        let result = group
+            .replica(*survivor)
+            .propose(command("lost", 0), Duration::from_millis(500));
+        assert!(
+            result.is_err(),
+            "acknowledged without a majority: {result:?}"
+        );
+    }
+    // One replica back makes a majority of three again; everything acknowledged is there.
+    group.restart(leader).unwrap();
+    commit("back", 3, &mut all);
+    let log: Vec<Bytes> = read_from_leader(&group)
+        .into_iter()
+        .filter(|c| c.as_ref() != b"lost-0")
+        .collect();
+    assert_eq!(log, all);
     group.shutdown();
 }

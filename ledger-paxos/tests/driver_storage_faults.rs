@@ -1,7 +1,8 @@
 //! The driver over ledger-wal's fault-injecting storage: a failed fsync stops (poisons) that
 //! replica for good — its callers get the storage error, it is never retried, the others elect
-//! a leader and go on, and a restart recovers it from what was durable; and a power loss of
-//! every replica at once, dropping every byte not fsynced, keeps every acknowledged entry (I2).
+//! a leader and go on, and a restart recovers it from what was durable; a follower whose fsync
+//! failed never sends its vote, so nothing is acknowledged on it (I4); and a power loss of every
+//! replica at once, dropping every byte not fsynced, keeps every acknowledged entry (I2).
 
 mod driver_support;
 
@@ -131,5 +132,44 @@ fn power_loss_of_every_replica_keeps_every_acknowledged_entry() {
         group.restart(index).unwrap();
     }
     assert_eq!(read_from_leader(&group), acknowledged);
+    group.shutdown();
+}
+
+#[test]
+fn a_follower_whose_fsync_failed_never_votes_so_nothing_is_acknowledged_on_it() {
+    let storages: Vec<FaultStorage> = (0..3).map(|seed| FaultStorage::new(seed + 20)).collect();
+    let registry = Registry::default();
+    let group = open_faulty_group(&storages, &registry);
+    let before = command("before", 0);
+    propose_to_leader(&group, &before);
+    let leader = wait_for_leader(&group);
+    let (down, failing) = ((leader + 1) % 3, (leader + 2) % 3);
+    group.crash(down);
+    storages[failing].fail_next_sync();
+    // The only possible majority is the leader plus `failing`, whose Accepted may leave only
+    // after its fsync (I4) — which fails. So the proposal must not be acknowledged.
+    let result = group
+        .replica(leader)
+        .propose(command("unvoted", 0), Duration::from_secs(1));
+    assert!(
+        result.is_err(),
+        "acknowledged without a durable majority: {result:?}"
+    );
+    wait_until("the failing follower stops", || {
+        !group.replica(failing).is_running()
+    });
+    assert!(matches!(
+        group.replica(failing).status().failure,
+        Some(PaxosError::Storage(_))
+    ));
+    // With the crashed follower back there is a majority again.
+    group.restart(down).unwrap();
+    let after = command("after", 0);
+    propose_to_leader(&group, &after);
+    let log: Vec<Bytes> = read_from_leader(&group)
+        .into_iter()
+        .filter(|c| c.as_ref() != b"unvoted-0")
+        .collect();
+    assert_eq!(log, vec![before, after]);
     group.shutdown();
 }

@@ -14,8 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
-use ledger_wal::{FaultStorage, WalOptions};
+use ledger_wal::FaultStorage;
 
 use crate::ballot::ReplicaId;
 use crate::config::Config;
@@ -25,10 +24,9 @@ use crate::ready::{Envelope, Persisted, Ready};
 use crate::replica::Replica;
 use crate::sim::check_applied_prefix::AppliedDigests;
 use crate::sim::check_durability::{DurableMirror, check_ack_durable};
-use crate::sim::check_linearizable::check_read;
 use crate::sim::check_liveness::{Pending, PendingRequests};
 use crate::sim::check_one_value::ChosenValues;
-use crate::sim::machine::HashChain;
+use crate::sim::machine::{HashChain, SimStateMachine};
 use crate::sim::network::{Fate, Network};
 use crate::sim::rng::{Fnv, SimRng};
 use crate::sim::swarm::FaultProfile;
@@ -116,7 +114,7 @@ pub struct SimStats {
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Tick(usize),
     Deliver {
         from: ReplicaId,
@@ -129,38 +127,38 @@ enum Event {
     Heal,
 }
 
-struct Node {
-    replica: Option<Replica<HashChain>>,
-    store: Option<LogStore<FaultStorage>>,
-    storage: FaultStorage,
-    incarnation: u64,
-    paused_until_us: u64,
-    disk_queue: VecDeque<Ready>,
-    disk_free_us: u64,
-    mirror: DurableMirror,
-    applied_seen: u64,
-    commit_seen: u64,
+pub(crate) struct Node<M: SimStateMachine> {
+    pub(crate) replica: Option<Replica<M>>,
+    pub(crate) store: Option<LogStore<FaultStorage>>,
+    pub(crate) storage: FaultStorage,
+    pub(crate) incarnation: u64,
+    pub(crate) paused_until_us: u64,
+    pub(crate) disk_queue: VecDeque<Ready>,
+    pub(crate) disk_free_us: u64,
+    pub(crate) mirror: DurableMirror,
+    pub(crate) applied_seen: u64,
+    pub(crate) commit_seen: u64,
 }
 
-/// One simulation run. See the module docs.
-pub struct Simulator {
-    options: SimOptions,
-    random: SimRng,
-    now_us: u64,
-    sequence: u64,
-    queue: BTreeMap<(u64, u64), (Event, u64)>,
-    nodes: Vec<Node>,
-    network: Network,
-    chosen: ChosenValues,
-    digests: AppliedDigests,
-    pending: PendingRequests,
-    acknowledged_slot_end: u64,
-    request_id_next: u64,
-    healed: bool,
-    first_commit_after_heal_us: Option<u64>,
-    commit_watch: Option<(u64, usize)>,
-    commit_watch_hit_us: Option<u64>,
-    trace: Fnv,
+/// One simulation run over the state machine `M`. See the module docs.
+pub struct Simulator<M: SimStateMachine = HashChain> {
+    pub(crate) options: SimOptions,
+    pub(crate) random: SimRng,
+    pub(crate) now_us: u64,
+    pub(crate) sequence: u64,
+    pub(crate) queue: BTreeMap<(u64, u64), (Event, u64)>,
+    pub(crate) nodes: Vec<Node<M>>,
+    pub(crate) network: Network,
+    pub(crate) chosen: ChosenValues,
+    pub(crate) digests: AppliedDigests,
+    pub(crate) pending: PendingRequests,
+    pub(crate) acknowledged_slot_end: u64,
+    pub(crate) request_id_next: u64,
+    pub(crate) healed: bool,
+    pub(crate) first_commit_after_heal_us: Option<u64>,
+    pub(crate) commit_watch: Option<(u64, usize)>,
+    pub(crate) commit_watch_hit_us: Option<u64>,
+    pub(crate) trace: Fnv,
     /// What happened so far.
     pub stats: SimStats,
 }
@@ -179,13 +177,6 @@ pub fn sim_config(replica_id: ReplicaId, replica_count: usize) -> Config {
     config.snapshot_chunk_size_bytes_max = 64;
     config.catch_up_slots_max = 16;
     config
-}
-
-fn wal_options() -> WalOptions {
-    WalOptions {
-        segment_size_bytes_max: 4096,
-        ..WalOptions::default()
-    }
 }
 
 fn message_code(message: &Message) -> u64 {
@@ -239,7 +230,7 @@ pub fn describe_message(message: &Message) -> String {
     }
 }
 
-impl Simulator {
+impl<M: SimStateMachine> Simulator<M> {
     /// Builds the cluster and starts every replica from an empty disk.
     ///
     /// # Errors
@@ -320,7 +311,7 @@ impl Simulator {
         self.commit_watch_hit_us
     }
 
-    fn schedule(&mut self, at_us: u64, event: Event, incarnation: u64) {
+    pub(crate) fn schedule(&mut self, at_us: u64, event: Event, incarnation: u64) {
         self.sequence += 1;
         self.queue
             .insert((at_us, self.sequence), (event, incarnation));
@@ -356,7 +347,7 @@ impl Simulator {
         }
     }
 
-    fn is_live(&self, index: usize) -> bool {
+    pub(crate) fn is_live(&self, index: usize) -> bool {
         self.nodes[index].replica.is_some()
     }
 
@@ -495,7 +486,7 @@ impl Simulator {
         }
         if replica.applied_slot() != node.applied_seen {
             node.applied_seen = replica.applied_slot();
-            let digest = replica.state_machine().digest;
+            let digest = replica.state_machine().state_digest();
             self.digests.observe(id, replica.applied_slot(), digest)?;
         }
         if replica.is_leader() && replica.commit_slot() > node.commit_seen {
@@ -526,7 +517,7 @@ impl Simulator {
                 continue;
             };
             if pending.is_read {
-                check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                M::check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
                 self.stats.answered_reads += 1;
                 continue;
             }
@@ -612,11 +603,12 @@ impl Simulator {
         let is_read = self.random.chance(self.options.profile.read_permille);
         let replica = self.nodes[target].replica.as_mut().expect("live");
         let result = if is_read {
-            replica.read(request_id, Bytes::new())
+            replica.read(request_id, M::read_query(&mut self.random))
         } else {
-            let mut payload = request_id.to_le_bytes().to_vec();
-            payload.extend_from_slice(&(target as u64).to_le_bytes());
-            replica.propose(request_id, Bytes::from(payload))
+            replica.propose(
+                request_id,
+                M::write_command(&mut self.random, request_id, target),
+            )
         };
         if result.is_err() {
             self.stats.failed_requests += 1;
@@ -631,132 +623,6 @@ impl Simulator {
         self.pending
             .submitted(target as ReplicaId, request_id, pending);
         self.drive(target)
-    }
-
-    /// Stops a replica: memory gone, un-fsynced writes lost or torn at random.
-    pub fn crash(&mut self, index: usize) {
-        self.stats.crashes += 1;
-        self.trace.word(0xC0DE_0000 | index as u64);
-        let node = &mut self.nodes[index];
-        node.replica = None;
-        node.store = None;
-        node.incarnation += 1;
-        node.disk_queue.clear();
-        node.disk_free_us = self.now_us;
-        node.paused_until_us = 0;
-        node.storage.crash_random();
-        self.pending.replica_crashed(index as ReplicaId);
-    }
-
-    /// Restarts a stopped replica from its disk and checks the recovery against what it had
-    /// fsynced.
-    ///
-    /// # Panics
-    ///
-    /// If the replica is running.
-    ///
-    /// # Errors
-    ///
-    /// A description if recovery fails or lost fsynced state.
-    pub fn restart(&mut self, index: usize) -> Result<(), String> {
-        assert!(!self.is_live(index));
-        let replica_count = self.nodes.len();
-        let node = &mut self.nodes[index];
-        let storage = node.storage.clone();
-        let (store, recovered) = LogStore::open(storage.clone(), storage, wal_options())
-            .map_err(|error| format!("I8: replica {index} cannot recover: {error}"))?;
-        node.mirror.check_recovered(&recovered)?;
-        let config = sim_config(index as ReplicaId, replica_count);
-        let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
-        let replica = Replica::new(config, recovered, HashChain::default(), seed)
-            .map_err(|error| format!("replica {index} cannot start: {error}"))?;
-        node.applied_seen = replica.applied_slot();
-        node.commit_seen = replica.commit_slot();
-        let applied_slot = replica.applied_slot();
-        let digest = replica.state_machine().digest;
-        node.replica = Some(replica);
-        node.store = Some(store);
-        let incarnation = node.incarnation;
-        if applied_slot > 0 {
-            self.digests
-                .observe(index as ReplicaId, applied_slot, digest)?;
-        }
-        let first_tick_us = self.now_us + self.random.range(1, 10_000);
-        self.schedule(first_tick_us, Event::Tick(index), incarnation);
-        self.trace.word(0x5EA7_0000 | index as u64);
-        Ok(())
-    }
-
-    fn on_fault(&mut self) -> Result<(), String> {
-        if self.now_us + FAULT_STEP_US < self.options.heal_us {
-            self.schedule(self.now_us + FAULT_STEP_US, Event::Fault, 0);
-        }
-        let profile = self.options.profile.clone();
-        let count = self.nodes.len();
-        if self.random.chance(profile.crash_permille) {
-            let leader = self.leader().filter(|_| self.random.chance(500));
-            let index = leader.unwrap_or_else(|| self.random.index(count));
-            if self.is_live(index) {
-                self.crash(index);
-            }
-        }
-        if self.random.chance(profile.restart_permille) {
-            let index = self.random.index(count);
-            if !self.is_live(index) {
-                self.restart(index)?;
-            }
-        }
-        if self.random.chance(profile.crash_all_permille) {
-            self.stats.power_losses += 1;
-            for index in 0..count {
-                if self.is_live(index) {
-                    self.crash(index);
-                }
-            }
-        }
-        if self.random.chance(profile.pause_permille) {
-            // Half the pauses hit the leader: it wakes believing it still leads.
-            let leader = self.leader().filter(|_| self.random.chance(500));
-            let index = leader.unwrap_or_else(|| self.random.index(count));
-            if self.is_live(index) {
-                self.stats.pauses += 1;
-                self.nodes[index].paused_until_us =
-                    self.now_us + self.random.range(100_000, 1_000_000);
-            }
-        }
-        self.on_fault_partition(&profile);
-        Ok(())
-    }
-
-    fn on_fault_partition(&mut self, profile: &FaultProfile) {
-        let partitioned = (0..self.nodes.len())
-            .any(|from| (0..self.nodes.len()).any(|to| self.network.is_blocked(from, to)));
-        if partitioned && profile.flapping {
-            self.network.heal();
-        } else if self.random.chance(profile.partition_permille) {
-            if partitioned {
-                self.network.heal();
-            } else {
-                self.stats.partitions += 1;
-                let kind = self.network.partition(&mut self.random);
-                self.trace.bytes(kind.as_bytes());
-            }
-        }
-    }
-
-    fn on_heal(&mut self) -> Result<(), String> {
-        self.healed = true;
-        self.network.heal();
-        self.network.loss_permille = 0;
-        self.network.duplicate_permille = 0;
-        self.network.delay_spike_permille = 0;
-        for index in 0..self.nodes.len() {
-            self.nodes[index].paused_until_us = 0;
-            if !self.is_live(index) {
-                self.restart(index)?;
-            }
-        }
-        Ok(())
     }
 
     /// Runs the whole scenario: faults until the heal, then the liveness phase, then the
@@ -815,7 +681,7 @@ impl Simulator {
             replica.check_invariants_full();
             applied.push(replica.applied_slot());
             self.trace.word(replica.applied_slot());
-            self.trace.word(replica.state_machine().digest);
+            self.trace.word(replica.state_machine().state_digest());
         }
         let max = applied.iter().copied().max().unwrap_or(0);
         if applied.iter().any(|slot| *slot != max) {

@@ -20,6 +20,7 @@ pub struct Network {
 
 /// What the network does with one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fate {
     /// Dropped (loss or partition).
     Dropped,

@@ -4,6 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::sim::cluster::{SimOptions, SimStats, Simulator};
+use crate::sim::machine::{HashChain, SimStateMachine};
 use crate::sim::swarm::FaultProfile;
 
 /// The first seed when `SIM_SEED_BASE` is not set.
@@ -55,15 +56,15 @@ pub fn seeds_from_env() -> (u64, u64) {
 
 /// Runs one seed's swarm scenario, catching panics of the core's assertions.
 pub fn run_seed(seed: u64) -> SeedReport {
-    run_options(SimOptions::from_seed(seed))
+    run_options::<HashChain>(SimOptions::from_seed(seed))
 }
 
-/// Runs one scenario.
-pub fn run_options(options: SimOptions) -> SeedReport {
+/// Runs one scenario over the state machine `M`.
+pub fn run_options<M: SimStateMachine>(options: SimOptions) -> SeedReport {
     let seed = options.seed;
     let profile = options.profile.clone();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut simulator = Simulator::new(options)?;
+        let mut simulator = Simulator::<M>::new(options)?;
         let result = simulator.run().map_err(|violation| {
             format!(
                 "{violation}\n  at {}us:\n{}",
