@@ -443,6 +443,7 @@ fn exists_compare_tail(
     R::Exists
 }
 
+#[inline]
 fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.timestamp != 0 {
         return Err(R::TimestampMustBeZero);
@@ -459,6 +460,7 @@ fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransfer
     Ok(())
 }
 
+#[inline]
 fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
     let phases = u8::from(flags.pending())
         + u8::from(flags.post_pending_transfer())
@@ -472,6 +474,7 @@ fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
 }
 
 /// The field rules of a new (single-phase or pending) transfer.
+#[inline]
 fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.debit_account_id == 0 {
         return Err(R::DebitAccountIdMustNotBeZero);
