@@ -41,6 +41,9 @@ use crate::{
 /// How many events ahead `create_transfers` prefetches index slots (records: half as far).
 const PREFETCH_DISTANCE: usize = 8;
 
+/// Events whose accounts `create_transfers` resolves before applying them.
+const RESOLVE_CHUNK: usize = 512;
+
 /// Size of the ring of precomputed event hashes (a power of two above the distance).
 const PREFETCH_RING: usize = 16;
 const _: () = assert!(PREFETCH_RING > PREFETCH_DISTANCE);
@@ -367,22 +370,27 @@ impl Ledger {
         self.failed_index.reserve(transfers.len());
         let mut chain: Option<ChainStart> = None;
         let mut chain_failed = false;
-        // Pass 1 resolves every event's two accounts: a transfer batch never creates or removes
-        // an account, so the indices stay valid, and the lookups of many events overlap in a
-        // tight loop. Pass 2 applies, prefetching each event's index slot and account slots.
+        // Pass 1 resolves the two accounts of each event of a chunk (a transfer batch never
+        // creates or removes an account, so the indices stay valid) and the lookups of many
+        // events overlap in a tight loop; pass 2 applies the chunk while its account slots are
+        // still in L2 (512 events touch at most 128 KiB of them).
         let mut accounts = std::mem::take(&mut self.scratch_accounts);
-        self.create_transfers_resolve_accounts(transfers, &mut accounts);
         let mut id_hashes = [0_u64; PREFETCH_RING];
         for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
             id_hashes[ahead % PREFETCH_RING] = hash_id(transfer.id);
         }
         for (index, transfer) in transfers.iter().enumerate() {
+            let offset = index % RESOLVE_CHUNK;
+            if offset == 0 {
+                let end = transfers.len().min(index + RESOLVE_CHUNK);
+                self.create_transfers_resolve_accounts(&transfers[index..end], &mut accounts);
+            }
             if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
                 let hash = hash_id(ahead.id);
                 self.transfer_index.prefetch(hash);
                 id_hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = hash;
             }
-            if let Some(ahead) = accounts.get(index + PREFETCH_DISTANCE / 2) {
+            if let Some(ahead) = accounts.get(offset + PREFETCH_DISTANCE / 2) {
                 self.prefetch_accounts(*ahead);
             }
             let linked = transfer.flags.linked();
@@ -394,7 +402,7 @@ impl Ledger {
             } else if linked && index + 1 == transfers.len() {
                 CreateTransferResult::LinkedEventChainOpen
             } else {
-                let event = (id_hashes[index % PREFETCH_RING], accounts[index]);
+                let event = (id_hashes[index % PREFETCH_RING], accounts[offset]);
                 self.create_transfer(transfer, event, base + index as u64, chain.is_some())
             };
             results[index] = result;
@@ -443,7 +451,9 @@ impl Ledger {
             let [debit_hash, credit_hash] = hashes[index % PREFETCH_RING];
             let debit = self.account_index_of_hashed(transfer.debit_account_id, debit_hash);
             let credit = self.account_index_of_hashed(transfer.credit_account_id, credit_hash);
-            out.push([debit.unwrap_or(NONE), credit.unwrap_or(NONE)]);
+            let resolved = [debit.unwrap_or(NONE), credit.unwrap_or(NONE)];
+            self.prefetch_accounts(resolved);
+            out.push(resolved);
         }
     }
 
