@@ -39,14 +39,10 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         if self.role == Role::Candidate && ballot < self.ballot {
-            // A competing candidate with a lower ballot: tell it to stand down. Only a hint,
-            // our own candidacy is not promised yet.
-            self.send_now(
-                from,
-                Message::Nack {
-                    ballot: self.ballot,
-                },
-            );
+            // A competing candidate with a lower ballot: stay silent. Our own ballot is not
+            // promised yet, so a Nack naming it would depose the other replica even if a
+            // majority made it leader (a Nack may carry only a promised ballot, see
+            // `on_nack`); and promising would abandon our own, higher candidacy.
             return;
         }
         if ballot > self.promised {

@@ -296,7 +296,9 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// A replica promised a higher ballot: a leader or candidate below it stands down.
+    /// A replica promised a higher ballot: a leader or candidate below it stands down. Every
+    /// Nack carries a ballot its sender has promised (never an unpromised candidacy), so a
+    /// leader is deposed only by a ballot that can actually win.
     pub(crate) fn on_nack(&mut self, ballot: Ballot) {
         self.round_max_seen = self.round_max_seen.max(ballot.round);
         if self.role != Role::Follower && ballot > self.ballot {

@@ -327,6 +327,47 @@ fn on_prepare_below_the_promise_is_nacked_now() {
 }
 
 #[test]
+fn a_candidate_ignores_a_lower_prepare_and_cannot_depose_the_leader_it_elected() {
+    // Replicas 0 and 2 time out together; 2's Prepares are lost, replica 1 promises 0's
+    // ballot 1.0 and 0 leads. 0's Prepare then reaches candidate 2 (ballot 1.2, promised only
+    // 0.0): 2 must not answer with its unpromised ballot, which would depose 0.
+    let mut leader = leader(3);
+    let leader_ballot = Ballot::new(1, 0);
+    assert_eq!(leader.ballot(), leader_ballot);
+    let mut candidate = replica(2, 3);
+    tick_until_candidate(&mut candidate);
+    assert_eq!(candidate.ballot(), Ballot::new(1, 2));
+    assert_eq!(candidate.promised(), Ballot::ZERO);
+    candidate.step(
+        0,
+        Message::Prepare {
+            ballot: leader_ballot,
+            commit_slot: 0,
+        },
+    );
+    let ready = candidate.ready();
+    let expected = Ready {
+        number: 2,
+        ..Ready::default()
+    };
+    assert_eq!(ready, expected, "no Nack naming an unpromised ballot");
+    assert_eq!(candidate.role(), Role::Candidate);
+    assert_eq!(candidate.promised(), Ballot::ZERO);
+    for envelope in ready.messages_now {
+        leader.step(2, envelope.message);
+    }
+    assert!(leader.is_leader());
+    // A Nack carrying a promised, higher ballot still deposes it.
+    leader.step(
+        1,
+        Message::Nack {
+            ballot: Ballot::new(1, 2),
+        },
+    );
+    assert_eq!(leader.role(), Role::Follower);
+}
+
+#[test]
 fn on_prepare_from_a_usurper_is_ignored_while_the_leader_is_live() {
     let mut replica = replica(1, 3);
     let ballot = Ballot::new(1, 0);
