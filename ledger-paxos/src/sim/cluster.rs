@@ -23,7 +23,7 @@ use crate::message::Message;
 use crate::ready::{Envelope, Persisted, Ready};
 use crate::replica::Replica;
 use crate::sim::check_applied_prefix::AppliedDigests;
-use crate::sim::check_durability::{DurableMirror, check_ack_durable};
+use crate::sim::check_durability::{DurableMirror, check_ack_durable, check_reply_durable};
 use crate::sim::check_liveness::{Pending, PendingRequests};
 use crate::sim::check_one_value::ChosenValues;
 use crate::sim::machine::{HashChain, SimStateMachine};
@@ -407,7 +407,12 @@ impl<M: SimStateMachine> Simulator<M> {
         self.drive(to)
     }
 
-    fn send(&mut self, from: usize, envelope: Envelope) {
+    /// Sends `envelope` through the simulated network, after checking that a `Promise` or
+    /// `Accepted` leaves only once what it vouches for is durable at `from` (I4).
+    fn send(&mut self, from: usize, envelope: Envelope) -> Result<(), String> {
+        let node = &self.nodes[from];
+        let commit_slot = node.replica.as_ref().map_or(0, Replica::commit_slot);
+        check_reply_durable(&node.mirror, from, commit_slot, &envelope.message)?;
         self.stats.messages_sent += 1;
         let to = envelope.to as usize;
         match self
@@ -437,6 +442,7 @@ impl<M: SimStateMachine> Simulator<M> {
                 self.schedule(self.now_us + delay_us, event, 0);
             }
         }
+        Ok(())
     }
 
     /// Takes the replica's `Ready`, checks it, sends `messages_now` and queues the persist.
@@ -448,7 +454,7 @@ impl<M: SimStateMachine> Simulator<M> {
         self.drive_check_applied(index, &ready)?;
         self.drive_check_replies(index, &ready)?;
         for envelope in ready.messages_now.iter().cloned() {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let has_persist_work = ready.has_persist_work();
         if has_persist_work || !ready.messages_after_persist.is_empty() {
@@ -567,7 +573,7 @@ impl<M: SimStateMachine> Simulator<M> {
         node.mirror.record_persist(&ready);
         let number = ready.number;
         for envelope in ready.messages_after_persist {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let replica = self.nodes[index].replica.as_mut().expect("live");
         replica.advance(Persisted {
