@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::ballot::{Ballot, ReplicaId};
 use crate::message::{Entry, Message, SlotEntry};
 use crate::ready::SnapshotData;
-use crate::replica::{IncomingSnapshot, Replica, Role, SNAPSHOT_SIZE_BYTES_MAX};
+use crate::replica::{IncomingSnapshot, LogSlot, Replica, Role, SNAPSHOT_SIZE_BYTES_MAX};
 use crate::state_machine::StateMachine;
 
 impl<S: StateMachine> Replica<S> {
@@ -62,14 +62,24 @@ impl<S: StateMachine> Replica<S> {
         if commit_slot < self.log_start_slot {
             return;
         }
-        let accepted: Vec<SlotEntry> = self
-            .log
-            .range(commit_slot..)
-            .map(|(slot, log_slot)| SlotEntry {
-                slot: *slot,
-                ballot: log_slot.ballot,
-                entry: log_slot.entry.clone(),
-            })
+        // Our entries below our commit slot are chosen: send at most `catch_up_slots_max` of
+        // them (the candidate adopts them and asks again for more), then every entry from our
+        // commit slot up, which the candidate needs in full to re-propose safely.
+        let chosen_end = self
+            .commit_slot
+            .min(commit_slot.saturating_add(self.config.catch_up_slots_max));
+        let tail_start = self.commit_slot.max(commit_slot);
+        let log_range = |range| {
+            self.log
+                .range(range)
+                .map(|(slot, log_slot): (&u64, &LogSlot)| SlotEntry {
+                    slot: *slot,
+                    ballot: log_slot.ballot,
+                    entry: log_slot.entry.clone(),
+                })
+        };
+        let accepted: Vec<SlotEntry> = log_range(commit_slot..chosen_end.max(commit_slot))
+            .chain(log_range(tail_start..u64::MAX))
             .collect();
         let commit_slot = self.commit_slot;
         self.send_after_persist(

@@ -1092,3 +1092,154 @@ fn catch_up_below_the_compacted_prefix_streams_the_snapshot_in_chunks() {
         "the transfer is complete"
     );
 }
+
+fn slot_entries(slots: std::ops::Range<u64>, ballot: Ballot) -> Vec<SlotEntry> {
+    slots
+        .map(|slot| SlotEntry {
+            slot,
+            ballot,
+            entry: entry(10 + slot, vec![command(1, slot, b"x")]),
+        })
+        .collect()
+}
+
+#[test]
+fn on_prepare_sends_a_bounded_chosen_prefix_and_every_entry_from_the_commit_slot_up() {
+    // A replica committed to 20 answers a candidate that knows nothing: at most
+    // `catch_up_slots_max` chosen entries, then all of its possibly unchosen tail.
+    let old = Ballot::new(1, 0);
+    let recovered = Recovered {
+        hard_state: HardState { promised: old },
+        snapshot: None,
+        entries: slot_entries(0..22, old),
+    };
+    let mut config = config(1, 3);
+    config.catch_up_slots_max = 4;
+    let mut replica = Replica::new(config, recovered, Recorder::default(), 1).unwrap();
+    replica.step(
+        0,
+        Message::Commit {
+            ballot: old,
+            commit_slot: 20,
+            read_round: 0,
+        },
+    );
+    assert_eq!(replica.commit_slot(), 20);
+    for _ in 0..replica.config().election_timeout_min_ticks {
+        replica.tick();
+    }
+    replica.ready();
+    let ballot = Ballot::new(2, 2);
+    replica.step(
+        2,
+        Message::Prepare {
+            ballot,
+            commit_slot: 0,
+        },
+    );
+    let ready = replica.ready();
+    let mut accepted = slot_entries(0..4, old);
+    accepted.extend(slot_entries(20..22, old));
+    let promise = Message::Promise {
+        ballot,
+        accepted,
+        commit_slot: 20,
+    };
+    assert_eq!(ready.hard_state, Some(HardState { promised: ballot }));
+    assert_eq!(ready.messages_after_persist, vec![to(2, promise)]);
+}
+
+#[test]
+fn a_candidate_adopts_chosen_entries_asks_again_and_re_proposes_only_above_them() {
+    // A restarted replica (commit slot 0) runs for leader; replica 1 committed to 6 and
+    // reports only slots 0..4 of that chosen prefix plus its unchosen slot 6.
+    let mut replica = replica(0, 3);
+    tick_until_candidate(&mut replica);
+    let ballot = replica.ballot();
+    let old = Ballot::new(0, 1);
+    let mut accepted = slot_entries(0..4, old);
+    accepted.extend(slot_entries(6..7, old));
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted,
+            commit_slot: 6,
+        },
+    );
+    assert_eq!(replica.commit_slot(), 4, "slots 0..4 adopted as chosen");
+    let ready = replica.ready();
+    assert_eq!(ready.entries_to_persist, slot_entries(0..4, old));
+    assert_eq!(ready.hard_state, Some(HardState { promised: ballot }));
+    assert_eq!(ready.applied_slots, 0..4);
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    assert_eq!(
+        replica.role(),
+        Role::Candidate,
+        "slots 4..6 are chosen but unknown here: leading could overwrite them"
+    );
+    let prepare = Message::Prepare {
+        ballot,
+        commit_slot: 4,
+    };
+    let ready = replica.ready();
+    assert_eq!(
+        ready.messages_now,
+        vec![to(1, prepare.clone()), to(2, prepare)]
+    );
+    let mut accepted = slot_entries(4..6, old);
+    accepted.extend(slot_entries(6..7, old));
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted,
+            commit_slot: 6,
+        },
+    );
+    assert!(replica.is_leader());
+    assert_eq!(replica.commit_slot(), 6);
+    let ready = replica.ready();
+    let reproposed = slot_entries(6..7, old)
+        .into_iter()
+        .map(|e| SlotEntry { ballot, ..e })
+        .collect::<Vec<_>>();
+    let mut persisted = slot_entries(4..6, old);
+    persisted.extend(reproposed);
+    assert_eq!(
+        ready.entries_to_persist, persisted,
+        "chosen slots are adopted, only slot 6 is re-proposed"
+    );
+    assert_eq!(ready.applied_slots, 4..6);
+}
+
+#[test]
+fn a_promise_reporting_an_absurd_slot_is_not_counted() {
+    let mut replica = replica(0, 3);
+    tick_until_candidate(&mut replica);
+    let ballot = replica.ballot();
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted: vec![SlotEntry {
+                slot: u64::MAX,
+                ballot: Ballot::new(0, 1),
+                entry: entry(5, vec![]),
+            }],
+            commit_slot: 0,
+        },
+    );
+    let expected = Ready {
+        number: 2,
+        ..Ready::default()
+    };
+    assert_eq!(
+        replica.ready(),
+        expected,
+        "no self-promise: the promise was ignored"
+    );
+    assert_eq!(replica.role(), Role::Candidate);
+}
