@@ -111,6 +111,11 @@ pub struct SimStats {
     pub messages_sent: u64,
     /// Messages dropped by loss or partitions.
     pub messages_dropped: u64,
+    /// Torn persists stopped after the promise's write, in the entries or the snapshot.
+    pub tears_past_promise: u64,
+    /// Client requests sent, while two replicas believed they led, to the one of the higher
+    /// index.
+    pub requests_to_other_leader: u64,
 }
 
 #[derive(Debug)]
@@ -553,10 +558,15 @@ impl<M: SimStateMachine> Simulator<M> {
             return Ok(());
         }
         let ready = node.disk_queue.pop_front().expect("a persist was queued");
+        let mut tear_past_promise = false;
         if !self.healed && ready.has_persist_work() {
             let profile = &self.options.profile;
             if self.random.chance(profile.torn_write_permille) {
-                let budget = self.random.range(0, 4);
+                // Stop the machine at a random storage operation of the whole persist, so
+                // tears hit the entry records and the snapshot as well as the promise.
+                let budget = self.random.range(0, persist_operation_estimate(&ready) - 1);
+                tear_past_promise =
+                    ready.hard_state.is_some() && budget >= PROMISE_WRITE_OPERATIONS;
                 self.nodes[index].storage.set_operation_budget(Some(budget));
             } else if self.random.chance(profile.fsync_error_permille) {
                 self.nodes[index].storage.fail_next_sync();
@@ -567,6 +577,7 @@ impl<M: SimStateMachine> Simulator<M> {
         node.storage.set_operation_budget(None);
         if persisted.is_err() {
             self.stats.persist_failures += 1;
+            self.stats.tears_past_promise += u64::from(tear_past_promise);
             self.crash(index);
             return Ok(());
         }
@@ -597,13 +608,23 @@ impl<M: SimStateMachine> Simulator<M> {
         if live.is_empty() {
             return Ok(());
         }
-        let leader = live.iter().copied().find(|index| {
-            self.nodes[*index]
-                .replica
-                .as_ref()
-                .is_some_and(Replica::is_leader)
-        });
-        let target = leader.unwrap_or_else(|| live[self.random.index(live.len())]);
+        // Clients pick any replica believing it leads (two may, with different ballots),
+        // else any live one.
+        let leaders: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|index| {
+                self.nodes[*index]
+                    .replica
+                    .as_ref()
+                    .is_some_and(Replica::is_leader)
+            })
+            .collect();
+        let choices = if leaders.is_empty() { &live } else { &leaders };
+        let target = choices[self.random.index(choices.len())];
+        if leaders.len() >= 2 && target != leaders[0] {
+            self.stats.requests_to_other_leader += 1;
+        }
         let request_id = self.request_id_next;
         self.request_id_next += 1;
         let is_read = self.random.chance(self.options.profile.read_permille);
@@ -703,4 +724,29 @@ impl<M: SimStateMachine> Simulator<M> {
         }
         Ok(())
     }
+}
+
+/// The storage operations of the promise's atomic replace.
+const PROMISE_WRITE_OPERATIONS: u64 = 5;
+
+/// About how many storage operations `LogStore::persist` runs for `ready` (the promise's
+/// atomic replace: create, write, sync, rename, directory sync; the entries: one write and one
+/// sync; a snapshot: a sync, its file's atomic replace and compaction); at least 1.
+fn persist_operation_estimate(ready: &Ready) -> u64 {
+    let hard_state = if ready.hard_state.is_some() {
+        PROMISE_WRITE_OPERATIONS
+    } else {
+        0
+    };
+    let entries = if ready.entries_to_persist.is_empty() {
+        0
+    } else {
+        2
+    };
+    let snapshot = if ready.snapshot_to_persist.is_some() {
+        8
+    } else {
+        0
+    };
+    (hard_state + entries + snapshot).max(1)
 }
