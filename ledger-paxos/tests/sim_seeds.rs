@@ -31,13 +31,18 @@ fn sim_seeds_hold_every_invariant() {
     );
     if count >= COVERAGE_SEEDS_MIN {
         // The faults reach where they should: tears land past the promise's write (in entry
-        // records and snapshots), and clients also talk to a deposed leader that still
-        // believes it leads, not only to the lowest-index one.
+        // records and snapshots), clients also talk to a deposed leader that still believes
+        // it leads, not only to the lowest-index one, and bits flipped at rest are refused by
+        // recovery with a typed error (the replica stays down as a lost disk).
         let total = sim::total_stats(&reports);
         assert!(total.tears_past_promise > 0, "no tear past a promise write");
         assert!(
             total.requests_to_other_leader > 0,
             "clients never picked the higher-index of two leaders"
+        );
+        assert!(
+            total.disk_losses > 0,
+            "no bit flip at rest was refused by recovery"
         );
     }
 }

@@ -116,6 +116,10 @@ pub struct SimStats {
     /// Client requests sent, while two replicas believed they led, to the one of the higher
     /// index.
     pub requests_to_other_leader: u64,
+    /// Bits flipped at rest.
+    pub bit_flips: u64,
+    /// Replicas whose recovery refused a flipped bit (they stay down).
+    pub disk_losses: u64,
 }
 
 #[derive(Debug)]
@@ -143,6 +147,10 @@ pub(crate) struct Node<M: SimStateMachine> {
     pub(crate) mirror: DurableMirror,
     pub(crate) applied_seen: u64,
     pub(crate) commit_seen: u64,
+    /// A bit was flipped at rest since the last checked recovery.
+    pub(crate) bit_flipped: bool,
+    /// Recovery refused a flipped bit: the replica stays down for good.
+    pub(crate) disk_lost: bool,
 }
 
 /// One simulation run over the state machine `M`. See the module docs.
@@ -257,6 +265,8 @@ impl<M: SimStateMachine> Simulator<M> {
                 mirror: DurableMirror::default(),
                 applied_seen: 0,
                 commit_seen: 0,
+                bit_flipped: false,
+                disk_lost: false,
             })
             .collect();
         let mut simulator = Simulator {
@@ -700,7 +710,7 @@ impl<M: SimStateMachine> Simulator<M> {
     /// After the drain every replica applied the same prefix.
     fn check_converged(&mut self) -> Result<(), String> {
         let mut applied = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|node| !node.disk_lost) {
             let replica = node
                 .replica
                 .as_ref()

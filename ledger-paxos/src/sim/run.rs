@@ -134,7 +134,7 @@ pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
         "sim: seeds {base}..{} ran={} failed={failed} chosen_slots={} acked_writes={} reads={} \
          failed_requests={} crashes={} power_losses={} persist_failures={} \
          tears_past_promise={} pauses={} partitions={} messages={} dropped={} \
-         requests_to_other_leader={}",
+         requests_to_other_leader={} bit_flips={} disk_losses={}",
         base.wrapping_add(count),
         reports.len(),
         total.chosen_slots,
@@ -150,6 +150,8 @@ pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
         total.messages_sent,
         total.messages_dropped,
         total.requests_to_other_leader,
+        total.bit_flips,
+        total.disk_losses,
     )
 }
 
@@ -171,6 +173,8 @@ pub fn total_stats(reports: &[SeedReport]) -> SimStats {
         total.messages_dropped += s.messages_dropped;
         total.tears_past_promise += s.tears_past_promise;
         total.requests_to_other_leader += s.requests_to_other_leader;
+        total.bit_flips += s.bit_flips;
+        total.disk_losses += s.disk_losses;
     }
     total
 }
