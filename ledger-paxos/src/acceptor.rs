@@ -209,10 +209,10 @@ impl<S: StateMachine> Replica<S> {
         let useless = snapshot_slot <= self.commit_slot || self.role == Role::Leader;
         // While a newer snapshot is arriving, older ones are declined, so that two senders
         // cannot restart each other's transfer forever.
-        let superseded = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|i| i.slot > snapshot_slot);
+        let stale_ticks = self.config.election_timeout_max_ticks;
+        let superseded = self.incoming_snapshot.as_ref().is_some_and(|i| {
+            i.slot > snapshot_slot && i.progress_tick + stale_ticks > self.tick_count
+        });
         if useless || superseded || total_size_bytes > SNAPSHOT_SIZE_BYTES_MAX {
             let next_offset_bytes = total_size_bytes;
             let ack = Message::SnapshotAck {
@@ -226,6 +226,7 @@ impl<S: StateMachine> Replica<S> {
         if offset_bytes == 0 {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 slot: snapshot_slot,
+                progress_tick: self.tick_count,
                 last_timestamp_ns,
                 total_size_bytes,
                 bytes: Vec::new(),
@@ -253,6 +254,7 @@ impl<S: StateMachine> Replica<S> {
         let fits = data.len() as u64 <= incoming.total_size_bytes - received;
         if offset_bytes == received && fits {
             incoming.bytes.extend_from_slice(data);
+            incoming.progress_tick = self.tick_count;
         }
         if (incoming.bytes.len() as u64) < incoming.total_size_bytes {
             return incoming.bytes.len() as u64;

@@ -129,6 +129,9 @@ pub(crate) struct CandidateState {
 #[derive(Clone, Debug)]
 pub(crate) struct IncomingSnapshot {
     pub(crate) slot: u64,
+    /// The tick of the last chunk appended: a transfer silent for an election timeout is
+    /// abandoned (its sender may be gone for good) and no longer blocks older snapshots.
+    pub(crate) progress_tick: u64,
     pub(crate) last_timestamp_ns: u64,
     pub(crate) total_size_bytes: u64,
     pub(crate) bytes: Vec<u8>,

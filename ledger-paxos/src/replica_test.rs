@@ -1243,3 +1243,41 @@ fn a_promise_reporting_an_absurd_slot_is_not_counted() {
     );
     assert_eq!(replica.role(), Role::Candidate);
 }
+
+#[test]
+fn a_stalled_snapshot_transfer_stops_blocking_an_older_snapshot_after_an_election_timeout() {
+    // Replica 1 began sending its snapshot at 40 and then lost its disk for good; replica 0's
+    // snapshot at 32 is declined while 1's transfer is fresh, and accepted once it is stale.
+    let mut replica = replica(2, 3);
+    let chunk = |ballot: Ballot, snapshot_slot: u64| Message::SnapshotChunk {
+        ballot,
+        snapshot_slot,
+        last_timestamp_ns: 60,
+        offset_bytes: 0,
+        total_size_bytes: 4,
+        data: Bytes::from_static(b"ab"),
+    };
+    let ack = |ballot: Ballot, snapshot_slot: u64, next_offset_bytes: u64| {
+        to(
+            0,
+            Message::SnapshotAck {
+                ballot,
+                snapshot_slot,
+                next_offset_bytes,
+            },
+        )
+    };
+    replica.step(1, chunk(Ballot::new(1, 1), 40));
+    replica.ready();
+    let ballot = Ballot::new(2, 0);
+    replica.step(0, chunk(ballot, 32));
+    let ready = replica.ready();
+    assert_eq!(ready.messages_now, vec![ack(ballot, 32, 4)], "declined");
+    for _ in 0..replica.config().election_timeout_max_ticks {
+        replica.tick();
+    }
+    replica.ready();
+    replica.step(0, chunk(ballot, 32));
+    let ready = replica.ready();
+    assert_eq!(ready.messages_now, vec![ack(ballot, 32, 2)], "receiving");
+}
