@@ -33,24 +33,30 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 use ledger_wal::{FileStorage, Storage, WalOptions};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::ballot::ReplicaId;
 use crate::config::{Config, REPLICA_COUNT_MAX};
 use crate::error::{PaxosError, Result};
 use crate::log_store::LogStore;
-use crate::message::{Message, SlotEntry};
-use crate::ready::{Envelope, HardState, Persisted, Ready, SnapshotData};
+use crate::message::Message;
+use crate::ready::{Persisted, Ready};
 use crate::replica::Replica;
 use crate::state_machine::StateMachine;
 use crate::transport::{ChannelNetwork, ChannelTransport, Inbound, Transport};
+
+mod handle;
+mod persist;
+
+use handle::{Control, HandleShared, Request, RequestKind, Waiter};
+pub use handle::{ReplicaHandle, ReplicaStatus};
+use persist::{PersistJob, PersistProgress, persist_run};
 
 /// Client requests queued for one replica thread; a full queue makes callers wait (up to their
 /// timeout) instead of growing memory.
@@ -71,277 +77,6 @@ pub const DRAIN_COUNT_MAX: usize = 1_024;
 pub const TICK_CATCH_UP_COUNT_MAX: u32 = 100;
 /// How often the replica thread forgets requests whose callers gave up.
 const WAITER_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
-/// The longest timeout honoured; longer ones are clamped (an `Instant` must not overflow).
-const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// What a caller asks of a replica.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RequestKind {
-    Propose,
-    Read,
-}
-
-/// A caller's request on its way to the replica thread, with the channel its answer goes to.
-struct Request {
-    kind: RequestKind,
-    payload: Bytes,
-    deadline: Instant,
-    reply: Sender<Result<Bytes>>,
-}
-
-/// A request the core holds, waiting for its `Reply`.
-struct Waiter {
-    reply: Sender<Result<Bytes>>,
-    deadline: Instant,
-}
-
-/// How a replica thread is told to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Control {
-    /// Stop at once: nothing queued for the disk is written, no message waiting for an fsync
-    /// leaves. What the OS already has stays (that is all a process crash can promise).
-    Crash,
-    /// Stop taking requests, let the persist thread finish what is queued, then stop.
-    Shutdown,
-}
-
-/// What a replica publishes for its handles and for [`Group::leader`]; written only by its
-/// replica thread (and by the group when it stops the replica).
-#[derive(Debug, Default)]
-struct Status {
-    running: AtomicBool,
-    leader: AtomicBool,
-    ballot_round: AtomicU64,
-    commit_slot: AtomicU64,
-    applied_slot: AtomicU64,
-    /// Why the replica stopped, if storage failed: later calls get this error.
-    failure: Mutex<Option<PaxosError>>,
-}
-
-/// The state a replica's handles share with its threads and its group.
-#[derive(Debug)]
-struct HandleShared {
-    index: ReplicaId,
-    /// The running replica's request queue; `None` while it is stopped.
-    requests: RwLock<Option<Sender<Request>>>,
-    status: Status,
-}
-
-/// A replica's self-description, as last published by its replica thread.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReplicaStatus {
-    /// Whether its threads run.
-    pub running: bool,
-    /// Whether it believes it leads.
-    pub leader: bool,
-    /// The round of its current ballot.
-    pub ballot_round: u64,
-    /// Every slot below this one is known chosen.
-    pub commit_slot: u64,
-    /// Every slot below this one is applied to its state machine.
-    pub applied_slot: u64,
-    /// The storage failure that stopped it, if one did.
-    pub failure: Option<PaxosError>,
-}
-
-/// A caller's way into one replica of a [`Group`]: `Clone + Send + Sync`, cheap to clone, and
-/// valid across crashes and restarts of that replica.
-///
-/// Calls block the calling thread until the replica answers or the timeout passes; many
-/// threads may call at once and their commands are batched into the same log entries.
-#[derive(Clone, Debug)]
-pub struct ReplicaHandle {
-    shared: Arc<HandleShared>,
-}
-
-impl ReplicaHandle {
-    fn new(index: ReplicaId) -> Self {
-        let shared = HandleShared {
-            index,
-            requests: RwLock::new(None),
-            status: Status::default(),
-        };
-        ReplicaHandle {
-            shared: Arc::new(shared),
-        }
-    }
-
-    /// The replica's index in its group.
-    pub fn index(&self) -> ReplicaId {
-        self.shared.index
-    }
-
-    /// Whether the replica's threads are running.
-    pub fn is_running(&self) -> bool {
-        self.shared.status.running.load(Ordering::Acquire)
-    }
-
-    /// Whether the replica believed itself the leader when it last published its status.
-    pub fn is_leader(&self) -> bool {
-        self.is_running() && self.shared.status.leader.load(Ordering::Acquire)
-    }
-
-    /// What the replica last published about itself (for monitoring and tests).
-    pub fn status(&self) -> ReplicaStatus {
-        let status = &self.shared.status;
-        ReplicaStatus {
-            running: self.is_running(),
-            leader: self.is_leader(),
-            ballot_round: status.ballot_round.load(Ordering::Acquire),
-            commit_slot: status.commit_slot.load(Ordering::Acquire),
-            applied_slot: status.applied_slot.load(Ordering::Acquire),
-            failure: status.failure.lock().clone(),
-        }
-    }
-
-    /// Proposes `command` and blocks until it is chosen by a majority, durable on it, and
-    /// applied here; returns the state machine's reply.
-    ///
-    /// # Errors
-    ///
-    /// [`PaxosError::NotLeader`] with a hint where to go; [`PaxosError::Busy`] when queues are
-    /// full; [`PaxosError::Timeout`] when `timeout` passes first (the command may still be
-    /// chosen later: retry it with the same ledger ids, I3); [`PaxosError::NotChosen`] /
-    /// [`PaxosError::OutcomeUnknown`] after a leader change; [`PaxosError::Shutdown`] when the
-    /// replica is stopped or crashed (outcome unknown); [`PaxosError::Storage`] when the
-    /// replica stopped after a storage failure.
-    pub fn propose(&self, command: Bytes, timeout: Duration) -> Result<Bytes> {
-        self.call(RequestKind::Propose, command, timeout)
-    }
-
-    /// Runs `query` against the state machine linearizably (a read-index round confirms the
-    /// leadership first, I9) and returns its answer.
-    ///
-    /// # Errors
-    ///
-    /// As [`ReplicaHandle::propose`].
-    pub fn read(&self, query: Bytes, timeout: Duration) -> Result<Bytes> {
-        self.call(RequestKind::Read, query, timeout)
-    }
-
-    fn call(&self, kind: RequestKind, payload: Bytes, timeout: Duration) -> Result<Bytes> {
-        let deadline = Instant::now() + timeout.min(CALL_TIMEOUT_MAX);
-        // Clone the sender and release the lock at once: the wait below holds no lock.
-        let requests = self.shared.requests.read().clone();
-        let Some(requests) = requests else {
-            return Err(self.stopped_error());
-        };
-        let (reply, answer) = channel::bounded(1);
-        let request = Request {
-            kind,
-            payload,
-            deadline,
-            reply,
-        };
-        match requests.send_deadline(request, deadline) {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => return Err(PaxosError::Timeout),
-            Err(SendTimeoutError::Disconnected(_)) => return Err(self.stopped_error()),
-        }
-        drop(requests);
-        match answer.recv_deadline(deadline) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(PaxosError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(self.stopped_error()),
-        }
-    }
-
-    fn stopped_error(&self) -> PaxosError {
-        self.shared
-            .status
-            .failure
-            .lock()
-            .clone()
-            .unwrap_or(PaxosError::Shutdown)
-    }
-}
-
-/// One `Ready`'s persist work and the messages that wait for it.
-struct PersistJob {
-    ready_number: u64,
-    hard_state: Option<HardState>,
-    entries: Vec<SlotEntry>,
-    snapshot: Option<SnapshotData>,
-    messages: Vec<Envelope>,
-}
-
-/// What the persist thread reports to the replica thread. The replica thread learns of changes
-/// through the doorbell channel, so neither thread ever blocks on the other's queue.
-#[derive(Debug, Default)]
-struct PersistProgress {
-    /// Every `Ready` up to this number is durable and its messages left.
-    durable_ready_number: AtomicU64,
-    /// Set on a write or fsync failure; the persist thread has stopped.
-    failure: Mutex<Option<PaxosError>>,
-    /// Set by a crash: write nothing more, send nothing more.
-    crashed: AtomicBool,
-}
-
-/// The persist thread: takes every job queued (up to [`PERSIST_BATCH_READY_COUNT_MAX`]),
-/// persists them with one group commit, then lets their `messages_after_persist` leave (I4)
-/// and reports the durable `Ready` number.
-fn persist_run<St: Storage>(
-    mut store: LogStore<St>,
-    jobs: &Receiver<PersistJob>,
-    progress: &PersistProgress,
-    doorbell: &Sender<()>,
-    transport: &ChannelTransport<Message>,
-) {
-    let mut batch = Vec::with_capacity(PERSIST_BATCH_READY_COUNT_MAX);
-    while let Ok(first) = jobs.recv() {
-        batch.push(first);
-        while batch.len() < PERSIST_BATCH_READY_COUNT_MAX {
-            let Ok(job) = jobs.try_recv() else { break };
-            batch.push(job);
-        }
-        if progress.crashed.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(error) = persist_batch(&mut store, &batch) {
-            // Never retried: after a failed fsync the page cache may have dropped the data.
-            *progress.failure.lock() = Some(error);
-            let _ = doorbell.try_send(());
-            return;
-        }
-        if progress.crashed.load(Ordering::Acquire) {
-            return;
-        }
-        let last = batch.last().map_or(0, |job| job.ready_number);
-        for job in batch.drain(..) {
-            for envelope in job.messages {
-                transport.send(envelope.to, envelope.message);
-            }
-        }
-        progress.durable_ready_number.store(last, Ordering::Release);
-        // A full doorbell already holds a wake-up; the replica thread reads the number itself.
-        let _ = doorbell.try_send(());
-    }
-}
-
-/// Persists a batch of readies in `Ready::number` order with one log sync for all of their
-/// entries: hard state (its own atomic metadata write), entries, snapshot (which syncs the
-/// entries before it first).
-fn persist_batch<St: Storage>(store: &mut LogStore<St>, batch: &[PersistJob]) -> Result<()> {
-    let mut unsynced = false;
-    for job in batch {
-        if let Some(hard_state) = job.hard_state {
-            store.write_hard_state(hard_state)?;
-        }
-        if !job.entries.is_empty() {
-            store.append_entries(&job.entries)?;
-            unsynced = true;
-        }
-        if let Some(snapshot) = &job.snapshot {
-            store.write_snapshot(snapshot)?;
-            unsynced = false;
-        }
-    }
-    if unsynced {
-        store.sync()?;
-    }
-    Ok(())
-}
 
 /// Turns the wall clock into ticks of the core.
 #[derive(Debug)]
@@ -985,6 +720,8 @@ fn start_replica<S: StateMachine, St: Storage>(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]

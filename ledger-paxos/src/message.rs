@@ -29,7 +29,11 @@ pub struct Command {
 /// entry without commands is a no-op (a new leader fills holes with them).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
-    /// The leader's timestamp in nanoseconds; strictly increasing along the log (I12).
+    /// The proposing leader's timestamp in nanoseconds. A leader stamps each new batch above
+    /// every timestamp it has seen, but timestamps are NOT strictly increasing along the log:
+    /// a no-op filling a hole reuses the previous entry's timestamp, and a new leader
+    /// re-proposes older leaders' entries with their original stamps, so neighbouring slots
+    /// may carry equal or decreasing timestamps.
     pub timestamp_ns: u64,
     /// The commands, applied in order. Shared so that sending an entry to every peer is cheap.
     pub commands: Arc<[Command]>,

@@ -23,7 +23,7 @@ use crate::message::Message;
 use crate::ready::{Envelope, Persisted, Ready};
 use crate::replica::Replica;
 use crate::sim::check_applied_prefix::AppliedDigests;
-use crate::sim::check_durability::{DurableMirror, check_ack_durable};
+use crate::sim::check_durability::{DurableMirror, check_ack_durable, check_reply_durable};
 use crate::sim::check_liveness::{Pending, PendingRequests};
 use crate::sim::check_one_value::ChosenValues;
 use crate::sim::machine::{HashChain, SimStateMachine};
@@ -111,6 +111,15 @@ pub struct SimStats {
     pub messages_sent: u64,
     /// Messages dropped by loss or partitions.
     pub messages_dropped: u64,
+    /// Torn persists stopped after the promise's write, in the entries or the snapshot.
+    pub tears_past_promise: u64,
+    /// Client requests sent, while two replicas believed they led, to the one of the higher
+    /// index.
+    pub requests_to_other_leader: u64,
+    /// Bits flipped at rest.
+    pub bit_flips: u64,
+    /// Replicas whose recovery refused a flipped bit (they stay down).
+    pub disk_losses: u64,
 }
 
 #[derive(Debug)]
@@ -138,6 +147,10 @@ pub(crate) struct Node<M: SimStateMachine> {
     pub(crate) mirror: DurableMirror,
     pub(crate) applied_seen: u64,
     pub(crate) commit_seen: u64,
+    /// A bit was flipped at rest since the last checked recovery.
+    pub(crate) bit_flipped: bool,
+    /// Recovery refused a flipped bit: the replica stays down for good.
+    pub(crate) disk_lost: bool,
 }
 
 /// One simulation run over the state machine `M`. See the module docs.
@@ -252,6 +265,8 @@ impl<M: SimStateMachine> Simulator<M> {
                 mirror: DurableMirror::default(),
                 applied_seen: 0,
                 commit_seen: 0,
+                bit_flipped: false,
+                disk_lost: false,
             })
             .collect();
         let mut simulator = Simulator {
@@ -407,7 +422,12 @@ impl<M: SimStateMachine> Simulator<M> {
         self.drive(to)
     }
 
-    fn send(&mut self, from: usize, envelope: Envelope) {
+    /// Sends `envelope` through the simulated network, after checking that a `Promise` or
+    /// `Accepted` leaves only once what it vouches for is durable at `from` (I4).
+    fn send(&mut self, from: usize, envelope: Envelope) -> Result<(), String> {
+        let node = &self.nodes[from];
+        let commit_slot = node.replica.as_ref().map_or(0, Replica::commit_slot);
+        check_reply_durable(&node.mirror, from, commit_slot, &envelope.message)?;
         self.stats.messages_sent += 1;
         let to = envelope.to as usize;
         match self
@@ -437,6 +457,7 @@ impl<M: SimStateMachine> Simulator<M> {
                 self.schedule(self.now_us + delay_us, event, 0);
             }
         }
+        Ok(())
     }
 
     /// Takes the replica's `Ready`, checks it, sends `messages_now` and queues the persist.
@@ -448,7 +469,7 @@ impl<M: SimStateMachine> Simulator<M> {
         self.drive_check_applied(index, &ready)?;
         self.drive_check_replies(index, &ready)?;
         for envelope in ready.messages_now.iter().cloned() {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let has_persist_work = ready.has_persist_work();
         if has_persist_work || !ready.messages_after_persist.is_empty() {
@@ -547,10 +568,15 @@ impl<M: SimStateMachine> Simulator<M> {
             return Ok(());
         }
         let ready = node.disk_queue.pop_front().expect("a persist was queued");
+        let mut tear_past_promise = false;
         if !self.healed && ready.has_persist_work() {
             let profile = &self.options.profile;
             if self.random.chance(profile.torn_write_permille) {
-                let budget = self.random.range(0, 4);
+                // Stop the machine at a random storage operation of the whole persist, so
+                // tears hit the entry records and the snapshot as well as the promise.
+                let budget = self.random.range(0, persist_operation_estimate(&ready) - 1);
+                tear_past_promise =
+                    ready.hard_state.is_some() && budget >= PROMISE_WRITE_OPERATIONS;
                 self.nodes[index].storage.set_operation_budget(Some(budget));
             } else if self.random.chance(profile.fsync_error_permille) {
                 self.nodes[index].storage.fail_next_sync();
@@ -561,13 +587,14 @@ impl<M: SimStateMachine> Simulator<M> {
         node.storage.set_operation_budget(None);
         if persisted.is_err() {
             self.stats.persist_failures += 1;
+            self.stats.tears_past_promise += u64::from(tear_past_promise);
             self.crash(index);
             return Ok(());
         }
         node.mirror.record_persist(&ready);
         let number = ready.number;
         for envelope in ready.messages_after_persist {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let replica = self.nodes[index].replica.as_mut().expect("live");
         replica.advance(Persisted {
@@ -591,13 +618,23 @@ impl<M: SimStateMachine> Simulator<M> {
         if live.is_empty() {
             return Ok(());
         }
-        let leader = live.iter().copied().find(|index| {
-            self.nodes[*index]
-                .replica
-                .as_ref()
-                .is_some_and(Replica::is_leader)
-        });
-        let target = leader.unwrap_or_else(|| live[self.random.index(live.len())]);
+        // Clients pick any replica believing it leads (two may, with different ballots),
+        // else any live one.
+        let leaders: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|index| {
+                self.nodes[*index]
+                    .replica
+                    .as_ref()
+                    .is_some_and(Replica::is_leader)
+            })
+            .collect();
+        let choices = if leaders.is_empty() { &live } else { &leaders };
+        let target = choices[self.random.index(choices.len())];
+        if leaders.len() >= 2 && target != leaders[0] {
+            self.stats.requests_to_other_leader += 1;
+        }
         let request_id = self.request_id_next;
         self.request_id_next += 1;
         let is_read = self.random.chance(self.options.profile.read_permille);
@@ -673,7 +710,7 @@ impl<M: SimStateMachine> Simulator<M> {
     /// After the drain every replica applied the same prefix.
     fn check_converged(&mut self) -> Result<(), String> {
         let mut applied = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|node| !node.disk_lost) {
             let replica = node
                 .replica
                 .as_ref()
@@ -697,4 +734,29 @@ impl<M: SimStateMachine> Simulator<M> {
         }
         Ok(())
     }
+}
+
+/// The storage operations of the promise's atomic replace.
+const PROMISE_WRITE_OPERATIONS: u64 = 5;
+
+/// About how many storage operations `LogStore::persist` runs for `ready` (the promise's
+/// atomic replace: create, write, sync, rename, directory sync; the entries: one write and one
+/// sync; a snapshot: a sync, its file's atomic replace and compaction); at least 1.
+fn persist_operation_estimate(ready: &Ready) -> u64 {
+    let hard_state = if ready.hard_state.is_some() {
+        PROMISE_WRITE_OPERATIONS
+    } else {
+        0
+    };
+    let entries = if ready.entries_to_persist.is_empty() {
+        0
+    } else {
+        2
+    };
+    let snapshot = if ready.snapshot_to_persist.is_some() {
+        8
+    } else {
+        0
+    };
+    (hard_state + entries + snapshot).max(1)
 }

@@ -1,7 +1,7 @@
 //! Fault injection: crashes and restarts (checked against what was fsynced), power loss,
 //! pauses, partitions, and the heal after which liveness is checked.
 
-use ledger_wal::WalOptions;
+use ledger_wal::{Storage, WalOptions};
 
 use crate::ballot::ReplicaId;
 use crate::log_store::LogStore;
@@ -48,10 +48,34 @@ impl<M: SimStateMachine> Simulator<M> {
         assert!(!self.is_live(index));
         let replica_count = self.nodes.len();
         let node = &mut self.nodes[index];
+        if node.disk_lost {
+            return Ok(());
+        }
         let storage = node.storage.clone();
-        let (store, recovered) = LogStore::open(storage.clone(), storage, wal_options())
-            .map_err(|error| format!("I8: replica {index} cannot recover: {error}"))?;
-        node.mirror.check_recovered(&recovered)?;
+        let (store, recovered) = match LogStore::open(storage.clone(), storage, wal_options()) {
+            Ok(opened) => opened,
+            Err(error) if node.bit_flipped => {
+                // The typed error a flipped bit must cause: the disk is lost and the replica
+                // stays down for good (it would otherwise rejoin with amnesia).
+                // Its mirror stays: what it fsynced before still counts for the acks of
+                // entries chosen with it.
+                node.disk_lost = true;
+                self.stats.disk_losses += 1;
+                self.trace.word(0xD15C_0000 | index as u64);
+                self.trace.bytes(error.to_string().as_bytes());
+                return Ok(());
+            }
+            Err(error) => return Err(format!("I8: replica {index} cannot recover: {error}")),
+        };
+        if let Err(error) = node.mirror.check_recovered(&recovered) {
+            let flipped = if node.bit_flipped {
+                " (after a bit flip at rest that recovery did not report)"
+            } else {
+                ""
+            };
+            return Err(format!("{error}{flipped}"));
+        }
+        node.bit_flipped = false;
         let config = sim_config(index as ReplicaId, replica_count);
         let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
         let replica = Replica::new(config, recovered, M::default(), seed)
@@ -110,8 +134,59 @@ impl<M: SimStateMachine> Simulator<M> {
                     self.now_us + self.random.range(100_000, 1_000_000);
             }
         }
+        if self.random.chance(profile.bit_flip_permille) {
+            self.flip_bit_at_rest();
+        }
         self.on_fault_partition(&profile);
         Ok(())
+    }
+
+    /// Flips one random bit of one random file of a replica's disk, at rest. Only a minority
+    /// of the replicas ever get one, so a majority keeps good disks.
+    fn flip_bit_at_rest(&mut self) {
+        let count = self.nodes.len();
+        let damaged = self
+            .nodes
+            .iter()
+            .filter(|node| node.bit_flipped || node.disk_lost)
+            .count();
+        let index = self.random.index(count);
+        let node = &self.nodes[index];
+        if node.disk_lost || (!node.bit_flipped && damaged >= (count - 1) / 2) {
+            return;
+        }
+        let storage = node.storage.clone();
+        let mut files: Vec<(String, u64)> = storage
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|name| storage.len(&name).ok().map(|len| (name, len)))
+            .filter(|(_, len)| *len > 0)
+            .collect();
+        files.sort();
+        // Known gaps of ledger-wal, left out (reported, not fixed here): a flip in the newest
+        // segment can land in its last record, which recovery cannot tell from a torn write
+        // and truncates; a flipped snapshot file is dropped silently (recovery falls back to
+        // no snapshot). Older segments and the promise file must give a typed error.
+        let newest_segment = files
+            .iter()
+            .filter(|(name, _)| name.starts_with("wal-"))
+            .map(|(name, _)| name.clone())
+            .max();
+        let is_excluded =
+            |name: &String| name.starts_with("snap-") || Some(name) == newest_segment.as_ref();
+        files.retain(|(name, _)| !is_excluded(name));
+        if files.is_empty() {
+            return;
+        }
+        let (name, len) = files[self.random.index(files.len())].clone();
+        let offset = self.random.range(0, len - 1);
+        let bit = (self.random.next_u64() % 8) as u8;
+        if storage.flip_bit(&name, offset, bit) {
+            self.stats.bit_flips += 1;
+            self.nodes[index].bit_flipped = true;
+            self.trace.word(0xF11B_0000 | index as u64);
+        }
     }
 
     fn on_fault_partition(&mut self, profile: &FaultProfile) {

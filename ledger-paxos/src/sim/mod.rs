@@ -44,6 +44,6 @@ pub use machine::{HashChain, SimStateMachine};
 pub use rng::SimRng;
 pub use run::{
     SeedReport, describe_failure, replay_command, run_options, run_seed, run_seeds, seeds_from_env,
-    summary,
+    summary, total_stats,
 };
 pub use swarm::FaultProfile;

@@ -129,6 +129,34 @@ pub fn run_seeds(base: u64, count: u64, threads: usize) -> Vec<SeedReport> {
 /// The one-line summary of a run of seeds.
 pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
     let failed = reports.iter().filter(|r| r.violation.is_some()).count();
+    let total = total_stats(reports);
+    format!(
+        "sim: seeds {base}..{} ran={} failed={failed} chosen_slots={} acked_writes={} reads={} \
+         failed_requests={} crashes={} power_losses={} persist_failures={} \
+         tears_past_promise={} pauses={} partitions={} messages={} dropped={} \
+         requests_to_other_leader={} bit_flips={} disk_losses={}",
+        base.wrapping_add(count),
+        reports.len(),
+        total.chosen_slots,
+        total.acknowledged_writes,
+        total.answered_reads,
+        total.failed_requests,
+        total.crashes,
+        total.power_losses,
+        total.persist_failures,
+        total.tears_past_promise,
+        total.pauses,
+        total.partitions,
+        total.messages_sent,
+        total.messages_dropped,
+        total.requests_to_other_leader,
+        total.bit_flips,
+        total.disk_losses,
+    )
+}
+
+/// The statistics of every seed, summed.
+pub fn total_stats(reports: &[SeedReport]) -> SimStats {
     let mut total = SimStats::default();
     for report in reports {
         let s = &report.stats;
@@ -143,25 +171,12 @@ pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
         total.partitions += s.partitions;
         total.messages_sent += s.messages_sent;
         total.messages_dropped += s.messages_dropped;
+        total.tears_past_promise += s.tears_past_promise;
+        total.requests_to_other_leader += s.requests_to_other_leader;
+        total.bit_flips += s.bit_flips;
+        total.disk_losses += s.disk_losses;
     }
-    format!(
-        "sim: seeds {base}..{} ran={} failed={failed} chosen_slots={} acked_writes={} reads={} \
-         failed_requests={} crashes={} power_losses={} persist_failures={} pauses={} \
-         partitions={} messages={} dropped={}",
-        base.wrapping_add(count),
-        reports.len(),
-        total.chosen_slots,
-        total.acknowledged_writes,
-        total.answered_reads,
-        total.failed_requests,
-        total.crashes,
-        total.power_losses,
-        total.persist_failures,
-        total.pauses,
-        total.partitions,
-        total.messages_sent,
-        total.messages_dropped,
-    )
+    total
 }
 
 /// Describes a failing seed: its faults, the violation and the replay command.

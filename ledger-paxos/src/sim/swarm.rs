@@ -45,6 +45,9 @@ pub struct FaultProfile {
     pub client_interval_us: u64,
     /// Per client request: chance it is a linearizable read.
     pub read_permille: u64,
+    /// Per fault step: chance to flip one bit at rest on a replica's disk (at most a
+    /// minority of the replicas ever get one).
+    pub bit_flip_permille: u64,
 }
 
 impl FaultProfile {
@@ -73,6 +76,7 @@ impl FaultProfile {
             fsync_error_permille: scale(random, 5),
             client_interval_us: random.range(2_000, 40_000),
             read_permille: random.range(0, 300),
+            bit_flip_permille: scale(random, 10),
         }
     }
 
@@ -97,6 +101,7 @@ impl FaultProfile {
             fsync_error_permille: 0,
             client_interval_us: 10_000,
             read_permille: 100,
+            bit_flip_permille: 0,
         }
     }
 }
@@ -107,7 +112,7 @@ impl fmt::Display for FaultProfile {
             formatter,
             "replicas={} loss={}‰ spikes={}‰ dup={}‰ delay={}-{}us fsync={}-{}us partition={}‰{} \
              crash={}‰ restart={}‰ crash_all={}‰ pause={}‰ torn={}‰ fsync_error={}‰ \
-             client_interval={}us reads={}‰",
+             client_interval={}us reads={}‰ bit_flip={}‰",
             self.replica_count,
             self.loss_permille,
             self.delay_spike_permille,
@@ -126,6 +131,7 @@ impl fmt::Display for FaultProfile {
             self.fsync_error_permille,
             self.client_interval_us,
             self.read_permille,
+            self.bit_flip_permille,
         )
     }
 }
