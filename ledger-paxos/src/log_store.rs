@@ -5,7 +5,7 @@
 //!  Ready.entries_to_persist ──▶ WAL records, kind 1: [slot u64][round u64][replica u8][entry]
 //!                               (slot and ballot inside the checksummed payload), one sync
 //!  Ready.snapshot_to_persist ──▶ Wal::write_snapshot(L, [slot u64][last_timestamp u64][bytes])
-//!                               then Wal::compact(L + 1)
+//!                               then Wal::compact(previous snapshot L + 1)
 //!
 //!  Wal::open Recovery + MetaFile ──▶ Recovered { hard_state, snapshot, entries (latest per slot) }
 //! ```
@@ -86,6 +86,11 @@ pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState> {
     Ok(HardState {
         promised: Ballot::new(round, replica),
     })
+}
+
+/// The lsn of the second-newest snapshot in `snapshot_lsns` (ascending), if there is one.
+fn previous_snapshot_lsn(snapshot_lsns: &[Lsn]) -> Option<Lsn> {
+    snapshot_lsns.iter().rev().nth(1).copied()
 }
 
 /// Encodes a snapshot for `Wal::write_snapshot`.
@@ -262,7 +267,13 @@ impl<S: Storage> LogStore<S> {
         let snapshot_lsn = first_live_lsn.min(durable_lsn + 1) - 1;
         self.wal
             .write_snapshot(snapshot_lsn, &encode_snapshot(snapshot))?;
-        self.wal.compact(snapshot_lsn + 1)?;
+        // Keep the log from the previous snapshot on: if the newest snapshot is found damaged at
+        // recovery, the WAL falls back to the previous one, and the records between the two
+        // must still be there (I8). Compacting to the newest would turn that fallback into a
+        // gap error.
+        let keep_from_lsn =
+            previous_snapshot_lsn(&self.wal.snapshot_lsns()).map_or(1, |lsn| lsn + 1);
+        self.wal.compact(keep_from_lsn)?;
         self.snapshot_slot = snapshot.slot;
         Ok(())
     }
@@ -360,6 +371,38 @@ mod tests {
         let (_store, recovered) = open(&storage);
         assert_eq!(recovered.hard_state.promised, Ballot::new(5, 1));
         assert_eq!(recovered.entries, vec![entry(0, 4, 1), entry(1, 5, 2)]);
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_with_every_entry_after_it() {
+        let storage = FaultStorage::new(5);
+        let (mut store, _) = open(&storage);
+        let snapshot_at = |slot: u64| SnapshotData {
+            slot,
+            last_timestamp_ns: slot,
+            bytes: Bytes::from(vec![u8::try_from(slot).unwrap(); 4]),
+        };
+        store
+            .append_entries(&(0..20).map(|slot| entry(slot, 1, 1)).collect::<Vec<_>>())
+            .unwrap();
+        store.write_snapshot(&snapshot_at(10)).unwrap();
+        store
+            .append_entries(&(20..40).map(|slot| entry(slot, 1, 2)).collect::<Vec<_>>())
+            .unwrap();
+        store.write_snapshot(&snapshot_at(30)).unwrap();
+        store.sync().unwrap();
+        let newest = storage
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|name| name.starts_with("snap-") && !name.ends_with(".tmp"))
+            .max()
+            .unwrap();
+        assert!(storage.flip_bit(&newest, 40, 3));
+        let (_store, recovered) = open(&storage);
+        assert_eq!(recovered.snapshot, Some(snapshot_at(10)));
+        let slots: Vec<u64> = recovered.entries.iter().map(|e| e.slot).collect();
+        assert_eq!(slots, (10..40).collect::<Vec<_>>());
     }
 
     #[test]
