@@ -391,11 +391,12 @@ mod tests {
             .unwrap();
         store.write_snapshot(&snapshot_at(30)).unwrap();
         store.sync().unwrap();
+        // Snapshot files sort by name in lsn order; the newest is the last one.
         let newest = storage
             .list()
             .unwrap()
             .into_iter()
-            .filter(|name| name.starts_with("snap-") && !name.ends_with(".tmp"))
+            .filter(|name| name.starts_with("snap-"))
             .max()
             .unwrap();
         assert!(storage.flip_bit(&newest, 40, 3));
