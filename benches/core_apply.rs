@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use ledger_core::{Account, BATCH_EVENTS_MAX, Ledger, Transfer};
 
 struct CountingAllocator;
@@ -148,6 +148,36 @@ impl Workload {
     }
 }
 
+/// Nanoseconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`), so a figure
+/// can be quoted that excludes the time the scheduler gave to other processes. The kernel
+/// updates it at scheduler ticks, so only a mean over many batches is meaningful.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// (batches, on-CPU nanoseconds) of the timed batches of the current case.
+static BATCH_CPU_NS: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+
+/// Prints the mean on-CPU time per batch of the case just measured, and forgets it.
+fn report_cpu_time(name: &str) {
+    let (batches, cpu_ns) = std::mem::take(
+        &mut *BATCH_CPU_NS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if batches == 0 || cpu_ns == 0 {
+        return;
+    }
+    let mean_ns = cpu_ns as f64 / batches as f64;
+    println!(
+        "{name}: mean on-CPU time {:.3} ms per batch = {:.2} M transfers/s of CPU time \
+         ({batches} batches)",
+        mean_ns / 1e6,
+        BATCH_EVENT_COUNT as f64 / mean_ns * 1e3,
+    );
+}
+
 /// Times `iterations` batches of fresh transfers; building batches and rebuilding the ledger
 /// are not timed.
 #[allow(clippy::disallowed_methods, reason = "a benchmark reads the clock")]
@@ -161,9 +191,17 @@ fn apply_batches(ledger: &mut Ledger, workload: &mut Workload, iterations: u64) 
             timestamp = ledger.last_timestamp() + 1;
         }
         workload.fill_batch(&mut batch);
+        let cpu_start = thread_cpu_ns();
         let start = Instant::now();
         let results = ledger.create_transfers(black_box(&batch), timestamp);
         elapsed += start.elapsed();
+        if let (Some(cpu_start), Some(cpu_end)) = (cpu_start, thread_cpu_ns()) {
+            let mut totals = BATCH_CPU_NS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            totals.0 += 1;
+            totals.1 += cpu_end.saturating_sub(cpu_start);
+        }
         debug_assert!(results.iter().all(|result| result.is_ok()));
         black_box(results);
         timestamp += 1_000_000;
@@ -236,12 +274,38 @@ fn bench_apply(criterion: &mut Criterion) {
             rng: Rng(42),
             next_transfer_id: 0,
         };
+        *BATCH_CPU_NS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (0, 0);
         group.bench_function(name, |bencher| {
             bencher.iter_custom(|iterations| apply_batches(&mut ledger, &mut workload, iterations));
         });
+        report_cpu_time(name);
     }
     group.finish();
 }
 
 criterion_group!(benches, bench_apply);
-criterion_main!(benches);
+
+/// Runs the benches with transparent huge pages for malloc'd memory (glibc's
+/// `glibc.malloc.hugetlb=1` tunable), re-executing itself once with the tunable set: a ledger of
+/// millions of records is bound by TLB misses and page faults on 4 KiB pages. Set
+/// `CORE_APPLY_SMALL_PAGES=1` to measure with the default 4 KiB pages.
+fn main() {
+    let small_pages = std::env::var_os("CORE_APPLY_SMALL_PAGES").is_some();
+    if !small_pages && std::env::var_os("GLIBC_TUNABLES").is_none() {
+        if let Ok(program) = std::env::current_exe() {
+            let status = std::process::Command::new(program)
+                .args(std::env::args_os().skip(1))
+                .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+                .status();
+            if let Ok(status) = status {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+    }
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    println!("GLIBC_TUNABLES={tunables:?} (hugetlb=1: transparent huge pages for malloc)");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -16,8 +16,11 @@
 //! Layout, chosen for one core doing millions of transfers per second:
 //! - accounts and transfers live in dense chunked arrays in creation order (a transfer's index
 //!   orders it by timestamp), found by id through compact [`IdIndex`] tables;
-//! - each stored transfer carries 12 bytes of metadata: its place in the debit and the credit
-//!   account's history (a linked list of u32 indices, newest first) and its pending status;
+//! - each stored transfer shares a 144-byte slot with 12 bytes of metadata: its place in the
+//!   debit and the credit account's history (a linked list of u32 indices, newest first) and its
+//!   pending status;
+//! - `create_transfers` prefetches the index slots of the event 8 ahead and the account records
+//!   of the event 4 ahead, so the cache misses of several events overlap;
 //! - nothing is allocated per transfer except amortised chunk and table growth.
 //!
 //! Linked chains roll back by truncation: everything a chain creates is appended, so undoing
@@ -37,6 +40,13 @@ use crate::{
 
 /// How many events ahead `create_transfers` prefetches index slots (records: half as far).
 const PREFETCH_DISTANCE: usize = 8;
+
+/// Events whose accounts `create_transfers` resolves before applying them.
+const RESOLVE_CHUNK: usize = 512;
+
+/// Size of the ring of precomputed event hashes (a power of two above the distance).
+const PREFETCH_RING: usize = 16;
+const _: () = assert!(PREFETCH_RING > PREFETCH_DISTANCE);
 
 /// "No index": the end of a history list.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -69,14 +79,69 @@ impl Status {
     }
 }
 
-/// An account and the heads of its history lists.
+/// An account as stored: exactly two aligned cache lines, the fields a transfer reads and
+/// writes (id, balances, ledger, flags, history heads) first. `user_data_32` lives in a side
+/// array and `reserved` is always zero, so the record fits 128 bytes with the list heads.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 pub(crate) struct AccountSlot {
-    pub(crate) account: Account,
+    pub(crate) id: u128,
+    pub(crate) debits_pending: u128,
+    pub(crate) debits_posted: u128,
+    pub(crate) credits_pending: u128,
+    pub(crate) credits_posted: u128,
+    pub(crate) ledger: u32,
+    pub(crate) code: u16,
+    pub(crate) flags: AccountFlags,
     /// Index of the newest transfer touching the account, or [`NONE`].
     pub(crate) transfers_newest: u32,
     /// Index of the newest balance entry (`HISTORY` accounts), or [`NONE`].
     pub(crate) balances_newest: u32,
+    pub(crate) user_data_128: u128,
+    pub(crate) user_data_64: u64,
+    pub(crate) timestamp: u64,
+}
+
+const _: () = assert!(size_of::<AccountSlot>() == 128);
+
+impl AccountSlot {
+    /// The stored form of `account` (whose `reserved` is zero), with empty history lists.
+    pub(crate) fn new(account: &Account) -> Self {
+        Self {
+            id: account.id,
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+            ledger: account.ledger,
+            code: account.code,
+            flags: account.flags,
+            transfers_newest: NONE,
+            balances_newest: NONE,
+            user_data_128: account.user_data_128,
+            user_data_64: account.user_data_64,
+            timestamp: account.timestamp,
+        }
+    }
+
+    /// The account record, given its `user_data_32` from the side array.
+    pub(crate) fn account(&self, user_data_32: u32) -> Account {
+        Account {
+            id: self.id,
+            debits_pending: self.debits_pending,
+            debits_posted: self.debits_posted,
+            credits_pending: self.credits_pending,
+            credits_posted: self.credits_posted,
+            user_data_128: self.user_data_128,
+            user_data_64: self.user_data_64,
+            user_data_32,
+            reserved: 0,
+            ledger: self.ledger,
+            code: self.code,
+            flags: self.flags,
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 /// Per-transfer metadata kept beside the 128-byte record.
@@ -87,6 +152,13 @@ pub(crate) struct TransferMeta {
     /// The credit account's previous (older) transfer, or [`NONE`].
     pub(crate) credit_previous: u32,
     pub(crate) status: Status,
+}
+
+/// A transfer record with its metadata: one push, one place in memory (144 bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoredTransfer {
+    pub(crate) transfer: Transfer,
+    pub(crate) meta: TransferMeta,
 }
 
 /// One balance snapshot of a `HISTORY` account.
@@ -165,9 +237,10 @@ impl MemoryUsage {
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     pub(crate) accounts: Chunked<AccountSlot>,
+    /// `user_data_32` of each account (kept out of the hot 128-byte slot).
+    pub(crate) account_user_data_32: Chunked<u32>,
     pub(crate) account_index: IdIndex,
-    pub(crate) transfers: Chunked<Transfer>,
-    pub(crate) transfer_meta: Chunked<TransferMeta>,
+    pub(crate) transfers: Chunked<StoredTransfer>,
     pub(crate) transfer_index: IdIndex,
     /// Ids of transfers that failed with a transient result, in order (I3).
     pub(crate) failed_ids: Vec<u128>,
@@ -177,6 +250,8 @@ pub struct Ledger {
     /// voided, rolled back); they are checked when popped.
     pub(crate) expiry_queue: BinaryHeap<Reverse<(u64, u32)>>,
     pub(crate) undo: Vec<Undo>,
+    /// Scratch space of `create_transfers`: each event's account indices (kept to reuse).
+    pub(crate) scratch_accounts: Vec<[u32; 2]>,
     pub(crate) last_timestamp: u64,
 }
 
@@ -184,6 +259,27 @@ impl Ledger {
     /// An empty ledger.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty ledger whose id indexes are sized for `account_count_max` accounts and
+    /// `transfer_count_max` transfers, so they never double (and stall a batch) below that.
+    /// Records themselves are allocated in 2 MiB chunks as they arrive.
+    ///
+    /// For large ledgers, run the process with transparent huge pages for malloc
+    /// (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on glibc with THP in `madvise` mode): with
+    /// 4 KiB pages random account accesses miss the TLB (see BENCHMARKS.md).
+    ///
+    /// # Examples
+    /// ```
+    /// use ledger_core::Ledger;
+    /// let ledger = Ledger::with_capacity(1_000, 100_000);
+    /// assert!(ledger.memory_usage().transfer_index_bytes >= 100_000 * 16);
+    /// ```
+    pub fn with_capacity(account_count_max: usize, transfer_count_max: usize) -> Self {
+        let mut ledger = Self::default();
+        ledger.account_index.reserve(account_count_max);
+        ledger.transfer_index.reserve(transfer_count_max);
+        ledger
     }
 
     /// Number of accounts.
@@ -204,9 +300,10 @@ impl Ledger {
     /// Heap bytes held, by part.
     pub fn memory_usage(&self) -> MemoryUsage {
         MemoryUsage {
-            accounts_bytes: self.accounts.capacity_bytes(),
+            accounts_bytes: self.accounts.capacity_bytes()
+                + self.account_user_data_32.capacity_bytes(),
             account_index_bytes: self.account_index.capacity_bytes(),
-            transfers_bytes: self.transfers.capacity_bytes() + self.transfer_meta.capacity_bytes(),
+            transfers_bytes: self.transfers.capacity_bytes(),
             transfer_index_bytes: self.transfer_index.capacity_bytes(),
             other_bytes: self.balances.capacity() * size_of::<BalanceEntry>()
                 + self.failed_ids.capacity() * size_of::<u128>()
@@ -294,14 +391,28 @@ impl Ledger {
         self.failed_index.reserve(transfers.len());
         let mut chain: Option<ChainStart> = None;
         let mut chain_failed = false;
+        // Pass 1 resolves the two accounts of each event of a chunk (a transfer batch never
+        // creates or removes an account, so the indices stay valid) and the lookups of many
+        // events overlap in a tight loop; pass 2 applies the chunk while its account slots are
+        // still in L2 (512 events touch at most 128 KiB of them).
+        let mut accounts = std::mem::take(&mut self.scratch_accounts);
+        let mut id_hashes = [0_u64; PREFETCH_RING];
+        for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
+            id_hashes[ahead % PREFETCH_RING] = hash_id(transfer.id);
+        }
         for (index, transfer) in transfers.iter().enumerate() {
-            // Overlap the cache misses of later events with this one: index slots first, then
-            // (half the distance later, once those slots are cached) the account records.
-            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
-                self.prefetch_index_slots(ahead);
+            let offset = index % RESOLVE_CHUNK;
+            if offset == 0 {
+                let end = transfers.len().min(index + RESOLVE_CHUNK);
+                self.create_transfers_resolve_accounts(&transfers[index..end], &mut accounts);
             }
-            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE / 2) {
-                self.prefetch_accounts(ahead);
+            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
+                let hash = hash_id(ahead.id);
+                self.transfer_index.prefetch(hash);
+                id_hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = hash;
+            }
+            if let Some(ahead) = accounts.get(offset + PREFETCH_DISTANCE / 2) {
+                self.prefetch_accounts(*ahead);
             }
             let linked = transfer.flags.linked();
             if linked && chain.is_none() {
@@ -312,7 +423,8 @@ impl Ledger {
             } else if linked && index + 1 == transfers.len() {
                 CreateTransferResult::LinkedEventChainOpen
             } else {
-                self.create_transfer(transfer, base + index as u64, chain.is_some())
+                let event = (id_hashes[index % PREFETCH_RING], accounts[offset]);
+                self.create_transfer(transfer, event, base + index as u64, chain.is_some())
             };
             results[index] = result;
             if let Some(start) = chain {
@@ -330,26 +442,47 @@ impl Ledger {
                 self.burn_id(transfer.id);
             }
         }
+        self.scratch_accounts = accounts;
         self.end_batch();
         results
     }
 
-    #[inline]
-    fn prefetch_index_slots(&self, transfer: &Transfer) {
-        self.transfer_index.prefetch(hash_id(transfer.id));
-        self.account_index
-            .prefetch(hash_id(transfer.debit_account_id));
-        self.account_index
-            .prefetch(hash_id(transfer.credit_account_id));
+    /// Pass 1 of `create_transfers`: the dense indices of each event's debit and credit
+    /// account ([`NONE`] if absent), with the index slots prefetched a few events ahead.
+    fn create_transfers_resolve_accounts(&self, transfers: &[Transfer], out: &mut Vec<[u32; 2]>) {
+        out.clear();
+        out.reserve(transfers.len());
+        let mut hashes = [[0_u64; 2]; PREFETCH_RING];
+        let hashes_of = |transfer: &Transfer| {
+            [
+                hash_id(transfer.debit_account_id),
+                hash_id(transfer.credit_account_id),
+            ]
+        };
+        for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
+            hashes[ahead % PREFETCH_RING] = hashes_of(transfer);
+        }
+        for (index, transfer) in transfers.iter().enumerate() {
+            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
+                let ahead_hashes = hashes_of(ahead);
+                self.account_index.prefetch(ahead_hashes[0]);
+                self.account_index.prefetch(ahead_hashes[1]);
+                hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = ahead_hashes;
+            }
+            let [debit_hash, credit_hash] = hashes[index % PREFETCH_RING];
+            let debit = self.account_index_of_hashed(transfer.debit_account_id, debit_hash);
+            let credit = self.account_index_of_hashed(transfer.credit_account_id, credit_hash);
+            let resolved = [debit.unwrap_or(NONE), credit.unwrap_or(NONE)];
+            self.prefetch_accounts(resolved);
+            out.push(resolved);
+        }
     }
 
     #[inline]
-    fn prefetch_accounts(&self, transfer: &Transfer) {
-        for id in [transfer.debit_account_id, transfer.credit_account_id] {
-            if let Some(index) = self.account_index.peek_home(hash_id(id)) {
-                if (index as usize) < self.accounts.len() {
-                    crate::prefetch::prefetch(self.accounts.get(index as usize));
-                }
+    fn prefetch_accounts(&self, accounts: [u32; 2]) {
+        for index in accounts {
+            if (index as usize) < self.accounts.len() {
+                crate::prefetch::prefetch(self.accounts.get(index as usize));
             }
         }
     }
@@ -398,25 +531,24 @@ impl Ledger {
             match undo {
                 Undo::Account(index, slot) => *self.accounts.get_mut(index as usize) = slot,
                 Undo::Status(index, status) => {
-                    self.transfer_meta.get_mut(index as usize).status = status;
+                    self.transfers.get_mut(index as usize).meta.status = status;
                 }
             }
         }
         while self.transfers.len() > start.transfer_count {
             let index = self.transfers.len() - 1;
-            let id = self.transfers.get(index).id;
+            let id = self.transfers.get(index).transfer.id;
             self.transfer_index.remove(hash_id(id), index as u32);
             self.transfers.pop();
-            self.transfer_meta.pop();
         }
         while self.accounts.len() > start.account_count {
             let index = self.accounts.len() - 1;
-            let id = self.accounts.get(index).account.id;
+            let id = self.accounts.get(index).id;
             self.account_index.remove(hash_id(id), index as u32);
             self.accounts.pop();
+            self.account_user_data_32.pop();
         }
         self.balances.truncate(start.balance_count);
-        assert_eq!(self.transfers.len(), self.transfer_meta.len());
     }
 
     /// Remembers a transient failure so a retry of the id answers `IdAlreadyFailed` (I3).
@@ -445,32 +577,32 @@ impl Ledger {
             let index = index as usize;
             // Stale entries: rolled back (index reused or gone), already posted or voided.
             if index >= self.transfers.len()
-                || self.transfer_meta.get(index).status != Status::Pending
+                || self.transfers.get(index).meta.status != Status::Pending
             {
                 continue;
             }
-            let pending = *self.transfers.get(index);
+            let pending = self.transfers.get(index).transfer;
             if pending_deadline(&pending) != Some(deadline) {
                 continue;
             }
-            self.transfer_meta.get_mut(index).status = Status::Expired;
+            self.transfers.get_mut(index).meta.status = Status::Expired;
             let debit = self
                 .account_index_of(pending.debit_account_id)
                 .expect("I1: pending debit account exists");
             let credit = self
                 .account_index_of(pending.credit_account_id)
                 .expect("I1: pending credit account exists");
-            release_pending(
-                &mut self.accounts.get_mut(debit as usize).account,
-                &pending,
-                true,
-            );
-            release_pending(
-                &mut self.accounts.get_mut(credit as usize).account,
-                &pending,
-                false,
-            );
+            release_pending(self.accounts.get_mut(debit as usize), &pending, true);
+            release_pending(self.accounts.get_mut(credit as usize), &pending, false);
         }
+    }
+
+    /// The dense index of account `id` whose hash the caller already computed.
+    #[inline]
+    pub(crate) fn account_index_of_hashed(&self, id: u128, hash: u64) -> Option<u32> {
+        let accounts = &self.accounts;
+        self.account_index
+            .get(hash, |i| accounts.get(i as usize).id == id)
     }
 
     /// The dense index of account `id`.
@@ -478,7 +610,7 @@ impl Ledger {
     pub(crate) fn account_index_of(&self, id: u128) -> Option<u32> {
         let accounts = &self.accounts;
         self.account_index
-            .get(hash_id(id), |i| accounts.get(i as usize).account.id == id)
+            .get(hash_id(id), |i| accounts.get(i as usize).id == id)
     }
 
     /// The dense index of transfer `id`.
@@ -486,7 +618,7 @@ impl Ledger {
     pub(crate) fn transfer_index_of(&self, id: u128) -> Option<u32> {
         let transfers = &self.transfers;
         self.transfer_index
-            .get(hash_id(id), |i| transfers.get(i as usize).id == id)
+            .get(hash_id(id), |i| transfers.get(i as usize).transfer.id == id)
     }
 
     fn create_account(&mut self, account: &Account, timestamp: u64) -> CreateAccountResult {
@@ -510,10 +642,11 @@ impl Ledger {
         let accounts = &self.accounts;
         let position = match self
             .account_index
-            .find(hash, |i| accounts.get(i as usize).account.id == account.id)
+            .find(hash, |i| accounts.get(i as usize).id == account.id)
         {
             Probe::Found(index) => {
-                return account_exists(account, &accounts.get(index as usize).account);
+                let user_data_32 = *self.account_user_data_32.get(index as usize);
+                return account_exists(account, accounts.get(index as usize), user_data_32);
             }
             Probe::Vacant(position) => position,
         };
@@ -526,14 +659,11 @@ impl Ledger {
             "account count beyond u32 indices"
         );
         self.account_index.insert_at(position, hash, index as u32);
-        self.accounts.push(AccountSlot {
-            account: Account {
-                timestamp,
-                ..*account
-            },
-            transfers_newest: NONE,
-            balances_newest: NONE,
-        });
+        self.accounts.push(AccountSlot::new(&Account {
+            timestamp,
+            ..*account
+        }));
+        self.account_user_data_32.push(account.user_data_32);
         R::Ok
     }
 }
@@ -568,7 +698,11 @@ fn create_account_validate(account: &Account) -> Result<(), CreateAccountResult>
 
 /// Compares a resubmitted account with the stored one (`CLOSED` changes after creation, so it
 /// is not compared).
-fn account_exists(account: &Account, existing: &Account) -> CreateAccountResult {
+fn account_exists(
+    account: &Account,
+    existing: &AccountSlot,
+    existing_user_data_32: u32,
+) -> CreateAccountResult {
     use CreateAccountResult as R;
     let flags = account.flags.difference(AccountFlags::CLOSED);
     if flags != existing.flags.difference(AccountFlags::CLOSED) {
@@ -580,7 +714,7 @@ fn account_exists(account: &Account, existing: &Account) -> CreateAccountResult 
     if account.user_data_64 != existing.user_data_64 {
         return R::ExistsWithDifferentUserData64;
     }
-    if account.user_data_32 != existing.user_data_32 {
+    if account.user_data_32 != existing_user_data_32 {
         return R::ExistsWithDifferentUserData32;
     }
     if account.ledger != existing.ledger {
@@ -605,7 +739,7 @@ pub(crate) fn pending_deadline(transfer: &Transfer) -> Option<u64> {
 
 /// Removes a pending transfer's reservation from one side and reopens the account if the
 /// transfer closed it (void or expiry).
-pub(crate) fn release_pending(account: &mut Account, pending: &Transfer, debit_side: bool) {
+pub(crate) fn release_pending(account: &mut AccountSlot, pending: &Transfer, debit_side: bool) {
     if debit_side {
         account.debits_pending = account
             .debits_pending

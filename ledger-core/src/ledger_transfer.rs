@@ -5,10 +5,10 @@ use std::cmp::Reverse;
 
 use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
-    AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, TransferMeta, Undo,
-    pending_deadline, release_pending,
+    AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, StoredTransfer,
+    TransferMeta, Undo, pending_deadline, release_pending,
 };
-use crate::{Account, AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
+use crate::{AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 
 use CreateTransferResult as R;
 
@@ -19,18 +19,17 @@ impl Ledger {
     pub(crate) fn create_transfer(
         &mut self,
         transfer: &Transfer,
+        (hash, [debit_index, credit_index]): (u64, [u32; 2]),
         timestamp: u64,
         in_chain: bool,
     ) -> CreateTransferResult {
         if let Err(result) = create_transfer_validate_id(transfer) {
             return result;
         }
-        let hash = hash_id(transfer.id);
         let transfers = &self.transfers;
-        let position = match self
-            .transfer_index
-            .find(hash, |i| transfers.get(i as usize).id == transfer.id)
-        {
+        let position = match self.transfer_index.find(hash, |i| {
+            transfers.get(i as usize).transfer.id == transfer.id
+        }) {
             Probe::Found(index) => return self.transfer_exists(transfer, index),
             Probe::Vacant(position) => position,
         };
@@ -54,36 +53,40 @@ impl Ledger {
         if let Err(result) = create_transfer_validate_fields(transfer) {
             return result;
         }
-        let Some(debit_index) = self.account_index_of(transfer.debit_account_id) else {
+        if debit_index == NONE {
             return R::DebitAccountNotFound;
-        };
-        let Some(credit_index) = self.account_index_of(transfer.credit_account_id) else {
+        }
+        if credit_index == NONE {
             return R::CreditAccountNotFound;
-        };
-        let debit = self.accounts.get(debit_index as usize).account;
-        let credit = self.accounts.get(credit_index as usize).account;
-        let amount = match create_transfer_check_accounts(transfer, &debit, &credit, timestamp) {
+        }
+        let debit = self.accounts.get(debit_index as usize);
+        let credit = self.accounts.get(credit_index as usize);
+        let amount = match create_transfer_check_accounts(transfer, debit, credit, timestamp) {
             Ok(amount) => amount,
             Err(result) => return result,
         };
-        let stored = Transfer {
-            amount,
-            timestamp,
-            ..*transfer
-        };
-        self.create_transfer_apply(&stored, position, hash, debit_index, credit_index, in_chain);
+        let accounts = (debit_index, credit_index);
+        self.create_transfer_apply(
+            transfer, amount, timestamp, position, hash, accounts, in_chain,
+        );
         R::Ok
     }
 
-    /// Books an accepted new transfer (single-phase or pending) and stores it.
+    /// Books an accepted new transfer (single-phase or pending) and stores it, touching each
+    /// account once (balances, flags and history list head together).
     #[inline]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path passes what it already has"
+    )]
     fn create_transfer_apply(
         &mut self,
-        stored: &Transfer,
+        transfer: &Transfer,
+        amount: u128,
+        timestamp: u64,
         position: usize,
         hash: u64,
-        debit_index: u32,
-        credit_index: u32,
+        (debit_index, credit_index): (u32, u32),
         in_chain: bool,
     ) {
         if in_chain {
@@ -96,39 +99,46 @@ impl Ledger {
                 *self.accounts.get(credit_index as usize),
             ));
         }
-        let flags = stored.flags;
+        let index = self.transfers.len();
+        assert!(
+            index <= INDEX_MAX as usize,
+            "transfer count beyond u32 indices"
+        );
+        let index = index as u32;
+        let flags = transfer.flags;
         let pending = flags.pending();
-        let amount = stored.amount;
-        // Overflow was ruled out by create_transfer_check_balances (I7).
-        {
-            let account = &mut self.accounts.get_mut(debit_index as usize).account;
-            if pending {
-                account.debits_pending += amount;
-            } else {
-                account.debits_posted += amount;
-            }
-            if flags.closing_debit() {
-                account.flags = account.flags.union(AccountFlags::CLOSED);
-            }
-        }
-        {
-            let account = &mut self.accounts.get_mut(credit_index as usize).account;
-            if pending {
-                account.credits_pending += amount;
-            } else {
-                account.credits_posted += amount;
-            }
-            if flags.closing_credit() {
-                account.flags = account.flags.union(AccountFlags::CLOSED);
-            }
-        }
+        let slot = self.accounts.get_mut(debit_index as usize);
+        let (debit_previous, debit_history) =
+            create_transfer_book(slot, amount, pending, true, flags.closing_debit(), index);
+        let slot = self.accounts.get_mut(credit_index as usize);
+        let (credit_previous, credit_history) =
+            create_transfer_book(slot, amount, pending, false, flags.closing_credit(), index);
         let status = if pending {
             Status::Pending
         } else {
             Status::NotPending
         };
-        let index = self.store_transfer(stored, position, hash, debit_index, credit_index, status);
-        if let Some(deadline) = pending.then(|| pending_deadline(stored)).flatten() {
+        self.transfers.push(StoredTransfer {
+            transfer: Transfer {
+                amount,
+                timestamp,
+                ..*transfer
+            },
+            meta: TransferMeta {
+                debit_previous,
+                credit_previous,
+                status,
+            },
+        });
+        self.transfer_index.insert_at(position, hash, index);
+        if debit_history {
+            self.store_balance(debit_index, index, timestamp);
+        }
+        if credit_history {
+            self.store_balance(credit_index, index, timestamp);
+        }
+        if pending && transfer.timeout != 0 {
+            let deadline = timestamp + u64::from(transfer.timeout) * NANOSECONDS_PER_SECOND;
             self.expiry_queue.push(Reverse((deadline, index)));
         }
     }
@@ -154,21 +164,18 @@ impl Ledger {
         let debit_previous = std::mem::replace(&mut debit_slot.transfers_newest, index);
         let credit_slot = self.accounts.get_mut(credit_index as usize);
         let credit_previous = std::mem::replace(&mut credit_slot.transfers_newest, index);
-        self.transfers.push(*stored);
-        self.transfer_meta.push(TransferMeta {
+        let meta = TransferMeta {
             debit_previous,
             credit_previous,
             status,
+        };
+        self.transfers.push(StoredTransfer {
+            transfer: *stored,
+            meta,
         });
         self.transfer_index.insert_at(position, hash, index);
         for account_index in [debit_index, credit_index] {
-            if self
-                .accounts
-                .get(account_index as usize)
-                .account
-                .flags
-                .history()
-            {
+            if self.accounts.get(account_index as usize).flags.history() {
                 self.store_balance(account_index, index, stored.timestamp);
             }
         }
@@ -182,7 +189,7 @@ impl Ledger {
             "balance history beyond u32 indices"
         );
         let slot: &mut AccountSlot = self.accounts.get_mut(account_index as usize);
-        let account = &slot.account;
+        let account = &*slot;
         let balance = AccountBalance {
             debits_pending: account.debits_pending,
             debits_posted: account.debits_posted,
@@ -213,8 +220,8 @@ impl Ledger {
         }) else {
             return R::PendingTransferNotFound;
         };
-        let pending = *self.transfers.get(pending_index as usize);
-        let status = self.transfer_meta.get(pending_index as usize).status;
+        let pending = self.transfers.get(pending_index as usize).transfer;
+        let status = self.transfers.get(pending_index as usize).meta.status;
         let amount = match post_or_void_check_pending(transfer, &pending, status, timestamp) {
             Ok(amount) => amount,
             Err(result) => return result,
@@ -227,8 +234,8 @@ impl Ledger {
             .expect("pending accounts exist");
         let post = transfer.flags.post_pending_transfer();
         if post {
-            let debit = &self.accounts.get(debit_index as usize).account;
-            let credit = &self.accounts.get(credit_index as usize).account;
+            let debit = self.accounts.get(debit_index as usize);
+            let credit = self.accounts.get(credit_index as usize);
             if debit.flags.closed() && !pending.flags.closing_debit() {
                 return R::DebitAccountAlreadyClosed;
             }
@@ -248,7 +255,7 @@ impl Ledger {
             self.undo.push(Undo::Status(pending_index, status));
         }
         self.post_or_void_apply(&pending, debit_index, credit_index, post.then_some(amount));
-        self.transfer_meta.get_mut(pending_index as usize).status =
+        self.transfers.get_mut(pending_index as usize).meta.status =
             if post { Status::Posted } else { Status::Voided };
         let stored = Transfer {
             id: transfer.id,
@@ -285,7 +292,7 @@ impl Ledger {
         credit_index: u32,
         posted_amount: Option<u128>,
     ) {
-        let debit = &mut self.accounts.get_mut(debit_index as usize).account;
+        let debit = self.accounts.get_mut(debit_index as usize);
         release_pending(debit, pending, true);
         if let Some(amount) = posted_amount {
             // I7: pending + posted never overflowed, and this moves at most the pending amount.
@@ -295,7 +302,7 @@ impl Ledger {
                 debit.flags = debit.flags.union(AccountFlags::CLOSED);
             }
         }
-        let credit = &mut self.accounts.get_mut(credit_index as usize).account;
+        let credit = self.accounts.get_mut(credit_index as usize);
         release_pending(credit, pending, false);
         if let Some(amount) = posted_amount {
             credit.credits_posted = credit.credits_posted.checked_add(amount).expect("I7");
@@ -307,7 +314,7 @@ impl Ledger {
 
     /// Compares a resubmitted transfer with the stored one at `index`.
     fn transfer_exists(&self, transfer: &Transfer, index: u32) -> CreateTransferResult {
-        let existing = self.transfers.get(index as usize);
+        let existing = &self.transfers.get(index as usize).transfer;
         if transfer.flags != existing.flags {
             return R::ExistsWithDifferentFlags;
         }
@@ -322,7 +329,7 @@ impl Ledger {
             let pending_index = self
                 .transfer_index_of(existing.pending_id)
                 .expect("stored posts name a pending transfer");
-            let pending_amount = self.transfers.get(pending_index as usize).amount;
+            let pending_amount = self.transfers.get(pending_index as usize).transfer.amount;
             return resolving_transfer_exists(transfer, existing, pending_amount);
         }
         if transfer.debit_account_id != existing.debit_account_id {
@@ -340,6 +347,34 @@ impl Ledger {
         }
         exists_compare_tail(transfer, existing, false)
     }
+}
+
+/// Books `amount` on one side of an account, closes it if asked, and links transfer `index`
+/// at the head of its history list. Returns the previous head and whether the account keeps
+/// a balance history. Overflow was ruled out by `create_transfer_check_balances` (I7).
+#[inline]
+fn create_transfer_book(
+    slot: &mut AccountSlot,
+    amount: u128,
+    pending: bool,
+    debit_side: bool,
+    closing: bool,
+    index: u32,
+) -> (u32, bool) {
+    let balance = match (debit_side, pending) {
+        (true, true) => &mut slot.debits_pending,
+        (true, false) => &mut slot.debits_posted,
+        (false, true) => &mut slot.credits_pending,
+        (false, false) => &mut slot.credits_posted,
+    };
+    *balance += amount;
+    if closing {
+        slot.flags = slot.flags.union(AccountFlags::CLOSED);
+    }
+    (
+        std::mem::replace(&mut slot.transfers_newest, index),
+        slot.flags.history(),
+    )
 }
 
 /// `value` unless zero, else `inherited` (posts and voids inherit unset fields).
@@ -405,6 +440,7 @@ fn exists_compare_tail(
     R::Exists
 }
 
+#[inline]
 fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.timestamp != 0 {
         return Err(R::TimestampMustBeZero);
@@ -421,6 +457,7 @@ fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransfer
     Ok(())
 }
 
+#[inline]
 fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
     let phases = u8::from(flags.pending())
         + u8::from(flags.post_pending_transfer())
@@ -434,6 +471,7 @@ fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
 }
 
 /// The field rules of a new (single-phase or pending) transfer.
+#[inline]
 fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.debit_account_id == 0 {
         return Err(R::DebitAccountIdMustNotBeZero);
@@ -473,8 +511,8 @@ fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTran
 #[inline]
 fn create_transfer_check_accounts(
     transfer: &Transfer,
-    debit: &Account,
-    credit: &Account,
+    debit: &AccountSlot,
+    credit: &AccountSlot,
     timestamp: u64,
 ) -> Result<u128, CreateTransferResult> {
     if debit.ledger != credit.ledger {
@@ -507,8 +545,8 @@ fn create_transfer_check_accounts(
 fn create_transfer_check_balances(
     transfer: &Transfer,
     amount: u128,
-    debit: &Account,
-    credit: &Account,
+    debit: &AccountSlot,
+    credit: &AccountSlot,
     timestamp: u64,
 ) -> Result<(), CreateTransferResult> {
     let pending = transfer.flags.pending();

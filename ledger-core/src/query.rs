@@ -24,7 +24,10 @@ impl Ledger {
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
         ids.iter()
             .filter_map(|&id| self.account_index_of(id))
-            .map(|index| self.accounts.get(index as usize).account)
+            .map(|index| {
+                let user_data_32 = *self.account_user_data_32.get(index as usize);
+                self.accounts.get(index as usize).account(user_data_32)
+            })
             .collect()
     }
 
@@ -32,7 +35,7 @@ impl Ledger {
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         ids.iter()
             .filter_map(|&id| self.transfer_index_of(id))
-            .map(|index| *self.transfers.get(index as usize))
+            .map(|index| self.transfers.get(index as usize).transfer)
             .collect()
     }
 
@@ -47,7 +50,7 @@ impl Ledger {
         let newest_first = self
             .account_transfers_newest_first(account_index)
             .map(|index| {
-                let transfer = *self.transfers.get(index as usize);
+                let transfer = self.transfers.get(index as usize).transfer;
                 (
                     transfer.timestamp,
                     transfer.debit_account_id == filter.account_id,
@@ -64,7 +67,7 @@ impl Ledger {
             return Vec::new();
         };
         let slot = self.accounts.get(account_index as usize);
-        if !slot.account.flags.history() {
+        if !slot.flags.history() {
             return Vec::new();
         }
         let mut entry_index = slot.balances_newest;
@@ -74,7 +77,7 @@ impl Ledger {
             }
             let entry = self.balances[entry_index as usize];
             entry_index = entry.previous;
-            let transfer = self.transfers.get(entry.transfer_index as usize);
+            let transfer = &self.transfers.get(entry.transfer_index as usize).transfer;
             let debit = transfer.debit_account_id == filter.account_id;
             Some((entry.balance.timestamp, debit, entry.balance))
         });
@@ -93,15 +96,21 @@ impl Ledger {
 
     /// Indices of an account's transfers, newest first, following the history list.
     fn account_transfers_newest_first(&self, account_index: u32) -> impl Iterator<Item = u32> + '_ {
-        let account_id = self.accounts.get(account_index as usize).account.id;
+        let account_id = self.accounts.get(account_index as usize).id;
         let mut index = self.accounts.get(account_index as usize).transfers_newest;
         std::iter::from_fn(move || {
             if index == NONE {
                 return None;
             }
             let current = index;
-            let meta = self.transfer_meta.get(current as usize);
-            index = if self.transfers.get(current as usize).debit_account_id == account_id {
+            let meta = self.transfers.get(current as usize).meta;
+            index = if self
+                .transfers
+                .get(current as usize)
+                .transfer
+                .debit_account_id
+                == account_id
+            {
                 meta.debit_previous
             } else {
                 meta.credit_previous

@@ -26,7 +26,7 @@ use crate::account::{ACCOUNT_BALANCE_SIZE_BYTES, ACCOUNT_SIZE_BYTES};
 use crate::codec::{Reader, Writer};
 use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
-    AccountSlot, BalanceEntry, Ledger, NONE, Status, TransferMeta, pending_deadline,
+    AccountSlot, BalanceEntry, Ledger, NONE, Status, StoredTransfer, TransferMeta, pending_deadline,
 };
 use crate::transfer::TRANSFER_SIZE_BYTES;
 use crate::{Account, AccountBalance, CoreError, Result, Transfer};
@@ -104,13 +104,13 @@ impl Ledger {
             writer.u64(count as u64);
         }
         out.extend_from_slice(&header);
-        for slot in self.accounts.iter() {
-            out.extend_from_slice(&slot.account.encode());
+        for (slot, &user_data_32) in self.accounts.iter().zip(self.account_user_data_32.iter()) {
+            out.extend_from_slice(&slot.account(user_data_32).encode());
         }
-        for transfer in self.transfers.iter() {
-            out.extend_from_slice(&transfer.encode());
+        for stored in self.transfers.iter() {
+            out.extend_from_slice(&stored.transfer.encode());
         }
-        out.extend(self.transfer_meta.iter().map(|meta| meta.status as u8));
+        out.extend(self.transfers.iter().map(|stored| stored.meta.status as u8));
         for id in &self.failed_ids {
             out.extend_from_slice(&id.to_le_bytes());
         }
@@ -190,7 +190,8 @@ impl Ledger {
         self.account_index.reserve(count);
         for record in bytes.chunks_exact(ACCOUNT_SIZE_BYTES) {
             let account = Account::decode(record)?;
-            if account.id == 0 || account.id == u128::MAX || account.flags.has_reserved() {
+            let invalid_id = account.id == 0 || account.id == u128::MAX;
+            if invalid_id || account.flags.has_reserved() || account.reserved != 0 {
                 return Err(inconsistent("invalid account id or flags"));
             }
             if account.timestamp == 0 || account.timestamp > self.last_timestamp {
@@ -200,17 +201,14 @@ impl Ledger {
             let accounts = &self.accounts;
             let Probe::Vacant(position) = self
                 .account_index
-                .find(hash, |i| accounts.get(i as usize).account.id == account.id)
+                .find(hash, |i| accounts.get(i as usize).id == account.id)
             else {
                 return Err(inconsistent("duplicate account id"));
             };
             self.account_index
                 .insert_at(position, hash, self.accounts.len() as u32);
-            self.accounts.push(AccountSlot {
-                account,
-                transfers_newest: NONE,
-                balances_newest: NONE,
-            });
+            self.accounts.push(AccountSlot::new(&account));
+            self.account_user_data_32.push(account.user_data_32);
         }
         Ok(())
     }
@@ -247,7 +245,9 @@ impl Ledger {
         let flags = transfer.flags;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
             let pending = self.transfer_index_of(transfer.pending_id);
-            if !pending.is_some_and(|index| self.transfers.get(index as usize).flags.pending()) {
+            if !pending
+                .is_some_and(|index| self.transfers.get(index as usize).transfer.flags.pending())
+            {
                 return Err(inconsistent(
                     "post or void names no earlier pending transfer",
                 ));
@@ -263,10 +263,9 @@ impl Ledger {
         }
         let hash = hash_id(transfer.id);
         let transfers = &self.transfers;
-        let Probe::Vacant(position) = self
-            .transfer_index
-            .find(hash, |i| transfers.get(i as usize).id == transfer.id)
-        else {
+        let Probe::Vacant(position) = self.transfer_index.find(hash, |i| {
+            transfers.get(i as usize).transfer.id == transfer.id
+        }) else {
             return Err(inconsistent("duplicate transfer id"));
         };
         let index = self.transfers.len() as u32;
@@ -282,11 +281,14 @@ impl Ledger {
                 .transfers_newest,
             index,
         );
-        self.transfers.push(*transfer);
-        self.transfer_meta.push(TransferMeta {
+        let meta = TransferMeta {
             debit_previous,
             credit_previous,
             status,
+        };
+        self.transfers.push(StoredTransfer {
+            transfer: *transfer,
+            meta,
         });
         if status == Status::Pending && transfer.timeout != 0 {
             let deadline =
@@ -329,10 +331,10 @@ impl Ledger {
                 return Err(inconsistent("balance entry index out of range"));
             }
             let slot = self.accounts.get(account_index as usize);
-            let transfer = self.transfers.get(transfer_index as usize);
-            let party = transfer.debit_account_id == slot.account.id
-                || transfer.credit_account_id == slot.account.id;
-            if !slot.account.flags.history() || !party || transfer.timestamp != balance.timestamp {
+            let transfer = &self.transfers.get(transfer_index as usize).transfer;
+            let party =
+                transfer.debit_account_id == slot.id || transfer.credit_account_id == slot.id;
+            if !slot.flags.history() || !party || transfer.timestamp != balance.timestamp {
                 return Err(inconsistent(
                     "balance entry does not match its account and transfer",
                 ));
