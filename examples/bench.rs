@@ -7,6 +7,9 @@
 //!     --accounts 10000 --distribution uniform --seconds 10
 //! ```
 //!
+//! Also `--proposers <k>` (entries in flight per shard), `--capacity <transfers>` (size the
+//! ledger's transfer index up front) and `--no-fsync` (only to see what the disk costs).
+//!
 //! Prints a progress line each second and, last, `RESULT transfers_per_sec=<n> p50_ms=<x>
 //! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n>`.
 #![allow(
@@ -35,6 +38,7 @@ struct Options {
     seconds: u64,
     fsync: bool,
     proposers: usize,
+    capacity: usize,
 }
 
 fn parse() -> Result<Options, String> {
@@ -48,6 +52,7 @@ fn parse() -> Result<Options, String> {
         seconds: 10,
         fsync: true,
         proposers: 4,
+        capacity: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -66,6 +71,7 @@ fn parse() -> Result<Options, String> {
                 other => return Err(format!("unknown distribution {other}")),
             },
             "--proposers" => options.proposers = number(value()?)? as usize,
+            "--capacity" => options.capacity = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -215,7 +221,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .replicas(options.replicas)
         .shards(options.shards)
         .fsync(options.fsync)
-        .proposers_per_shard(options.proposers);
+        .proposers_per_shard(options.proposers)
+        .ledger_capacity(options.accounts as usize, options.capacity);
     let cluster = Cluster::open(config)?;
     let client = cluster.client();
     println!("bench: {options:?}");
