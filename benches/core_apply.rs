@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use ledger_core::{Account, BATCH_EVENTS_MAX, Ledger, Transfer};
 
 struct CountingAllocator;
@@ -244,4 +244,26 @@ fn bench_apply(criterion: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_apply);
-criterion_main!(benches);
+
+/// Runs the benches with transparent huge pages for malloc'd memory (glibc's
+/// `glibc.malloc.hugetlb=1` tunable), re-executing itself once with the tunable set: a ledger of
+/// millions of records is bound by TLB misses and page faults on 4 KiB pages. Set
+/// `CORE_APPLY_SMALL_PAGES=1` to measure with the default 4 KiB pages.
+fn main() {
+    let small_pages = std::env::var_os("CORE_APPLY_SMALL_PAGES").is_some();
+    if !small_pages && std::env::var_os("GLIBC_TUNABLES").is_none() {
+        if let Ok(program) = std::env::current_exe() {
+            let status = std::process::Command::new(program)
+                .args(std::env::args_os().skip(1))
+                .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+                .status();
+            if let Ok(status) = status {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+    }
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    println!("GLIBC_TUNABLES={tunables:?} (hugetlb=1: transparent huge pages for malloc)");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -93,8 +93,9 @@ impl crate::Ledger {
     /// Every account's `*_pending` equals the sum of the open pending transfers it is party to.
     fn check_pending_matches_transfers(&self) -> Result<(), InvariantViolation> {
         let mut pending = vec![(WideSum::default(), WideSum::default()); self.accounts.len()];
-        for (transfer, meta) in self.transfers.iter().zip(self.transfer_meta.iter()) {
-            if meta.status != crate::ledger::Status::Pending {
+        for stored in self.transfers.iter() {
+            let transfer = &stored.transfer;
+            if stored.meta.status != crate::ledger::Status::Pending {
                 continue;
             }
             for (id, debit_side) in [

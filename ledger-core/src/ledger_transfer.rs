@@ -5,8 +5,8 @@ use std::cmp::Reverse;
 
 use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
-    AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, TransferMeta, Undo,
-    pending_deadline, release_pending,
+    AccountSlot, BalanceEntry, EventHashes, Ledger, NANOSECONDS_PER_SECOND, NONE, Status,
+    StoredTransfer, TransferMeta, Undo, pending_deadline, release_pending,
 };
 use crate::{Account, AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 
@@ -19,18 +19,18 @@ impl Ledger {
     pub(crate) fn create_transfer(
         &mut self,
         transfer: &Transfer,
+        hashes: &EventHashes,
         timestamp: u64,
         in_chain: bool,
     ) -> CreateTransferResult {
         if let Err(result) = create_transfer_validate_id(transfer) {
             return result;
         }
-        let hash = hash_id(transfer.id);
+        let hash = hashes.id;
         let transfers = &self.transfers;
-        let position = match self
-            .transfer_index
-            .find(hash, |i| transfers.get(i as usize).id == transfer.id)
-        {
+        let position = match self.transfer_index.find(hash, |i| {
+            transfers.get(i as usize).transfer.id == transfer.id
+        }) {
             Probe::Found(index) => return self.transfer_exists(transfer, index),
             Probe::Vacant(position) => position,
         };
@@ -54,36 +54,42 @@ impl Ledger {
         if let Err(result) = create_transfer_validate_fields(transfer) {
             return result;
         }
-        let Some(debit_index) = self.account_index_of(transfer.debit_account_id) else {
+        let debit = self.account_index_of_hashed(transfer.debit_account_id, hashes.debit);
+        let Some(debit_index) = debit else {
             return R::DebitAccountNotFound;
         };
-        let Some(credit_index) = self.account_index_of(transfer.credit_account_id) else {
+        let credit = self.account_index_of_hashed(transfer.credit_account_id, hashes.credit);
+        let Some(credit_index) = credit else {
             return R::CreditAccountNotFound;
         };
-        let debit = self.accounts.get(debit_index as usize).account;
-        let credit = self.accounts.get(credit_index as usize).account;
-        let amount = match create_transfer_check_accounts(transfer, &debit, &credit, timestamp) {
+        let debit = &self.accounts.get(debit_index as usize).account;
+        let credit = &self.accounts.get(credit_index as usize).account;
+        let amount = match create_transfer_check_accounts(transfer, debit, credit, timestamp) {
             Ok(amount) => amount,
             Err(result) => return result,
         };
-        let stored = Transfer {
-            amount,
-            timestamp,
-            ..*transfer
-        };
-        self.create_transfer_apply(&stored, position, hash, debit_index, credit_index, in_chain);
+        let accounts = (debit_index, credit_index);
+        self.create_transfer_apply(
+            transfer, amount, timestamp, position, hash, accounts, in_chain,
+        );
         R::Ok
     }
 
-    /// Books an accepted new transfer (single-phase or pending) and stores it.
+    /// Books an accepted new transfer (single-phase or pending) and stores it, touching each
+    /// account once (balances, flags and history list head together).
     #[inline]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path passes what it already has"
+    )]
     fn create_transfer_apply(
         &mut self,
-        stored: &Transfer,
+        transfer: &Transfer,
+        amount: u128,
+        timestamp: u64,
         position: usize,
         hash: u64,
-        debit_index: u32,
-        credit_index: u32,
+        (debit_index, credit_index): (u32, u32),
         in_chain: bool,
     ) {
         if in_chain {
@@ -96,39 +102,46 @@ impl Ledger {
                 *self.accounts.get(credit_index as usize),
             ));
         }
-        let flags = stored.flags;
+        let index = self.transfers.len();
+        assert!(
+            index <= INDEX_MAX as usize,
+            "transfer count beyond u32 indices"
+        );
+        let index = index as u32;
+        let flags = transfer.flags;
         let pending = flags.pending();
-        let amount = stored.amount;
-        // Overflow was ruled out by create_transfer_check_balances (I7).
-        {
-            let account = &mut self.accounts.get_mut(debit_index as usize).account;
-            if pending {
-                account.debits_pending += amount;
-            } else {
-                account.debits_posted += amount;
-            }
-            if flags.closing_debit() {
-                account.flags = account.flags.union(AccountFlags::CLOSED);
-            }
-        }
-        {
-            let account = &mut self.accounts.get_mut(credit_index as usize).account;
-            if pending {
-                account.credits_pending += amount;
-            } else {
-                account.credits_posted += amount;
-            }
-            if flags.closing_credit() {
-                account.flags = account.flags.union(AccountFlags::CLOSED);
-            }
-        }
+        let slot = self.accounts.get_mut(debit_index as usize);
+        let (debit_previous, debit_history) =
+            create_transfer_book(slot, amount, pending, true, flags.closing_debit(), index);
+        let slot = self.accounts.get_mut(credit_index as usize);
+        let (credit_previous, credit_history) =
+            create_transfer_book(slot, amount, pending, false, flags.closing_credit(), index);
         let status = if pending {
             Status::Pending
         } else {
             Status::NotPending
         };
-        let index = self.store_transfer(stored, position, hash, debit_index, credit_index, status);
-        if let Some(deadline) = pending.then(|| pending_deadline(stored)).flatten() {
+        self.transfers.push(StoredTransfer {
+            transfer: Transfer {
+                amount,
+                timestamp,
+                ..*transfer
+            },
+            meta: TransferMeta {
+                debit_previous,
+                credit_previous,
+                status,
+            },
+        });
+        self.transfer_index.insert_at(position, hash, index);
+        if debit_history {
+            self.store_balance(debit_index, index, timestamp);
+        }
+        if credit_history {
+            self.store_balance(credit_index, index, timestamp);
+        }
+        if pending && transfer.timeout != 0 {
+            let deadline = timestamp + u64::from(transfer.timeout) * NANOSECONDS_PER_SECOND;
             self.expiry_queue.push(Reverse((deadline, index)));
         }
     }
@@ -154,11 +167,14 @@ impl Ledger {
         let debit_previous = std::mem::replace(&mut debit_slot.transfers_newest, index);
         let credit_slot = self.accounts.get_mut(credit_index as usize);
         let credit_previous = std::mem::replace(&mut credit_slot.transfers_newest, index);
-        self.transfers.push(*stored);
-        self.transfer_meta.push(TransferMeta {
+        let meta = TransferMeta {
             debit_previous,
             credit_previous,
             status,
+        };
+        self.transfers.push(StoredTransfer {
+            transfer: *stored,
+            meta,
         });
         self.transfer_index.insert_at(position, hash, index);
         for account_index in [debit_index, credit_index] {
@@ -213,8 +229,8 @@ impl Ledger {
         }) else {
             return R::PendingTransferNotFound;
         };
-        let pending = *self.transfers.get(pending_index as usize);
-        let status = self.transfer_meta.get(pending_index as usize).status;
+        let pending = self.transfers.get(pending_index as usize).transfer;
+        let status = self.transfers.get(pending_index as usize).meta.status;
         let amount = match post_or_void_check_pending(transfer, &pending, status, timestamp) {
             Ok(amount) => amount,
             Err(result) => return result,
@@ -248,7 +264,7 @@ impl Ledger {
             self.undo.push(Undo::Status(pending_index, status));
         }
         self.post_or_void_apply(&pending, debit_index, credit_index, post.then_some(amount));
-        self.transfer_meta.get_mut(pending_index as usize).status =
+        self.transfers.get_mut(pending_index as usize).meta.status =
             if post { Status::Posted } else { Status::Voided };
         let stored = Transfer {
             id: transfer.id,
@@ -307,7 +323,7 @@ impl Ledger {
 
     /// Compares a resubmitted transfer with the stored one at `index`.
     fn transfer_exists(&self, transfer: &Transfer, index: u32) -> CreateTransferResult {
-        let existing = self.transfers.get(index as usize);
+        let existing = &self.transfers.get(index as usize).transfer;
         if transfer.flags != existing.flags {
             return R::ExistsWithDifferentFlags;
         }
@@ -322,7 +338,7 @@ impl Ledger {
             let pending_index = self
                 .transfer_index_of(existing.pending_id)
                 .expect("stored posts name a pending transfer");
-            let pending_amount = self.transfers.get(pending_index as usize).amount;
+            let pending_amount = self.transfers.get(pending_index as usize).transfer.amount;
             return resolving_transfer_exists(transfer, existing, pending_amount);
         }
         if transfer.debit_account_id != existing.debit_account_id {
@@ -340,6 +356,35 @@ impl Ledger {
         }
         exists_compare_tail(transfer, existing, false)
     }
+}
+
+/// Books `amount` on one side of an account, closes it if asked, and links transfer `index`
+/// at the head of its history list. Returns the previous head and whether the account keeps
+/// a balance history. Overflow was ruled out by `create_transfer_check_balances` (I7).
+#[inline]
+fn create_transfer_book(
+    slot: &mut AccountSlot,
+    amount: u128,
+    pending: bool,
+    debit_side: bool,
+    closing: bool,
+    index: u32,
+) -> (u32, bool) {
+    let account = &mut slot.account;
+    let balance = match (debit_side, pending) {
+        (true, true) => &mut account.debits_pending,
+        (true, false) => &mut account.debits_posted,
+        (false, true) => &mut account.credits_pending,
+        (false, false) => &mut account.credits_posted,
+    };
+    *balance += amount;
+    if closing {
+        account.flags = account.flags.union(AccountFlags::CLOSED);
+    }
+    (
+        std::mem::replace(&mut slot.transfers_newest, index),
+        account.flags.history(),
+    )
 }
 
 /// `value` unless zero, else `inherited` (posts and voids inherit unset fields).

@@ -32,7 +32,7 @@ impl Ledger {
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         ids.iter()
             .filter_map(|&id| self.transfer_index_of(id))
-            .map(|index| *self.transfers.get(index as usize))
+            .map(|index| self.transfers.get(index as usize).transfer)
             .collect()
     }
 
@@ -47,7 +47,7 @@ impl Ledger {
         let newest_first = self
             .account_transfers_newest_first(account_index)
             .map(|index| {
-                let transfer = *self.transfers.get(index as usize);
+                let transfer = self.transfers.get(index as usize).transfer;
                 (
                     transfer.timestamp,
                     transfer.debit_account_id == filter.account_id,
@@ -74,7 +74,7 @@ impl Ledger {
             }
             let entry = self.balances[entry_index as usize];
             entry_index = entry.previous;
-            let transfer = self.transfers.get(entry.transfer_index as usize);
+            let transfer = &self.transfers.get(entry.transfer_index as usize).transfer;
             let debit = transfer.debit_account_id == filter.account_id;
             Some((entry.balance.timestamp, debit, entry.balance))
         });
@@ -100,8 +100,14 @@ impl Ledger {
                 return None;
             }
             let current = index;
-            let meta = self.transfer_meta.get(current as usize);
-            index = if self.transfers.get(current as usize).debit_account_id == account_id {
+            let meta = self.transfers.get(current as usize).meta;
+            index = if self
+                .transfers
+                .get(current as usize)
+                .transfer
+                .debit_account_id
+                == account_id
+            {
                 meta.debit_previous
             } else {
                 meta.credit_previous

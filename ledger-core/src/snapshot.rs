@@ -26,7 +26,7 @@ use crate::account::{ACCOUNT_BALANCE_SIZE_BYTES, ACCOUNT_SIZE_BYTES};
 use crate::codec::{Reader, Writer};
 use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
-    AccountSlot, BalanceEntry, Ledger, NONE, Status, TransferMeta, pending_deadline,
+    AccountSlot, BalanceEntry, Ledger, NONE, Status, StoredTransfer, TransferMeta, pending_deadline,
 };
 use crate::transfer::TRANSFER_SIZE_BYTES;
 use crate::{Account, AccountBalance, CoreError, Result, Transfer};
@@ -107,10 +107,10 @@ impl Ledger {
         for slot in self.accounts.iter() {
             out.extend_from_slice(&slot.account.encode());
         }
-        for transfer in self.transfers.iter() {
-            out.extend_from_slice(&transfer.encode());
+        for stored in self.transfers.iter() {
+            out.extend_from_slice(&stored.transfer.encode());
         }
-        out.extend(self.transfer_meta.iter().map(|meta| meta.status as u8));
+        out.extend(self.transfers.iter().map(|stored| stored.meta.status as u8));
         for id in &self.failed_ids {
             out.extend_from_slice(&id.to_le_bytes());
         }
@@ -247,7 +247,9 @@ impl Ledger {
         let flags = transfer.flags;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
             let pending = self.transfer_index_of(transfer.pending_id);
-            if !pending.is_some_and(|index| self.transfers.get(index as usize).flags.pending()) {
+            if !pending
+                .is_some_and(|index| self.transfers.get(index as usize).transfer.flags.pending())
+            {
                 return Err(inconsistent(
                     "post or void names no earlier pending transfer",
                 ));
@@ -263,10 +265,9 @@ impl Ledger {
         }
         let hash = hash_id(transfer.id);
         let transfers = &self.transfers;
-        let Probe::Vacant(position) = self
-            .transfer_index
-            .find(hash, |i| transfers.get(i as usize).id == transfer.id)
-        else {
+        let Probe::Vacant(position) = self.transfer_index.find(hash, |i| {
+            transfers.get(i as usize).transfer.id == transfer.id
+        }) else {
             return Err(inconsistent("duplicate transfer id"));
         };
         let index = self.transfers.len() as u32;
@@ -282,11 +283,14 @@ impl Ledger {
                 .transfers_newest,
             index,
         );
-        self.transfers.push(*transfer);
-        self.transfer_meta.push(TransferMeta {
+        let meta = TransferMeta {
             debit_previous,
             credit_previous,
             status,
+        };
+        self.transfers.push(StoredTransfer {
+            transfer: *transfer,
+            meta,
         });
         if status == Status::Pending && transfer.timeout != 0 {
             let deadline =
@@ -329,7 +333,7 @@ impl Ledger {
                 return Err(inconsistent("balance entry index out of range"));
             }
             let slot = self.accounts.get(account_index as usize);
-            let transfer = self.transfers.get(transfer_index as usize);
+            let transfer = &self.transfers.get(transfer_index as usize).transfer;
             let party = transfer.debit_account_id == slot.account.id
                 || transfer.credit_account_id == slot.account.id;
             if !slot.account.flags.history() || !party || transfer.timestamp != balance.timestamp {

@@ -640,16 +640,18 @@ impl<S: StateMachine> Replica<S> {
                 .expect("chosen slots are in the log")
                 .entry
                 .clone();
-            let mut waiting = self.requests_in_slots.remove(&slot).unwrap_or_default();
+            let waiting = self.requests_in_slots.remove(&slot).unwrap_or_default();
+            // The chosen value is either this replica's own entry for the slot, whose commands
+            // are in the order of `waiting`, or another leader's that holds none of them.
+            let mut answered_count = 0;
             for command in entry.commands.iter() {
                 let reply = self
                     .state_machine
                     .apply(slot, entry.timestamp_ns, &command.payload);
-                if command.origin != self.id() {
-                    continue;
-                }
-                if let Some(position) = waiting.iter().position(|id| *id == command.request_id) {
-                    waiting.swap_remove(position);
+                let mine = command.origin == self.id()
+                    && waiting.get(answered_count) == Some(&command.request_id);
+                if mine {
+                    answered_count += 1;
                     let request_id = command.request_id;
                     self.out.replies.push(Reply {
                         request_id,
@@ -657,7 +659,7 @@ impl<S: StateMachine> Replica<S> {
                     });
                 }
             }
-            for request_id in waiting {
+            for request_id in waiting.into_iter().skip(answered_count) {
                 let result = Err(PaxosError::NotChosen { slot });
                 self.out.replies.push(Reply { request_id, result });
             }

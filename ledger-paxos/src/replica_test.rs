@@ -981,3 +981,73 @@ fn a_single_replica_group_commits_and_answers_alone() {
         }]
     );
 }
+
+#[test]
+fn catch_up_below_the_compacted_prefix_streams_the_snapshot_in_chunks() {
+    let snapshot = SnapshotData {
+        slot: 10,
+        last_timestamp_ns: 5,
+        bytes: Bytes::from_static(b"xyz"),
+    };
+    let recovered = Recovered {
+        snapshot: Some(snapshot),
+        ..Recovered::default()
+    };
+    let mut config = config(0, 3);
+    config.snapshot_chunk_size_bytes_max = 2;
+    let mut replica = Replica::new(config, recovered, Recorder::default(), 1).unwrap();
+    tick_until_candidate(&mut replica);
+    let ballot = replica.ballot();
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted: vec![],
+            commit_slot: 10,
+        },
+    );
+    let ready = replica.ready();
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    let ready = replica.ready();
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    replica.step(1, Message::Accepted { ballot, slot: 10 });
+    for _ in 0..replica.config().heartbeat_interval_ticks {
+        replica.tick();
+    }
+    replica.ready();
+    assert_eq!(replica.commit_slot(), 11);
+    let chunk = |offset_bytes: u64, data: &'static [u8]| Message::SnapshotChunk {
+        ballot,
+        snapshot_slot: 10,
+        last_timestamp_ns: 5,
+        offset_bytes,
+        total_size_bytes: 3,
+        data: Bytes::from_static(data),
+    };
+    replica.step(
+        2,
+        Message::CommitAck {
+            ballot,
+            read_round: 0,
+            commit_slot: 3,
+        },
+    );
+    assert_eq!(replica.ready().messages_now, vec![to(2, chunk(0, b"xy"))]);
+    let ack = |next_offset_bytes| Message::SnapshotAck {
+        ballot,
+        snapshot_slot: 10,
+        next_offset_bytes,
+    };
+    replica.step(2, ack(2));
+    assert_eq!(replica.ready().messages_now, vec![to(2, chunk(2, b"z"))]);
+    replica.step(2, ack(3));
+    assert_eq!(
+        replica.ready().messages_now,
+        vec![],
+        "the transfer is complete"
+    );
+}

@@ -82,16 +82,26 @@ fn setup(client: &Client, shards: usize) {
 }
 
 /// Submits one transfer until its fate is known: retries the same id after a system error.
+/// Only such a retry may answer `Exists`: inside one call, a failover retry of an entry that
+/// had committed answers its original result (I3).
 fn submit(client: &Client, transfer: Transfer) -> CreateTransferResult {
     let give_up = Instant::now() + Duration::from_secs(60);
+    let mut first_attempt = true;
     loop {
         match client.create_transfers(&[transfer]) {
-            Ok(results) => return results[0],
+            Ok(results) => {
+                assert!(
+                    !first_attempt || !results[0].is_exists(),
+                    "a fresh id answered Exists"
+                );
+                return results[0];
+            }
             Err(error) => {
                 assert!(error.is_transient(), "unexpected system error: {error}");
                 assert!(Instant::now() < give_up, "no progress for 60 s: {error}");
             }
         }
+        first_attempt = false;
     }
 }
 

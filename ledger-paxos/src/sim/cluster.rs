@@ -453,6 +453,7 @@ impl Simulator {
         let node = &mut self.nodes[index];
         let replica = node.replica.as_mut().expect("drive a live replica");
         let ready = replica.ready();
+        replica.check_invariants_full();
         self.drive_check_applied(index, &ready)?;
         self.drive_check_replies(index, &ready)?;
         for envelope in ready.messages_now.iter().cloned() {
