@@ -20,6 +20,7 @@ use crate::backend::{Backend, GroupBackend};
 use crate::client::Client;
 use crate::clock;
 use crate::config::ClusterConfig;
+use crate::crossshard::{self, CrossShard, CrossShardStep};
 use crate::error::{Result, ShardError};
 use crate::machine::{LedgerMachine, MachineProbe};
 use crate::router::Router;
@@ -65,6 +66,10 @@ pub(crate) struct ClusterInner {
     pub(crate) shards: Vec<ShardHandle>,
     pub(crate) shutdown: Receiver<()>,
     shutdown_sender: Mutex<Option<Sender<()>>>,
+    /// Cross-shard state: known bridge accounts, test stop points.
+    pub(crate) crossshard: CrossShard,
+    /// The cross-shard resolver thread (I10).
+    resolver: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A running cluster. Dropping it without [`Cluster::shutdown`] also stops it.
@@ -118,10 +123,14 @@ impl Cluster {
             shards,
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
+            crossshard: CrossShard::default(),
+            resolver: Mutex::new(None),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        if inner.config.shard_count > 1 {
+            start_resolver(&inner)?;
+        }
+        Ok(Self { inner })
     }
 
     /// A client: cheap to clone, `Send + Sync`, blocking calls.
@@ -263,6 +272,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// For tests of the cross-shard protocol: every cross-shard call stops driving its transfers
+    /// after `step` and fails with [`ShardError::Timeout`], as if the calling process had died
+    /// there; the cluster's resolver then finishes them. `None` restores normal operation.
+    pub fn stop_cross_shard_after(&self, step: Option<CrossShardStep>) {
+        self.inner.crossshard.set_stop_after(step);
+    }
+
+    /// The number of cross-shard legs not resolved yet, summed over shards (each shard counted
+    /// by its running replica that has applied the most). Zero once every cross-shard
+    /// transfer has ended on both sides: the bridge accounts then net to zero (I1, I10).
+    pub fn unresolved_cross_shard_legs(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|handle| {
+                let registry = handle.registry.lock();
+                registry
+                    .probes
+                    .iter()
+                    .zip(&registry.running)
+                    .filter_map(|(probe, &running)| probe.as_ref().filter(|_| running))
+                    .max_by_key(|probe| probe.digest().0)
+                    .map_or(0, MachineProbe::unresolved_leg_count)
+            })
+            .sum()
+    }
+
     /// Stops the cluster: calls in flight and later calls answer [`ShardError::Shutdown`]
     /// (their events may or may not have committed; reopening and retrying the same ids tells).
     /// Every replica stops; what was acknowledged is durable (I2).
@@ -288,6 +324,9 @@ impl ClusterInner {
         };
         drop(shutdown_sender);
         let mut panicked = false;
+        if let Some(resolver) = self.resolver.lock().take() {
+            panicked |= resolver.join().is_err();
+        }
         for handle in &self.shards {
             for worker in handle.workers.lock().drain(..) {
                 panicked |= worker.join().is_err();
@@ -480,11 +519,24 @@ impl Cluster {
             shards,
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
+            crossshard: CrossShard::default(),
+            resolver: Mutex::new(None),
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
+}
+
+/// Starts the cross-shard resolver, which holds the cluster until [`ClusterInner::stop`].
+fn start_resolver(inner: &Arc<ClusterInner>) -> Result<()> {
+    let resolver_inner = Arc::clone(inner);
+    let handle = std::thread::Builder::new()
+        .name("crossshard-resolver".into())
+        .spawn(move || crossshard::resolver_run(&resolver_inner))
+        .map_err(ShardError::Io)?;
+    *inner.resolver.lock() = Some(handle);
+    Ok(())
 }
 
 #[cfg(test)]
