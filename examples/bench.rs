@@ -34,6 +34,7 @@ struct Options {
     zipfian: bool,
     seconds: u64,
     fsync: bool,
+    proposers: usize,
 }
 
 fn parse() -> Result<Options, String> {
@@ -46,6 +47,7 @@ fn parse() -> Result<Options, String> {
         zipfian: false,
         seconds: 10,
         fsync: true,
+        proposers: 4,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -63,6 +65,7 @@ fn parse() -> Result<Options, String> {
                 "zipfian" => options.zipfian = true,
                 other => return Err(format!("unknown distribution {other}")),
             },
+            "--proposers" => options.proposers = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -211,7 +214,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ClusterConfig::new(&dir)
         .replicas(options.replicas)
         .shards(options.shards)
-        .fsync(options.fsync);
+        .fsync(options.fsync)
+        .proposers_per_shard(options.proposers);
     let cluster = Cluster::open(config)?;
     let client = cluster.client();
     println!("bench: {options:?}");

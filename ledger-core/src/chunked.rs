@@ -29,27 +29,36 @@ impl<T> Chunked<T> {
     }
 
     /// Appends `value`. The first chunk grows by doubling (small ledgers stay small); later
-    /// chunks are allocated whole.
+    /// chunks are allocated whole. The last chunk is always the one being filled.
     #[inline]
     pub(crate) fn push(&mut self, value: T) {
-        if self.len & CHUNK_MASK == 0 && self.len >> CHUNK_SHIFT == self.chunks.len() {
-            let capacity = if self.chunks.is_empty() { 0 } else { CHUNK_LEN };
-            self.chunks.push(Vec::with_capacity(capacity));
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK_LEN => chunk.push(value),
+            _ => self.push_to_new_chunk(value),
         }
-        let chunk = &mut self.chunks[self.len >> CHUNK_SHIFT];
-        debug_assert!(chunk.len() < CHUNK_LEN);
-        chunk.push(value);
         self.len += 1;
     }
 
-    /// Removes and returns the last element.
+    #[cold]
+    #[inline(never)]
+    fn push_to_new_chunk(&mut self, value: T) {
+        let capacity = if self.chunks.is_empty() { 0 } else { CHUNK_LEN };
+        let mut chunk = Vec::with_capacity(capacity);
+        chunk.push(value);
+        self.chunks.push(chunk);
+    }
+
+    /// Removes and returns the last element; an emptied chunk (other than the first) is freed,
+    /// so the last chunk stays the one being filled.
     pub(crate) fn pop(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
+        let chunk = self.chunks.last_mut()?;
+        // Only the first chunk can be empty, and then the whole vector is.
+        let value = chunk.pop()?;
+        if chunk.is_empty() && self.chunks.len() > 1 {
+            self.chunks.pop();
         }
         self.len -= 1;
-        // An emptied chunk stays allocated: a rolled-back chain is likely followed by pushes.
-        self.chunks[self.len >> CHUNK_SHIFT].pop()
+        Some(value)
     }
 
     #[inline]
@@ -100,6 +109,7 @@ mod tests {
         chunked.push(7);
         assert_eq!(*chunked.get(CHUNK_LEN - 2), 7);
         assert_eq!(chunked.len(), CHUNK_LEN - 1);
+        assert_eq!(Chunked::<u8>::default().pop(), None);
         // Slack is bounded: three chunks of capacity at most, never a doubled whole.
         assert!(chunked.capacity_bytes() <= 3 * CHUNK_LEN * size_of::<usize>() + 256);
     }

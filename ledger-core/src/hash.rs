@@ -118,6 +118,7 @@ impl IdIndex {
     }
 
     /// Looks `hash` up in a table that may be empty (queries on a fresh ledger).
+    #[inline]
     pub(crate) fn get(&self, hash: u64, is_match: impl FnMut(u32) -> bool) -> Option<u32> {
         if self.slots.is_empty() {
             return None;

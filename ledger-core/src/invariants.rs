@@ -71,7 +71,7 @@ impl crate::Ledger {
         let mut sums: std::collections::BTreeMap<u32, LedgerSums> =
             std::collections::BTreeMap::new();
         for slot in self.accounts.iter() {
-            let account = &slot.account;
+            let account = slot;
             check_account_bounds(account)?;
             let ledger_sums = sums.entry(account.ledger).or_default();
             ledger_sums.debits_pending.add(account.debits_pending);
@@ -114,7 +114,7 @@ impl crate::Ledger {
             }
         }
         for (slot, (debits, credits)) in self.accounts.iter().zip(pending) {
-            let account = &slot.account;
+            let account = slot;
             let expected_debits = WideSum {
                 low: account.debits_pending,
                 high: 0,
@@ -134,7 +134,7 @@ impl crate::Ledger {
 }
 
 /// I7 for one account.
-fn check_account_bounds(account: &crate::Account) -> Result<(), InvariantViolation> {
+fn check_account_bounds(account: &crate::ledger::AccountSlot) -> Result<(), InvariantViolation> {
     let account_id = account.id;
     let Some(debits) = account.debits_pending.checked_add(account.debits_posted) else {
         return Err(InvariantViolation::BalanceOverflow { account_id });

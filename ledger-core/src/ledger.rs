@@ -95,14 +95,69 @@ impl Status {
     }
 }
 
-/// An account and the heads of its history lists.
+/// An account as stored: exactly two aligned cache lines, the fields a transfer reads and
+/// writes (id, balances, ledger, flags, history heads) first. `user_data_32` lives in a side
+/// array and `reserved` is always zero, so the record fits 128 bytes with the list heads.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 pub(crate) struct AccountSlot {
-    pub(crate) account: Account,
+    pub(crate) id: u128,
+    pub(crate) debits_pending: u128,
+    pub(crate) debits_posted: u128,
+    pub(crate) credits_pending: u128,
+    pub(crate) credits_posted: u128,
+    pub(crate) ledger: u32,
+    pub(crate) code: u16,
+    pub(crate) flags: AccountFlags,
     /// Index of the newest transfer touching the account, or [`NONE`].
     pub(crate) transfers_newest: u32,
     /// Index of the newest balance entry (`HISTORY` accounts), or [`NONE`].
     pub(crate) balances_newest: u32,
+    pub(crate) user_data_128: u128,
+    pub(crate) user_data_64: u64,
+    pub(crate) timestamp: u64,
+}
+
+const _: () = assert!(size_of::<AccountSlot>() == 128);
+
+impl AccountSlot {
+    /// The stored form of `account` (whose `reserved` is zero), with empty history lists.
+    pub(crate) fn new(account: &Account) -> Self {
+        Self {
+            id: account.id,
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+            ledger: account.ledger,
+            code: account.code,
+            flags: account.flags,
+            transfers_newest: NONE,
+            balances_newest: NONE,
+            user_data_128: account.user_data_128,
+            user_data_64: account.user_data_64,
+            timestamp: account.timestamp,
+        }
+    }
+
+    /// The account record, given its `user_data_32` from the side array.
+    pub(crate) fn account(&self, user_data_32: u32) -> Account {
+        Account {
+            id: self.id,
+            debits_pending: self.debits_pending,
+            debits_posted: self.debits_posted,
+            credits_pending: self.credits_pending,
+            credits_posted: self.credits_posted,
+            user_data_128: self.user_data_128,
+            user_data_64: self.user_data_64,
+            user_data_32,
+            reserved: 0,
+            ledger: self.ledger,
+            code: self.code,
+            flags: self.flags,
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 /// Per-transfer metadata kept beside the 128-byte record.
@@ -198,6 +253,8 @@ impl MemoryUsage {
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     pub(crate) accounts: Chunked<AccountSlot>,
+    /// `user_data_32` of each account (kept out of the hot 128-byte slot).
+    pub(crate) account_user_data_32: Chunked<u32>,
     pub(crate) account_index: IdIndex,
     pub(crate) transfers: Chunked<StoredTransfer>,
     pub(crate) transfer_index: IdIndex,
@@ -236,7 +293,8 @@ impl Ledger {
     /// Heap bytes held, by part.
     pub fn memory_usage(&self) -> MemoryUsage {
         MemoryUsage {
-            accounts_bytes: self.accounts.capacity_bytes(),
+            accounts_bytes: self.accounts.capacity_bytes()
+                + self.account_user_data_32.capacity_bytes(),
             account_index_bytes: self.account_index.capacity_bytes(),
             transfers_bytes: self.transfers.capacity_bytes(),
             transfer_index_bytes: self.transfer_index.capacity_bytes(),
@@ -448,9 +506,10 @@ impl Ledger {
         }
         while self.accounts.len() > start.account_count {
             let index = self.accounts.len() - 1;
-            let id = self.accounts.get(index).account.id;
+            let id = self.accounts.get(index).id;
             self.account_index.remove(hash_id(id), index as u32);
             self.accounts.pop();
+            self.account_user_data_32.pop();
         }
         self.balances.truncate(start.balance_count);
     }
@@ -496,16 +555,8 @@ impl Ledger {
             let credit = self
                 .account_index_of(pending.credit_account_id)
                 .expect("I1: pending credit account exists");
-            release_pending(
-                &mut self.accounts.get_mut(debit as usize).account,
-                &pending,
-                true,
-            );
-            release_pending(
-                &mut self.accounts.get_mut(credit as usize).account,
-                &pending,
-                false,
-            );
+            release_pending(self.accounts.get_mut(debit as usize), &pending, true);
+            release_pending(self.accounts.get_mut(credit as usize), &pending, false);
         }
     }
 
@@ -514,7 +565,7 @@ impl Ledger {
     pub(crate) fn account_index_of_hashed(&self, id: u128, hash: u64) -> Option<u32> {
         let accounts = &self.accounts;
         self.account_index
-            .get(hash, |i| accounts.get(i as usize).account.id == id)
+            .get(hash, |i| accounts.get(i as usize).id == id)
     }
 
     /// The dense index of account `id`.
@@ -522,7 +573,7 @@ impl Ledger {
     pub(crate) fn account_index_of(&self, id: u128) -> Option<u32> {
         let accounts = &self.accounts;
         self.account_index
-            .get(hash_id(id), |i| accounts.get(i as usize).account.id == id)
+            .get(hash_id(id), |i| accounts.get(i as usize).id == id)
     }
 
     /// The dense index of transfer `id`.
@@ -554,10 +605,11 @@ impl Ledger {
         let accounts = &self.accounts;
         let position = match self
             .account_index
-            .find(hash, |i| accounts.get(i as usize).account.id == account.id)
+            .find(hash, |i| accounts.get(i as usize).id == account.id)
         {
             Probe::Found(index) => {
-                return account_exists(account, &accounts.get(index as usize).account);
+                let user_data_32 = *self.account_user_data_32.get(index as usize);
+                return account_exists(account, accounts.get(index as usize), user_data_32);
             }
             Probe::Vacant(position) => position,
         };
@@ -570,14 +622,11 @@ impl Ledger {
             "account count beyond u32 indices"
         );
         self.account_index.insert_at(position, hash, index as u32);
-        self.accounts.push(AccountSlot {
-            account: Account {
-                timestamp,
-                ..*account
-            },
-            transfers_newest: NONE,
-            balances_newest: NONE,
-        });
+        self.accounts.push(AccountSlot::new(&Account {
+            timestamp,
+            ..*account
+        }));
+        self.account_user_data_32.push(account.user_data_32);
         R::Ok
     }
 }
@@ -612,7 +661,11 @@ fn create_account_validate(account: &Account) -> Result<(), CreateAccountResult>
 
 /// Compares a resubmitted account with the stored one (`CLOSED` changes after creation, so it
 /// is not compared).
-fn account_exists(account: &Account, existing: &Account) -> CreateAccountResult {
+fn account_exists(
+    account: &Account,
+    existing: &AccountSlot,
+    existing_user_data_32: u32,
+) -> CreateAccountResult {
     use CreateAccountResult as R;
     let flags = account.flags.difference(AccountFlags::CLOSED);
     if flags != existing.flags.difference(AccountFlags::CLOSED) {
@@ -624,7 +677,7 @@ fn account_exists(account: &Account, existing: &Account) -> CreateAccountResult 
     if account.user_data_64 != existing.user_data_64 {
         return R::ExistsWithDifferentUserData64;
     }
-    if account.user_data_32 != existing.user_data_32 {
+    if account.user_data_32 != existing_user_data_32 {
         return R::ExistsWithDifferentUserData32;
     }
     if account.ledger != existing.ledger {
@@ -649,7 +702,7 @@ pub(crate) fn pending_deadline(transfer: &Transfer) -> Option<u64> {
 
 /// Removes a pending transfer's reservation from one side and reopens the account if the
 /// transfer closed it (void or expiry).
-pub(crate) fn release_pending(account: &mut Account, pending: &Transfer, debit_side: bool) {
+pub(crate) fn release_pending(account: &mut AccountSlot, pending: &Transfer, debit_side: bool) {
     if debit_side {
         account.debits_pending = account
             .debits_pending

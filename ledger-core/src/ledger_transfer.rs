@@ -8,7 +8,7 @@ use crate::ledger::{
     AccountSlot, BalanceEntry, EventHashes, Ledger, NANOSECONDS_PER_SECOND, NONE, Status,
     StoredTransfer, TransferMeta, Undo, pending_deadline, release_pending,
 };
-use crate::{Account, AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
+use crate::{AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 
 use CreateTransferResult as R;
 
@@ -62,8 +62,8 @@ impl Ledger {
         let Some(credit_index) = credit else {
             return R::CreditAccountNotFound;
         };
-        let debit = &self.accounts.get(debit_index as usize).account;
-        let credit = &self.accounts.get(credit_index as usize).account;
+        let debit = self.accounts.get(debit_index as usize);
+        let credit = self.accounts.get(credit_index as usize);
         let amount = match create_transfer_check_accounts(transfer, debit, credit, timestamp) {
             Ok(amount) => amount,
             Err(result) => return result,
@@ -178,13 +178,7 @@ impl Ledger {
         });
         self.transfer_index.insert_at(position, hash, index);
         for account_index in [debit_index, credit_index] {
-            if self
-                .accounts
-                .get(account_index as usize)
-                .account
-                .flags
-                .history()
-            {
+            if self.accounts.get(account_index as usize).flags.history() {
                 self.store_balance(account_index, index, stored.timestamp);
             }
         }
@@ -198,7 +192,7 @@ impl Ledger {
             "balance history beyond u32 indices"
         );
         let slot: &mut AccountSlot = self.accounts.get_mut(account_index as usize);
-        let account = &slot.account;
+        let account = &*slot;
         let balance = AccountBalance {
             debits_pending: account.debits_pending,
             debits_posted: account.debits_posted,
@@ -243,8 +237,8 @@ impl Ledger {
             .expect("pending accounts exist");
         let post = transfer.flags.post_pending_transfer();
         if post {
-            let debit = &self.accounts.get(debit_index as usize).account;
-            let credit = &self.accounts.get(credit_index as usize).account;
+            let debit = self.accounts.get(debit_index as usize);
+            let credit = self.accounts.get(credit_index as usize);
             if debit.flags.closed() && !pending.flags.closing_debit() {
                 return R::DebitAccountAlreadyClosed;
             }
@@ -301,7 +295,7 @@ impl Ledger {
         credit_index: u32,
         posted_amount: Option<u128>,
     ) {
-        let debit = &mut self.accounts.get_mut(debit_index as usize).account;
+        let debit = self.accounts.get_mut(debit_index as usize);
         release_pending(debit, pending, true);
         if let Some(amount) = posted_amount {
             // I7: pending + posted never overflowed, and this moves at most the pending amount.
@@ -311,7 +305,7 @@ impl Ledger {
                 debit.flags = debit.flags.union(AccountFlags::CLOSED);
             }
         }
-        let credit = &mut self.accounts.get_mut(credit_index as usize).account;
+        let credit = self.accounts.get_mut(credit_index as usize);
         release_pending(credit, pending, false);
         if let Some(amount) = posted_amount {
             credit.credits_posted = credit.credits_posted.checked_add(amount).expect("I7");
@@ -370,20 +364,19 @@ fn create_transfer_book(
     closing: bool,
     index: u32,
 ) -> (u32, bool) {
-    let account = &mut slot.account;
     let balance = match (debit_side, pending) {
-        (true, true) => &mut account.debits_pending,
-        (true, false) => &mut account.debits_posted,
-        (false, true) => &mut account.credits_pending,
-        (false, false) => &mut account.credits_posted,
+        (true, true) => &mut slot.debits_pending,
+        (true, false) => &mut slot.debits_posted,
+        (false, true) => &mut slot.credits_pending,
+        (false, false) => &mut slot.credits_posted,
     };
     *balance += amount;
     if closing {
-        account.flags = account.flags.union(AccountFlags::CLOSED);
+        slot.flags = slot.flags.union(AccountFlags::CLOSED);
     }
     (
         std::mem::replace(&mut slot.transfers_newest, index),
-        account.flags.history(),
+        slot.flags.history(),
     )
 }
 
@@ -450,6 +443,7 @@ fn exists_compare_tail(
     R::Exists
 }
 
+#[inline]
 fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.timestamp != 0 {
         return Err(R::TimestampMustBeZero);
@@ -466,6 +460,7 @@ fn create_transfer_validate_id(transfer: &Transfer) -> Result<(), CreateTransfer
     Ok(())
 }
 
+#[inline]
 fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
     let phases = u8::from(flags.pending())
         + u8::from(flags.post_pending_transfer())
@@ -479,6 +474,7 @@ fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
 }
 
 /// The field rules of a new (single-phase or pending) transfer.
+#[inline]
 fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTransferResult> {
     if transfer.debit_account_id == 0 {
         return Err(R::DebitAccountIdMustNotBeZero);
@@ -518,8 +514,8 @@ fn create_transfer_validate_fields(transfer: &Transfer) -> Result<(), CreateTran
 #[inline]
 fn create_transfer_check_accounts(
     transfer: &Transfer,
-    debit: &Account,
-    credit: &Account,
+    debit: &AccountSlot,
+    credit: &AccountSlot,
     timestamp: u64,
 ) -> Result<u128, CreateTransferResult> {
     if debit.ledger != credit.ledger {
@@ -552,8 +548,8 @@ fn create_transfer_check_accounts(
 fn create_transfer_check_balances(
     transfer: &Transfer,
     amount: u128,
-    debit: &Account,
-    credit: &Account,
+    debit: &AccountSlot,
+    credit: &AccountSlot,
     timestamp: u64,
 ) -> Result<(), CreateTransferResult> {
     let pending = transfer.flags.pending();

@@ -24,7 +24,10 @@ impl Ledger {
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
         ids.iter()
             .filter_map(|&id| self.account_index_of(id))
-            .map(|index| self.accounts.get(index as usize).account)
+            .map(|index| {
+                let user_data_32 = *self.account_user_data_32.get(index as usize);
+                self.accounts.get(index as usize).account(user_data_32)
+            })
             .collect()
     }
 
@@ -64,7 +67,7 @@ impl Ledger {
             return Vec::new();
         };
         let slot = self.accounts.get(account_index as usize);
-        if !slot.account.flags.history() {
+        if !slot.flags.history() {
             return Vec::new();
         }
         let mut entry_index = slot.balances_newest;
@@ -93,7 +96,7 @@ impl Ledger {
 
     /// Indices of an account's transfers, newest first, following the history list.
     fn account_transfers_newest_first(&self, account_index: u32) -> impl Iterator<Item = u32> + '_ {
-        let account_id = self.accounts.get(account_index as usize).account.id;
+        let account_id = self.accounts.get(account_index as usize).id;
         let mut index = self.accounts.get(account_index as usize).transfers_newest;
         std::iter::from_fn(move || {
             if index == NONE {

@@ -104,8 +104,8 @@ impl Ledger {
             writer.u64(count as u64);
         }
         out.extend_from_slice(&header);
-        for slot in self.accounts.iter() {
-            out.extend_from_slice(&slot.account.encode());
+        for (slot, &user_data_32) in self.accounts.iter().zip(self.account_user_data_32.iter()) {
+            out.extend_from_slice(&slot.account(user_data_32).encode());
         }
         for stored in self.transfers.iter() {
             out.extend_from_slice(&stored.transfer.encode());
@@ -190,7 +190,8 @@ impl Ledger {
         self.account_index.reserve(count);
         for record in bytes.chunks_exact(ACCOUNT_SIZE_BYTES) {
             let account = Account::decode(record)?;
-            if account.id == 0 || account.id == u128::MAX || account.flags.has_reserved() {
+            let invalid_id = account.id == 0 || account.id == u128::MAX;
+            if invalid_id || account.flags.has_reserved() || account.reserved != 0 {
                 return Err(inconsistent("invalid account id or flags"));
             }
             if account.timestamp == 0 || account.timestamp > self.last_timestamp {
@@ -200,17 +201,14 @@ impl Ledger {
             let accounts = &self.accounts;
             let Probe::Vacant(position) = self
                 .account_index
-                .find(hash, |i| accounts.get(i as usize).account.id == account.id)
+                .find(hash, |i| accounts.get(i as usize).id == account.id)
             else {
                 return Err(inconsistent("duplicate account id"));
             };
             self.account_index
                 .insert_at(position, hash, self.accounts.len() as u32);
-            self.accounts.push(AccountSlot {
-                account,
-                transfers_newest: NONE,
-                balances_newest: NONE,
-            });
+            self.accounts.push(AccountSlot::new(&account));
+            self.account_user_data_32.push(account.user_data_32);
         }
         Ok(())
     }
@@ -334,9 +332,9 @@ impl Ledger {
             }
             let slot = self.accounts.get(account_index as usize);
             let transfer = &self.transfers.get(transfer_index as usize).transfer;
-            let party = transfer.debit_account_id == slot.account.id
-                || transfer.credit_account_id == slot.account.id;
-            if !slot.account.flags.history() || !party || transfer.timestamp != balance.timestamp {
+            let party =
+                transfer.debit_account_id == slot.id || transfer.credit_account_id == slot.id;
+            if !slot.flags.history() || !party || transfer.timestamp != balance.timestamp {
                 return Err(inconsistent(
                     "balance entry does not match its account and transfer",
                 ));

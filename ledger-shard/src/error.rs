@@ -80,8 +80,9 @@ pub enum ShardError {
         #[source]
         source: CoreError,
     },
-    /// A replica stopped for good (its log is poisoned after a failed fsync, or corrupt). The
-    /// other replicas keep serving while a majority remains; the stopped one needs an operator.
+    /// A replica stopped for good (its log is poisoned after a failed fsync, or corrupt), and
+    /// the call's deadline passed while the client was retrying on the others. While a
+    /// majority remains the others keep serving; the stopped replica needs an operator.
     #[error("shard {shard} replica {replica}: fatal: {source}")]
     Fatal {
         /// The shard of the stopped replica.

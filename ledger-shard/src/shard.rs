@@ -272,12 +272,20 @@ pub(crate) fn with_leader(
 ) -> Result<Bytes> {
     let mut saw_leader = false;
     let mut hinted: Option<usize> = None;
+    let mut fatal: Option<(usize, PaxosError)> = None;
     loop {
         if let Err(channel::TryRecvError::Disconnected) = context.shutdown.try_recv() {
             return Err(ShardError::Shutdown);
         }
         let now = clock::now();
         if now >= deadline {
+            if let Some((replica, source)) = fatal {
+                return Err(ShardError::Fatal {
+                    shard: context.shard,
+                    replica,
+                    source,
+                });
+            }
             return Err(if saw_leader {
                 ShardError::Timeout {
                     shard: context.shard,
@@ -312,6 +320,11 @@ pub(crate) fn with_leader(
                 | PaxosError::Shutdown,
             ) => {
                 saw_leader |= leader_answered(context, leader);
+                pause(context, LEADER_POLL_INTERVAL)?;
+            }
+            // That replica stopped for good; another one takes over while a majority lives.
+            Err(error @ PaxosError::Storage(_)) => {
+                fatal = Some((leader, error));
                 pause(context, LEADER_POLL_INTERVAL)?;
             }
             Err(error) => return Err(ShardError::Paxos(error)),
