@@ -939,3 +939,106 @@ fn recover(
     let decisions = decide(inner, &crosses, &proposed, deadline)?;
     finish(inner, &crosses, &decisions, deadline)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn system_ids_stay_in_their_ranges() {
+        for t in [1, 2, SYSTEM_ID_MIN - 1] {
+            assert!(is_leg_id(leg_id(t)) && !is_resolution_id(leg_id(t)));
+            assert!(is_resolution_id(resolution_id(t)) && !is_leg_id(resolution_id(t)));
+            assert!(resolution_id(t) < u128::MAX && is_reserved(leg_id(t)));
+        }
+        assert!(!is_reserved(SYSTEM_ID_MIN - 1) && !is_reserved(u128::MAX));
+    }
+
+    proptest! {
+        #[test]
+        fn bridges_route_home_and_name_their_peer(
+            shards in 2usize..=1024, ledger in any::<u32>(), local in 0usize..1024, peer in 0usize..1024,
+        ) {
+            let (local, peer) = (local % shards, peer % shards);
+            let router = Router::new(shards);
+            let id = bridge_id(router, ledger, local, peer);
+            prop_assert!(is_reserved(id));
+            prop_assert_eq!(router.shard_of(id), local);
+            prop_assert_eq!(bridge_peer(router, id), peer);
+            prop_assert_ne!(id, bridge_id(router, ledger.wrapping_add(1), local, peer));
+        }
+
+        #[test]
+        fn leg_index_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut reader = Reader::new(&bytes);
+            if let Some(index) = LegIndex::decode(&mut reader) {
+                let mut out = Vec::new();
+                index.encode(&mut out);
+                prop_assert_eq!(&out[..], &bytes[..out.len()]);
+            }
+        }
+    }
+
+    #[test]
+    fn leg_index_follows_prepares_and_resolutions() {
+        let mut index = LegIndex::default();
+        let leg = |t| Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, 1, 1)
+        };
+        index.observe(
+            &[leg(1), leg(2), leg(3)],
+            &[R::Ok, R::Ok, R::ExceedsCredits],
+        );
+        assert_eq!(index.len(), 2);
+        // A user transfer and a failed resolution change nothing; a logged one removes.
+        let post = resolution(1, Decision::Commit);
+        let void = resolution(2, Decision::Abort(R::CreditAccountNotFound));
+        index.observe(
+            &[Transfer::new(9, 1, 2, 1, 1, 1), post, void],
+            &[R::Ok, R::Ok, R::Exists],
+        );
+        assert_eq!(
+            index.unresolved().iter().map(|t| t.id).collect::<Vec<_>>(),
+            [leg_id(2)]
+        );
+        let mut bytes = Vec::new();
+        index.encode(&mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(decoded, index);
+        assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1])).is_none());
+        assert_eq!(
+            logged_decision(&void),
+            Decision::Abort(R::CreditAccountNotFound)
+        );
+        assert_eq!(logged_decision(&post), Decision::Commit);
+    }
+
+    #[test]
+    fn plan_splits_and_refuses_what_is_not_built() {
+        let router = Router::new(2);
+        let plain = Transfer::new(1, 1, 2, 5, 1, 1);
+        let local = Transfer::new(2, 1, 3, 5, 1, 1);
+        let plan = plan_transfers(router, &[plain, local]).unwrap();
+        assert_eq!((plan.cross, plan.local), (vec![0], vec![1]));
+        let pending = Transfer {
+            flags: TransferFlags::PENDING,
+            ..plain
+        };
+        assert!(matches!(
+            plan_transfers(router, &[local, pending]),
+            Err(ShardError::CrossShard { index: 1, .. })
+        ));
+        let linked = Transfer {
+            flags: TransferFlags::LINKED,
+            ..local
+        };
+        assert!(plan_transfers(router, &[linked, plain]).is_err());
+        let (preset, submit) =
+            plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
+        assert_eq!(submit, [1]);
+        assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
+    }
+}
