@@ -7,6 +7,10 @@
 //!     --accounts 10000 --distribution uniform --seconds 10
 //! ```
 //!
+//! Credit accounts live on the debit account's shard unless `--cross-shard` is given: then both
+//! are drawn independently, so with n shards a fraction (n-1)/n of the transfers crosses shards
+//! and commits by two-phase commit.
+//!
 //! Prints a progress line each second and, last, `RESULT transfers_per_sec=<n> p50_ms=<x>
 //! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n>`.
 #![allow(
@@ -34,6 +38,8 @@ struct Options {
     zipfian: bool,
     seconds: u64,
     fsync: bool,
+    /// Draw credit accounts anywhere (cross-shard transfers allowed), not on the debit's shard.
+    cross_shard: bool,
     proposers: usize,
 }
 
@@ -47,6 +53,7 @@ fn parse() -> Result<Options, String> {
         zipfian: false,
         seconds: 10,
         fsync: true,
+        cross_shard: false,
         proposers: 4,
     };
     let mut args = std::env::args().skip(1);
@@ -67,6 +74,7 @@ fn parse() -> Result<Options, String> {
             },
             "--proposers" => options.proposers = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
+            "--cross-shard" => options.cross_shard = true,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -162,9 +170,13 @@ fn client_run(
         batch.clear();
         while batch.len() < options.batch {
             let debit = picker.pick(&mut rng);
-            // The credit account lives on the debit account's shard (no cross-shard transfers).
+            // The credit account lives on the debit account's shard, unless --cross-shard.
             let credit = picker.pick(&mut rng);
-            let credit = credit - credit % shards + debit % shards;
+            let credit = if options.cross_shard {
+                credit
+            } else {
+                credit - credit % shards + debit % shards
+            };
             if credit == debit || credit >= options.accounts {
                 continue;
             }
