@@ -9,7 +9,8 @@
 //!
 //! Credit accounts live on the debit account's shard unless `--cross-shard` is given: then both
 //! are drawn independently, so with n shards a fraction (n-1)/n of the transfers crosses shards
-//! and commits by two-phase commit.
+//! and commits by two-phase commit; `--all-cross` puts every credit account on the next shard
+//! after its debit account's, so every transfer crosses shards.
 //!
 //! Prints a progress line each second and, last, `RESULT transfers_per_sec=<n> p50_ms=<x>
 //! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n>`.
@@ -38,9 +39,20 @@ struct Options {
     zipfian: bool,
     seconds: u64,
     fsync: bool,
-    /// Draw credit accounts anywhere (cross-shard transfers allowed), not on the debit's shard.
-    cross_shard: bool,
+    /// Where credit accounts live relative to their debit accounts.
+    mix: Mix,
     proposers: usize,
+}
+
+/// Where a transfer's credit account lives.
+#[derive(Debug, Clone, Copy)]
+enum Mix {
+    /// On the debit account's shard.
+    SameShard,
+    /// Anywhere (with n shards, (n-1)/n of the transfers cross shards).
+    Uniform,
+    /// On the shard after the debit account's (every transfer crosses, with 2+ shards).
+    AllCross,
 }
 
 fn parse() -> Result<Options, String> {
@@ -53,7 +65,7 @@ fn parse() -> Result<Options, String> {
         zipfian: false,
         seconds: 10,
         fsync: true,
-        cross_shard: false,
+        mix: Mix::SameShard,
         proposers: 4,
     };
     let mut args = std::env::args().skip(1);
@@ -74,7 +86,8 @@ fn parse() -> Result<Options, String> {
             },
             "--proposers" => options.proposers = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
-            "--cross-shard" => options.cross_shard = true,
+            "--cross-shard" => options.mix = Mix::Uniform,
+            "--all-cross" => options.mix = Mix::AllCross,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -172,10 +185,10 @@ fn client_run(
             let debit = picker.pick(&mut rng);
             // The credit account lives on the debit account's shard, unless --cross-shard.
             let credit = picker.pick(&mut rng);
-            let credit = if options.cross_shard {
-                credit
-            } else {
-                credit - credit % shards + debit % shards
+            let credit = match options.mix {
+                Mix::SameShard => credit - credit % shards + debit % shards,
+                Mix::Uniform => credit,
+                Mix::AllCross => credit - credit % shards + (debit + 1) % shards,
             };
             if credit == debit || credit >= options.accounts {
                 continue;

@@ -56,9 +56,11 @@ pub const LEG_ID_MIN: u128 = SYSTEM_ID_MIN;
 pub const RESOLUTION_ID_MIN: u128 = 2 * SYSTEM_ID_MIN;
 /// The `code` of every bridge account.
 pub const BRIDGE_CODE: u16 = u16::MAX;
-/// How often the resolver looks for unresolved legs; a leg seen unresolved on two passes in a
-/// row (so for at least this long) is driven to its end.
+/// How often the resolver looks for unresolved legs.
 pub const RESOLVER_INTERVAL: Duration = Duration::from_millis(500);
+/// A participant leg (a yes vote) unresolved for this long is committed by the resolver: long
+/// enough that live callers, whose steps take well under a second, rarely see it helping.
+pub const RESOLVER_VOTE_AGE: Duration = Duration::from_secs(2);
 
 /// The leg id of user transfer `t` (`t` below [`SYSTEM_ID_MIN`]).
 pub fn leg_id(t: u128) -> u128 {
@@ -156,12 +158,14 @@ impl LegIndex {
         self.legs.len()
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs, lowest id first.
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs, in no particular order (the read runs under
+    /// the state machine's lock, so it copies no more than it returns).
     pub fn unresolved(&self) -> Vec<Transfer> {
-        let mut legs: Vec<Transfer> = self.legs.values().copied().collect();
-        legs.sort_unstable_by_key(|leg| leg.id);
-        legs.truncate(BATCH_EVENTS_MAX as usize);
-        legs
+        self.legs
+            .values()
+            .take(BATCH_EVENTS_MAX as usize)
+            .copied()
+            .collect()
     }
 
     /// Appends `count u64 | count × 128-byte transfer`.
@@ -569,19 +573,58 @@ pub(crate) fn execute(
     deadline: Instant,
 ) -> Result<Vec<R>> {
     let router = inner.router;
-    let crosses: Vec<Cross> = transfers
+    let mut results: Vec<Option<R>> = transfers.iter().map(precheck).collect();
+    let checked: Vec<usize> = (0..transfers.len())
+        .filter(|&index| results[index].is_none())
+        .collect();
+    let crosses: Vec<Cross> = checked
         .iter()
-        .map(|transfer| Cross {
-            transfer: *transfer,
-            debit_shard: router.shard_of(transfer.debit_account_id),
-            credit_shard: router.shard_of(transfer.credit_account_id),
+        .map(|&index| {
+            let transfer = &transfers[index];
+            Cross {
+                transfer: *transfer,
+                debit_shard: router.shard_of(transfer.debit_account_id),
+                credit_shard: router.shard_of(transfer.credit_account_id),
+            }
         })
         .collect();
-    ensure_bridges(inner, &crosses, deadline)?;
+    for (index, result) in checked.iter().zip(drive(inner, &crosses, deadline)?) {
+        results[*index] = Some(result);
+    }
+    Ok(results
+        .into_iter()
+        .map(|result| result.expect("every transfer has its result"))
+        .collect())
+}
+
+/// The rules of a transfer's own fields that its legs would not enforce (in ledger-core's
+/// precedence order): a leg copies the timestamp, timeout and ledger, and its id is derived.
+fn precheck(transfer: &Transfer) -> Option<R> {
+    if transfer.timestamp != 0 {
+        Some(R::TimestampMustBeZero)
+    } else if transfer.id == 0 {
+        Some(R::IdMustNotBeZero)
+    } else if transfer.id == u128::MAX {
+        Some(R::IdMustNotBeIntMax)
+    } else if transfer.pending_id != 0 {
+        Some(R::PendingIdMustBeZero)
+    } else if transfer.timeout != 0 {
+        Some(R::TimeoutReservedForPendingTransfer)
+    } else if transfer.ledger == 0 {
+        Some(R::LedgerMustNotBeZero)
+    } else {
+        None
+    }
+}
+
+/// Runs steps 1 to 4 for prechecked cross-shard transfers; one result each, in order.
+fn drive(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<Vec<R>> {
+    let router = inner.router;
+    ensure_bridges(inner, crosses, deadline)?;
     // 1. Prepare at the coordinators.
     let prepared = scatter(
         inner,
-        &crosses,
+        crosses,
         |cross| cross.debit_shard,
         |cross| coordinator_leg(router, cross),
         deadline,
@@ -872,8 +915,8 @@ fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<V
 }
 
 /// The resolver thread: every [`RESOLVER_INTERVAL`] it reads each shard's unresolved legs and
-/// drives the old ones to their end. A participant leg (a yes vote) seen on two passes is
-/// committed (or follows the decision already logged); a coordinator leg older than the
+/// drives the old ones to their end. A participant leg (a yes vote) seen for
+/// [`RESOLVER_VOTE_AGE`] is committed (or follows the decision already logged); a coordinator leg older than the
 /// request timeout, when its caller has given up, commits if the participant voted yes and is
 /// aborted otherwise. A shard without a leader is skipped until it has one again (I10, I11).
 pub(crate) fn resolver_run(inner: &ClusterInner) {
@@ -902,7 +945,7 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
                     if age >= inner.config.request_timeout {
                         due.entry((shard, peer)).or_default().push((t, false));
                     }
-                } else if age >= RESOLVER_INTERVAL {
+                } else if age >= RESOLVER_VOTE_AGE {
                     let peer = bridge_peer(inner.router, leg.debit_account_id);
                     due.entry((peer, shard)).or_default().push((t, true));
                 }

@@ -197,6 +197,30 @@ fn rejections_and_reserved_ids() {
         [R::IdAlreadyFailed]
     );
     assert!(client.lookup_transfers(&[101]).unwrap().is_empty());
+    // Fields a leg would copy or derive are checked first: no timeout (a leg must never
+    // expire), no zero id or ledger.
+    let with_timeout = Transfer {
+        timeout: 5,
+        ..Transfer::new(109, 1, 2, 1, 1, 1)
+    };
+    let results = client
+        .create_transfers(&[
+            with_timeout,
+            Transfer::new(0, 1, 2, 1, 1, 1),
+            Transfer::new(110, 1, 2, 1, 0, 1),
+            Transfer::new(111, 1, 2, 1, 1, 0),
+        ])
+        .unwrap();
+    assert_eq!(
+        results,
+        [
+            R::TimeoutReservedForPendingTransfer,
+            R::IdMustNotBeZero,
+            R::LedgerMustNotBeZero,
+            R::CodeMustNotBeZero
+        ]
+    );
+    assert_eq!(account(&client, 1).debits_pending, 0);
     // Rejected by the coordinator: too little money.
     let too_much = Transfer::new(102, 3, 4, INITIAL * 2, 1, 1);
     assert_eq!(
@@ -211,6 +235,17 @@ fn rejections_and_reserved_ids() {
         Transfer::new(106, 6, 7, 4, 1, 1),
     ];
     assert_eq!(client.create_transfers(&mixed).unwrap(), [R::Ok; 4]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn reserved_ids_are_the_clusters() {
+    let dir = temp_dir("reserved");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
     // Ids in the system range are the cluster's: rejected, their chain with them.
     let reserved = Transfer::new(SYSTEM_ID_MIN + 100, 1, 2, 1, 1, 1);
     let linked = Transfer {
