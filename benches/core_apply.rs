@@ -148,6 +148,36 @@ impl Workload {
     }
 }
 
+/// Nanoseconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`), so a figure
+/// can be quoted that excludes the time the scheduler gave to other processes. The kernel
+/// updates it at scheduler ticks, so only a mean over many batches is meaningful.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// (batches, on-CPU nanoseconds) of the timed batches of the current case.
+static BATCH_CPU_NS: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+
+/// Prints the mean on-CPU time per batch of the case just measured, and forgets it.
+fn report_cpu_time(name: &str) {
+    let (batches, cpu_ns) = std::mem::take(
+        &mut *BATCH_CPU_NS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if batches == 0 || cpu_ns == 0 {
+        return;
+    }
+    let mean_ns = cpu_ns as f64 / batches as f64;
+    println!(
+        "{name}: mean on-CPU time {:.3} ms per batch = {:.2} M transfers/s of CPU time \
+         ({batches} batches)",
+        mean_ns / 1e6,
+        BATCH_EVENT_COUNT as f64 / mean_ns * 1e3,
+    );
+}
+
 /// Times `iterations` batches of fresh transfers; building batches and rebuilding the ledger
 /// are not timed.
 #[allow(clippy::disallowed_methods, reason = "a benchmark reads the clock")]
@@ -161,9 +191,17 @@ fn apply_batches(ledger: &mut Ledger, workload: &mut Workload, iterations: u64) 
             timestamp = ledger.last_timestamp() + 1;
         }
         workload.fill_batch(&mut batch);
+        let cpu_start = thread_cpu_ns();
         let start = Instant::now();
         let results = ledger.create_transfers(black_box(&batch), timestamp);
         elapsed += start.elapsed();
+        if let (Some(cpu_start), Some(cpu_end)) = (cpu_start, thread_cpu_ns()) {
+            let mut totals = BATCH_CPU_NS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            totals.0 += 1;
+            totals.1 += cpu_end.saturating_sub(cpu_start);
+        }
         debug_assert!(results.iter().all(|result| result.is_ok()));
         black_box(results);
         timestamp += 1_000_000;
@@ -236,9 +274,13 @@ fn bench_apply(criterion: &mut Criterion) {
             rng: Rng(42),
             next_transfer_id: 0,
         };
+        *BATCH_CPU_NS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (0, 0);
         group.bench_function(name, |bencher| {
             bencher.iter_custom(|iterations| apply_batches(&mut ledger, &mut workload, iterations));
         });
+        report_cpu_time(name);
     }
     group.finish();
 }

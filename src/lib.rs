@@ -12,8 +12,9 @@ pub use ledger_shard as shard;
 pub use ledger_wal as wal;
 
 pub use ledger_core::{
-    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Command, CoreError,
-    CreateAccountResult, CreateTransferResult, InvariantViolation, Query, QueryReply, Reply,
+    ACCOUNT_SIZE_BYTES, Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags,
+    BATCH_EVENTS_MAX, Command, CoreError, CreateAccountResult, CreateTransferResult,
+    InvariantViolation, Ledger, MemoryUsage, Query, QueryReply, Reply, TRANSFER_SIZE_BYTES,
     Transfer, TransferFlags,
 };
 

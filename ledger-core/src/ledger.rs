@@ -41,28 +41,12 @@ use crate::{
 /// How many events ahead `create_transfers` prefetches index slots (records: half as far).
 const PREFETCH_DISTANCE: usize = 8;
 
+/// Events whose accounts `create_transfers` resolves before applying them.
+const RESOLVE_CHUNK: usize = 512;
+
 /// Size of the ring of precomputed event hashes (a power of two above the distance).
 const PREFETCH_RING: usize = 16;
 const _: () = assert!(PREFETCH_RING > PREFETCH_DISTANCE);
-
-/// The hashes of one transfer event's ids.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct EventHashes {
-    pub(crate) id: u64,
-    pub(crate) debit: u64,
-    pub(crate) credit: u64,
-}
-
-impl EventHashes {
-    #[inline]
-    fn of(transfer: &Transfer) -> Self {
-        Self {
-            id: hash_id(transfer.id),
-            debit: hash_id(transfer.debit_account_id),
-            credit: hash_id(transfer.credit_account_id),
-        }
-    }
-}
 
 /// "No index": the end of a history list.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -266,6 +250,8 @@ pub struct Ledger {
     /// voided, rolled back); they are checked when popped.
     pub(crate) expiry_queue: BinaryHeap<Reverse<(u64, u32)>>,
     pub(crate) undo: Vec<Undo>,
+    /// Scratch space of `create_transfers`: each event's account indices (kept to reuse).
+    pub(crate) scratch_accounts: Vec<[u32; 2]>,
     pub(crate) last_timestamp: u64,
 }
 
@@ -273,6 +259,27 @@ impl Ledger {
     /// An empty ledger.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty ledger whose id indexes are sized for `account_count_max` accounts and
+    /// `transfer_count_max` transfers, so they never double (and stall a batch) below that.
+    /// Records themselves are allocated in 2 MiB chunks as they arrive.
+    ///
+    /// For large ledgers, run the process with transparent huge pages for malloc
+    /// (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` on glibc with THP in `madvise` mode): with
+    /// 4 KiB pages random account accesses miss the TLB (see BENCHMARKS.md).
+    ///
+    /// # Examples
+    /// ```
+    /// use ledger_core::Ledger;
+    /// let ledger = Ledger::with_capacity(1_000, 100_000);
+    /// assert!(ledger.memory_usage().transfer_index_bytes >= 100_000 * 16);
+    /// ```
+    pub fn with_capacity(account_count_max: usize, transfer_count_max: usize) -> Self {
+        let mut ledger = Self::default();
+        ledger.account_index.reserve(account_count_max);
+        ledger.transfer_index.reserve(transfer_count_max);
+        ledger
     }
 
     /// Number of accounts.
@@ -384,21 +391,28 @@ impl Ledger {
         self.failed_index.reserve(transfers.len());
         let mut chain: Option<ChainStart> = None;
         let mut chain_failed = false;
-        // Hashes of the events ahead, computed once: prefetching and applying share them.
-        let mut hashes = [EventHashes::default(); PREFETCH_RING];
+        // Pass 1 resolves the two accounts of each event of a chunk (a transfer batch never
+        // creates or removes an account, so the indices stay valid) and the lookups of many
+        // events overlap in a tight loop; pass 2 applies the chunk while its account slots are
+        // still in L2 (512 events touch at most 128 KiB of them).
+        let mut accounts = std::mem::take(&mut self.scratch_accounts);
+        let mut id_hashes = [0_u64; PREFETCH_RING];
         for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
-            hashes[ahead % PREFETCH_RING] = EventHashes::of(transfer);
+            id_hashes[ahead % PREFETCH_RING] = hash_id(transfer.id);
         }
         for (index, transfer) in transfers.iter().enumerate() {
-            // Overlap the cache misses of later events with this one: index slots first, then
-            // (half the distance later, once those slots are cached) the account records.
-            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
-                let ahead_hashes = EventHashes::of(ahead);
-                self.prefetch_index_slots(&ahead_hashes);
-                hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = ahead_hashes;
+            let offset = index % RESOLVE_CHUNK;
+            if offset == 0 {
+                let end = transfers.len().min(index + RESOLVE_CHUNK);
+                self.create_transfers_resolve_accounts(&transfers[index..end], &mut accounts);
             }
-            if index + PREFETCH_DISTANCE / 2 < transfers.len() {
-                self.prefetch_accounts(&hashes[(index + PREFETCH_DISTANCE / 2) % PREFETCH_RING]);
+            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
+                let hash = hash_id(ahead.id);
+                self.transfer_index.prefetch(hash);
+                id_hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = hash;
+            }
+            if let Some(ahead) = accounts.get(offset + PREFETCH_DISTANCE / 2) {
+                self.prefetch_accounts(*ahead);
             }
             let linked = transfer.flags.linked();
             if linked && chain.is_none() {
@@ -409,8 +423,8 @@ impl Ledger {
             } else if linked && index + 1 == transfers.len() {
                 CreateTransferResult::LinkedEventChainOpen
             } else {
-                let event_hashes = &hashes[index % PREFETCH_RING];
-                self.create_transfer(transfer, event_hashes, base + index as u64, chain.is_some())
+                let event = (id_hashes[index % PREFETCH_RING], accounts[offset]);
+                self.create_transfer(transfer, event, base + index as u64, chain.is_some())
             };
             results[index] = result;
             if let Some(start) = chain {
@@ -428,24 +442,47 @@ impl Ledger {
                 self.burn_id(transfer.id);
             }
         }
+        self.scratch_accounts = accounts;
         self.end_batch();
         results
     }
 
-    #[inline]
-    fn prefetch_index_slots(&self, hashes: &EventHashes) {
-        self.transfer_index.prefetch(hashes.id);
-        self.account_index.prefetch(hashes.debit);
-        self.account_index.prefetch(hashes.credit);
+    /// Pass 1 of `create_transfers`: the dense indices of each event's debit and credit
+    /// account ([`NONE`] if absent), with the index slots prefetched a few events ahead.
+    fn create_transfers_resolve_accounts(&self, transfers: &[Transfer], out: &mut Vec<[u32; 2]>) {
+        out.clear();
+        out.reserve(transfers.len());
+        let mut hashes = [[0_u64; 2]; PREFETCH_RING];
+        let hashes_of = |transfer: &Transfer| {
+            [
+                hash_id(transfer.debit_account_id),
+                hash_id(transfer.credit_account_id),
+            ]
+        };
+        for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
+            hashes[ahead % PREFETCH_RING] = hashes_of(transfer);
+        }
+        for (index, transfer) in transfers.iter().enumerate() {
+            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE) {
+                let ahead_hashes = hashes_of(ahead);
+                self.account_index.prefetch(ahead_hashes[0]);
+                self.account_index.prefetch(ahead_hashes[1]);
+                hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = ahead_hashes;
+            }
+            let [debit_hash, credit_hash] = hashes[index % PREFETCH_RING];
+            let debit = self.account_index_of_hashed(transfer.debit_account_id, debit_hash);
+            let credit = self.account_index_of_hashed(transfer.credit_account_id, credit_hash);
+            let resolved = [debit.unwrap_or(NONE), credit.unwrap_or(NONE)];
+            self.prefetch_accounts(resolved);
+            out.push(resolved);
+        }
     }
 
     #[inline]
-    fn prefetch_accounts(&self, hashes: &EventHashes) {
-        for hash in [hashes.debit, hashes.credit] {
-            if let Some(index) = self.account_index.peek_home(hash) {
-                if (index as usize) < self.accounts.len() {
-                    crate::prefetch::prefetch(self.accounts.get(index as usize));
-                }
+    fn prefetch_accounts(&self, accounts: [u32; 2]) {
+        for index in accounts {
+            if (index as usize) < self.accounts.len() {
+                crate::prefetch::prefetch(self.accounts.get(index as usize));
             }
         }
     }

@@ -5,8 +5,8 @@ use std::cmp::Reverse;
 
 use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
-    AccountSlot, BalanceEntry, EventHashes, Ledger, NANOSECONDS_PER_SECOND, NONE, Status,
-    StoredTransfer, TransferMeta, Undo, pending_deadline, release_pending,
+    AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, StoredTransfer,
+    TransferMeta, Undo, pending_deadline, release_pending,
 };
 use crate::{AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 
@@ -19,14 +19,13 @@ impl Ledger {
     pub(crate) fn create_transfer(
         &mut self,
         transfer: &Transfer,
-        hashes: &EventHashes,
+        (hash, [debit_index, credit_index]): (u64, [u32; 2]),
         timestamp: u64,
         in_chain: bool,
     ) -> CreateTransferResult {
         if let Err(result) = create_transfer_validate_id(transfer) {
             return result;
         }
-        let hash = hashes.id;
         let transfers = &self.transfers;
         let position = match self.transfer_index.find(hash, |i| {
             transfers.get(i as usize).transfer.id == transfer.id
@@ -54,14 +53,12 @@ impl Ledger {
         if let Err(result) = create_transfer_validate_fields(transfer) {
             return result;
         }
-        let debit = self.account_index_of_hashed(transfer.debit_account_id, hashes.debit);
-        let Some(debit_index) = debit else {
+        if debit_index == NONE {
             return R::DebitAccountNotFound;
-        };
-        let credit = self.account_index_of_hashed(transfer.credit_account_id, hashes.credit);
-        let Some(credit_index) = credit else {
+        }
+        if credit_index == NONE {
             return R::CreditAccountNotFound;
-        };
+        }
         let debit = self.accounts.get(debit_index as usize);
         let credit = self.accounts.get(credit_index as usize);
         let amount = match create_transfer_check_accounts(transfer, debit, credit, timestamp) {

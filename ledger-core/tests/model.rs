@@ -892,3 +892,24 @@ proptest! {
         prop_assert_eq!(restored.encode_snapshot(), ledger.encode_snapshot());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Batches longer than the ledger's internal chunk of 512 events, so chains and lookups
+    /// cross chunk boundaries.
+    #[test]
+    fn large_batches_match_the_naive_model(
+        first in prop::collection::vec(transfer(), 1000..1300),
+        second in prop::collection::vec(transfer(), 500..700),
+    ) {
+        let mut ledger = Ledger::new();
+        let mut model = Model::default();
+        let mut clock = SECOND_NS;
+        let batches =
+            [setup_batch(), Batch::Transfers(first, 1), Batch::Transfers(second, SECOND_NS)];
+        for batch in &batches {
+            apply_and_compare(&mut ledger, &mut model, batch, &mut clock)?;
+        }
+    }
+}

@@ -336,3 +336,24 @@ fn apply_dispatches_commands() {
     ledger.apply(&Command::CreateTransfers(Vec::new()), 100);
     assert_eq!(ledger.last_timestamp(), 7);
 }
+
+#[test]
+fn with_capacity_sizes_the_indexes_once() {
+    let mut ledger = Ledger::with_capacity(10, 1_000);
+    let before = ledger.memory_usage();
+    let accounts: Vec<Account> = (1..=10).map(plain).collect();
+    assert!(
+        ledger
+            .create_accounts(&accounts, 1)
+            .iter()
+            .all(|r| r.is_ok())
+    );
+    let transfers: Vec<Transfer> = (1..=1_000)
+        .map(|id| Transfer::new(id, 1 + id % 10, 1 + (id + 1) % 10, 1, 1, 1))
+        .collect();
+    assert!(apply(&mut ledger, &transfers).iter().all(|r| r.is_ok()));
+    let after = ledger.memory_usage();
+    assert_eq!(after.account_index_bytes, before.account_index_bytes);
+    assert_eq!(after.transfer_index_bytes, before.transfer_index_bytes);
+    assert_eq!(ledger.transfer_count(), 1_000);
+}
