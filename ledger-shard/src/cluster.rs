@@ -68,8 +68,8 @@ pub(crate) struct ClusterInner {
     shutdown_sender: Mutex<Option<Sender<()>>>,
     /// Cross-shard state: known bridge accounts, test stop points.
     pub(crate) crossshard: CrossShard,
-    /// The cross-shard resolver thread (I10).
-    resolver: Mutex<Option<JoinHandle<()>>>,
+    /// The cross-shard resolver and finisher threads (I10).
+    resolver: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running cluster. Dropping it without [`Cluster::shutdown`] also stops it.
@@ -124,7 +124,7 @@ impl Cluster {
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
             crossshard: CrossShard::default(),
-            resolver: Mutex::new(None),
+            resolver: Mutex::new(Vec::new()),
         };
         let inner = Arc::new(inner);
         if inner.config.shard_count > 1 {
@@ -324,8 +324,8 @@ impl ClusterInner {
         };
         drop(shutdown_sender);
         let mut panicked = false;
-        if let Some(resolver) = self.resolver.lock().take() {
-            panicked |= resolver.join().is_err();
+        for thread in self.resolver.lock().drain(..) {
+            panicked |= thread.join().is_err();
         }
         for handle in &self.shards {
             for worker in handle.workers.lock().drain(..) {
@@ -520,7 +520,7 @@ impl Cluster {
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
             crossshard: CrossShard::default(),
-            resolver: Mutex::new(None),
+            resolver: Mutex::new(Vec::new()),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -528,14 +528,21 @@ impl Cluster {
     }
 }
 
-/// Starts the cross-shard resolver, which holds the cluster until [`ClusterInner::stop`].
+/// Starts the cross-shard resolver and finisher threads, which hold the cluster until
+/// [`ClusterInner::stop`].
 fn start_resolver(inner: &Arc<ClusterInner>) -> Result<()> {
     let resolver_inner = Arc::clone(inner);
-    let handle = std::thread::Builder::new()
+    let resolver = std::thread::Builder::new()
         .name("crossshard-resolver".into())
         .spawn(move || crossshard::resolver_run(&resolver_inner))
         .map_err(ShardError::Io)?;
-    *inner.resolver.lock() = Some(handle);
+    inner.resolver.lock().push(resolver);
+    let finisher_inner = Arc::clone(inner);
+    let finisher = std::thread::Builder::new()
+        .name("crossshard-finisher".into())
+        .spawn(move || crossshard::finisher_run(&finisher_inner))
+        .map_err(ShardError::Io)?;
+    inner.resolver.lock().push(finisher);
     Ok(())
 }
 

@@ -210,12 +210,33 @@ pub enum CrossShardStep {
     Decided = 3,
 }
 
-/// What the cluster keeps for cross-shard transfers: the bridge accounts known to exist.
-#[derive(Debug, Default)]
+/// Decided transfers whose participants have yet to apply the decision (step 4).
+type Finishes = Vec<(Cross, Decision)>;
+
+/// How many calls' step-4 work may wait for the finisher before callers wait for it.
+const FINISHES_QUEUED_MAX: usize = 64;
+
+/// What the cluster keeps for cross-shard transfers: the bridge accounts known to exist, the
+/// queue of step-4 work for the finisher thread.
+#[derive(Debug)]
 pub(crate) struct CrossShard {
     bridges: Mutex<HashSet<u128>>,
     /// A [`CrossShardStep`] as u8 after which drivers stop (0: never).
     stop_after: AtomicU8,
+    finishes: channel::Sender<Finishes>,
+    finishes_queued: channel::Receiver<Finishes>,
+}
+
+impl Default for CrossShard {
+    fn default() -> Self {
+        let (finishes, finishes_queued) = channel::bounded(FINISHES_QUEUED_MAX);
+        Self {
+            bridges: Mutex::default(),
+            stop_after: AtomicU8::default(),
+            finishes,
+            finishes_queued,
+        }
+    }
 }
 
 impl CrossShard {
@@ -661,8 +682,19 @@ fn drive(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<V
     checkpoint(CrossShardStep::Voted)?;
     let decisions = decide(inner, &live_crosses, &proposed, deadline)?;
     checkpoint(CrossShardStep::Decided)?;
-    // 4. Finish at the participants.
-    finish(inner, &live_crosses, &decisions, deadline)?;
+    // 4. Finish at the participants: the finisher thread does it, batched across calls; the
+    // caller's answer needs only the durable decision. Should it fail, the resolver finishes.
+    let work: Finishes = live_crosses
+        .iter()
+        .copied()
+        .zip(decisions.iter().copied())
+        .collect();
+    if !work.is_empty() {
+        crossbeam::select! {
+            send(inner.crossshard.finishes, work) -> sent => sent.map_err(|_| ShardError::Shutdown)?,
+            recv(inner.shutdown) -> _ => return Err(ShardError::Shutdown),
+        }
+    }
     for (position, &index) in live.iter().enumerate() {
         let vote = votes[position];
         let first_time = prepared[index].is_ok();
@@ -956,6 +988,29 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
             // Errors (a shard without quorum, shutdown) leave the legs for a later pass.
             let _ = recover(inner, debit_shard, credit_shard, &ts);
         }
+    }
+}
+
+/// The finisher thread: applies queued decisions at the participants (step 4), everything
+/// queued at once. A failure (a participant without quorum) leaves the legs to the resolver.
+pub(crate) fn finisher_run(inner: &ClusterInner) {
+    loop {
+        let mut work = crossbeam::select! {
+            recv(inner.crossshard.finishes_queued) -> work => match work {
+                Ok(work) => work,
+                Err(_) => return,
+            },
+            recv(inner.shutdown) -> _ => return,
+        };
+        while work.len() < 4 * BATCH_EVENTS_MAX as usize {
+            let Ok(more) = inner.crossshard.finishes_queued.try_recv() else {
+                break;
+            };
+            work.extend(more);
+        }
+        let (crosses, decisions): (Vec<Cross>, Vec<Decision>) = work.into_iter().unzip();
+        let deadline = clock::now() + inner.config.request_timeout;
+        let _ = finish(inner, &crosses, &decisions, deadline);
     }
 }
 

@@ -137,6 +137,9 @@ fn commit_retry_and_lookup() {
         ..Transfer::new(100, 1, 2, 300, 1, 9)
     };
     assert_eq!(client.create_transfers(&[across]).unwrap(), [R::Ok]);
+    // The answer follows the durable decision; the participant applies it right after.
+    assert_eq!(account(&client, 1).debits_posted, 300);
+    wait_resolved(&cluster, Duration::from_secs(5));
     let (one, two) = (account(&client, 1), account(&client, 2));
     assert_eq!((one.debits_posted, one.debits_pending), (300, 0));
     assert_eq!(two.credits_posted, INITIAL + 300);
