@@ -11,6 +11,8 @@
 //! are drawn independently, so with n shards a fraction (n-1)/n of the transfers crosses shards
 //! and commits by two-phase commit; `--all-cross` puts every credit account on the next shard
 //! after its debit account's, so every transfer crosses shards.
+//! Also `--proposers <k>` (entries in flight per shard), `--capacity <transfers>` (size the
+//! ledger's transfer index up front) and `--no-fsync` (only to see what the disk costs).
 //!
 //! Prints a progress line each second and, last, `RESULT transfers_per_sec=<n> p50_ms=<x>
 //! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n>`.
@@ -42,6 +44,7 @@ struct Options {
     /// Where credit accounts live relative to their debit accounts.
     mix: Mix,
     proposers: usize,
+    capacity: usize,
 }
 
 /// Where a transfer's credit account lives.
@@ -67,6 +70,7 @@ fn parse() -> Result<Options, String> {
         fsync: true,
         mix: Mix::SameShard,
         proposers: 4,
+        capacity: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -85,6 +89,7 @@ fn parse() -> Result<Options, String> {
                 other => return Err(format!("unknown distribution {other}")),
             },
             "--proposers" => options.proposers = number(value()?)? as usize,
+            "--capacity" => options.capacity = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
             "--cross-shard" => options.mix = Mix::Uniform,
             "--all-cross" => options.mix = Mix::AllCross,
@@ -240,7 +245,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .replicas(options.replicas)
         .shards(options.shards)
         .fsync(options.fsync)
-        .proposers_per_shard(options.proposers);
+        .proposers_per_shard(options.proposers)
+        .ledger_capacity(options.accounts as usize, options.capacity);
     let cluster = Cluster::open(config)?;
     let client = cluster.client();
     println!("bench: {options:?}");

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::ballot::{Ballot, ReplicaId};
 use crate::message::{Entry, Message, SlotEntry};
 use crate::ready::SnapshotData;
-use crate::replica::{IncomingSnapshot, Replica, Role, SNAPSHOT_SIZE_BYTES_MAX};
+use crate::replica::{IncomingSnapshot, LogSlot, Replica, Role, SNAPSHOT_SIZE_BYTES_MAX};
 use crate::state_machine::StateMachine;
 
 impl<S: StateMachine> Replica<S> {
@@ -39,14 +39,10 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         if self.role == Role::Candidate && ballot < self.ballot {
-            // A competing candidate with a lower ballot: tell it to stand down. Only a hint,
-            // our own candidacy is not promised yet.
-            self.send_now(
-                from,
-                Message::Nack {
-                    ballot: self.ballot,
-                },
-            );
+            // A competing candidate with a lower ballot: stay silent. Our own ballot is not
+            // promised yet, so a Nack naming it would depose the other replica even if a
+            // majority made it leader (a Nack may carry only a promised ballot, see
+            // `on_nack`); and promising would abandon our own, higher candidacy.
             return;
         }
         if ballot > self.promised {
@@ -66,14 +62,24 @@ impl<S: StateMachine> Replica<S> {
         if commit_slot < self.log_start_slot {
             return;
         }
-        let accepted: Vec<SlotEntry> = self
-            .log
-            .range(commit_slot..)
-            .map(|(slot, log_slot)| SlotEntry {
-                slot: *slot,
-                ballot: log_slot.ballot,
-                entry: log_slot.entry.clone(),
-            })
+        // Our entries below our commit slot are chosen: send at most `catch_up_slots_max` of
+        // them (the candidate adopts them and asks again for more), then every entry from our
+        // commit slot up, which the candidate needs in full to re-propose safely.
+        let chosen_end = self
+            .commit_slot
+            .min(commit_slot.saturating_add(self.config.catch_up_slots_max));
+        let tail_start = self.commit_slot.max(commit_slot);
+        let log_range = |range| {
+            self.log
+                .range(range)
+                .map(|(slot, log_slot): (&u64, &LogSlot)| SlotEntry {
+                    slot: *slot,
+                    ballot: log_slot.ballot,
+                    entry: log_slot.entry.clone(),
+                })
+        };
+        let accepted: Vec<SlotEntry> = log_range(commit_slot..chosen_end.max(commit_slot))
+            .chain(log_range(tail_start..u64::MAX))
             .collect();
         let commit_slot = self.commit_slot;
         self.send_after_persist(
@@ -203,10 +209,10 @@ impl<S: StateMachine> Replica<S> {
         let useless = snapshot_slot <= self.commit_slot || self.role == Role::Leader;
         // While a newer snapshot is arriving, older ones are declined, so that two senders
         // cannot restart each other's transfer forever.
-        let superseded = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|i| i.slot > snapshot_slot);
+        let stale_ticks = self.config.election_timeout_max_ticks;
+        let superseded = self.incoming_snapshot.as_ref().is_some_and(|i| {
+            i.slot > snapshot_slot && i.progress_tick + stale_ticks > self.tick_count
+        });
         if useless || superseded || total_size_bytes > SNAPSHOT_SIZE_BYTES_MAX {
             let next_offset_bytes = total_size_bytes;
             let ack = Message::SnapshotAck {
@@ -220,6 +226,7 @@ impl<S: StateMachine> Replica<S> {
         if offset_bytes == 0 {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 slot: snapshot_slot,
+                progress_tick: self.tick_count,
                 last_timestamp_ns,
                 total_size_bytes,
                 bytes: Vec::new(),
@@ -247,6 +254,7 @@ impl<S: StateMachine> Replica<S> {
         let fits = data.len() as u64 <= incoming.total_size_bytes - received;
         if offset_bytes == received && fits {
             incoming.bytes.extend_from_slice(data);
+            incoming.progress_tick = self.tick_count;
         }
         if (incoming.bytes.len() as u64) < incoming.total_size_bytes {
             return incoming.bytes.len() as u64;

@@ -21,8 +21,8 @@
 //! The replica thread never touches the disk: while one fsync is in flight it keeps stepping
 //! messages and taking readies, and the persist thread takes every job queued meanwhile into
 //! the next group commit. A failed write or fsync is never retried: the persist thread reports
-//! it, the replica stops and is *poisoned* (its callers get [`PaxosError::Storage`] wrapping
-//! `WalError::Poisoned`); a restart recovers it from its files. No lock is held across I/O or across a blocking wait.
+//! it, the replica stops and is *poisoned* (its callers get that [`PaxosError::Storage`] error); a
+//! restart recovers it from its files. No lock is held across I/O or across a blocking wait.
 
 // The driver is where the wall clock is read and where callers block with deadlines.
 #![allow(
@@ -31,7 +31,7 @@
 )]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use ledger_wal::{FileStorage, WalOptions};
+use ledger_wal::{FileStorage, Storage, WalOptions};
 use parking_lot::{Mutex, RwLock};
 
 use crate::ballot::ReplicaId;
@@ -112,6 +112,8 @@ struct Status {
     running: AtomicBool,
     leader: AtomicBool,
     ballot_round: AtomicU64,
+    commit_slot: AtomicU64,
+    applied_slot: AtomicU64,
     /// Why the replica stopped, if storage failed: later calls get this error.
     failure: Mutex<Option<PaxosError>>,
 }
@@ -123,6 +125,24 @@ struct HandleShared {
     /// The running replica's request queue; `None` while it is stopped.
     requests: RwLock<Option<Sender<Request>>>,
     status: Status,
+}
+
+/// A replica's self-description, as last published by its replica thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaStatus {
+    /// Whether its threads run.
+    pub running: bool,
+    /// Whether it believes it leads.
+    pub leader: bool,
+    /// The round of its current ballot.
+    pub ballot_round: u64,
+    /// Every slot below this one is known chosen.
+    pub commit_slot: u64,
+    /// Every slot below this one is applied to its state machine.
+    pub applied_slot: u64,
+    /// The storage failure that stopped it, if one did.
+    pub failure: Option<PaxosError>,
 }
 
 /// A caller's way into one replica of a [`Group`]: `Clone + Send + Sync`, cheap to clone, and
@@ -160,6 +180,19 @@ impl ReplicaHandle {
     /// Whether the replica believed itself the leader when it last published its status.
     pub fn is_leader(&self) -> bool {
         self.is_running() && self.shared.status.leader.load(Ordering::Acquire)
+    }
+
+    /// What the replica last published about itself (for monitoring and tests).
+    pub fn status(&self) -> ReplicaStatus {
+        let status = &self.shared.status;
+        ReplicaStatus {
+            running: self.is_running(),
+            leader: self.is_leader(),
+            ballot_round: status.ballot_round.load(Ordering::Acquire),
+            commit_slot: status.commit_slot.load(Ordering::Acquire),
+            applied_slot: status.applied_slot.load(Ordering::Acquire),
+            failure: status.failure.lock().clone(),
+        }
     }
 
     /// Proposes `command` and blocks until it is chosen by a majority, durable on it, and
@@ -248,8 +281,8 @@ struct PersistProgress {
 /// The persist thread: takes every job queued (up to [`PERSIST_BATCH_READY_COUNT_MAX`]),
 /// persists them with one group commit, then lets their `messages_after_persist` leave (I4)
 /// and reports the durable `Ready` number.
-fn persist_run(
-    mut store: LogStore<FileStorage>,
+fn persist_run<St: Storage>(
+    mut store: LogStore<St>,
     jobs: &Receiver<PersistJob>,
     progress: &PersistProgress,
     doorbell: &Sender<()>,
@@ -289,7 +322,7 @@ fn persist_run(
 /// Persists a batch of readies in `Ready::number` order with one log sync for all of their
 /// entries: hard state (its own atomic metadata write), entries, snapshot (which syncs the
 /// entries before it first).
-fn persist_batch(store: &mut LogStore<FileStorage>, batch: &[PersistJob]) -> Result<()> {
+fn persist_batch<St: Storage>(store: &mut LogStore<St>, batch: &[PersistJob]) -> Result<()> {
     let mut unsynced = false;
     for job in batch {
         if let Some(hard_state) = job.hard_state {
@@ -411,6 +444,11 @@ impl<S: StateMachine> ReplicaLoop<S> {
         self.on_persisted()?;
         self.on_clock(Instant::now());
         self.on_ready()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
         let status = &self.shared.status;
         status
             .leader
@@ -418,7 +456,12 @@ impl<S: StateMachine> ReplicaLoop<S> {
         status
             .ballot_round
             .store(self.replica.ballot().round, Ordering::Release);
-        Ok(())
+        status
+            .commit_slot
+            .store(self.replica.commit_slot(), Ordering::Release);
+        status
+            .applied_slot
+            .store(self.replica.applied_slot(), Ordering::Release);
     }
 
     fn drain(&mut self) {
@@ -496,13 +539,14 @@ impl<S: StateMachine> ReplicaLoop<S> {
     }
 
     fn on_ready(&mut self) -> Result<()> {
-        let ready = self.replica.ready();
-        for envelope in ready.messages_now.iter().cloned() {
+        let mut ready = self.replica.ready();
+        for envelope in ready.messages_now.drain(..) {
             self.transport.send(envelope.to, envelope.message);
         }
-        for reply in &ready.replies {
+        for reply in ready.replies.drain(..) {
             if let Some(waiter) = self.waiters.remove(&reply.request_id) {
-                let _ = waiter.reply.try_send(reply.result.clone());
+                // A caller that gave up dropped its receiver; nothing else can fail here.
+                let _ = waiter.reply.try_send(reply.result);
             }
         }
         let persist_in_flight =
@@ -675,6 +719,42 @@ impl Group {
         F: Fn() -> S + Send + Sync + 'static,
     {
         let replica_count = dirs.len();
+        let open_storage = move |index: ReplicaId| {
+            let dir = &dirs[usize::from(index)];
+            std::fs::create_dir_all(dir).map_err(ledger_wal::WalError::from)?;
+            let wal_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
+            let meta_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
+            Ok((wal_storage, meta_storage))
+        };
+        Self::open_with_storage(
+            replica_count,
+            config,
+            wal_options,
+            open_storage,
+            make_state_machine,
+        )
+    }
+
+    /// As [`Group::open_with`], on any [`Storage`]: `open_storage(i)` returns replica `i`'s
+    /// two handles on its directory (log and metadata), at open and at every restart. With
+    /// `ledger_wal::FaultStorage` a test can fail an fsync or drop what was not synced.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::open`], and whatever `open_storage` returns.
+    pub fn open_with_storage<S, St, F, G>(
+        replica_count: usize,
+        config: Config,
+        wal_options: WalOptions,
+        open_storage: G,
+        make_state_machine: F,
+    ) -> Result<Self>
+    where
+        S: StateMachine,
+        St: Storage,
+        F: Fn() -> S + Send + Sync + 'static,
+        G: Fn(ReplicaId) -> Result<(St, St)> + Send + Sync + 'static,
+    {
         if replica_count == 0 || replica_count > REPLICA_COUNT_MAX {
             return Err(PaxosError::InvalidConfig {
                 reason: "a group has 1..=31 replicas",
@@ -689,10 +769,9 @@ impl Group {
             let mut replica_config = config.clone();
             replica_config.replica_id = handle.index();
             replica_config.replica_count = replica_count;
-            let dir = &dirs[usize::from(handle.index())];
-            let state_machine = make_state_machine();
-            let parts = (replica_config, wal_options.clone(), state_machine);
-            start_replica(dir, parts, &starter_network, handle)
+            let storages = open_storage(handle.index())?;
+            let parts = (replica_config, wal_options.clone(), make_state_machine());
+            start_replica(storages, parts, &starter_network, handle)
         };
         let group = Group {
             lifecycles: (0..replica_count)
@@ -736,6 +815,11 @@ impl Group {
     /// How many messages the transport dropped (full or disconnected inboxes).
     pub fn dropped_message_count(&self) -> u64 {
         self.network.dropped_message_count()
+    }
+
+    /// How many messages the transport dropped because an inbox was full.
+    pub fn overflow_message_count(&self) -> u64 {
+        self.network.overflow_message_count()
     }
 
     /// Stops replica `index` abruptly, as a process crash would: nothing queued for its disk is
@@ -831,17 +915,15 @@ impl Drop for Group {
     }
 }
 
-/// Recovers replica `handle.index()` from `dir` and starts its replica and persist threads.
-fn start_replica<S: StateMachine>(
-    dir: &Path,
+/// Recovers replica `handle.index()` from its storage and starts its replica and persist
+/// threads.
+fn start_replica<S: StateMachine, St: Storage>(
+    (wal_storage, meta_storage): (St, St),
     (config, wal_options, state_machine): (Config, WalOptions, S),
     network: &Arc<ChannelNetwork<Message>>,
     handle: &ReplicaHandle,
 ) -> Result<Running> {
     let index = handle.index();
-    std::fs::create_dir_all(dir).map_err(ledger_wal::WalError::from)?;
-    let wal_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
-    let meta_storage = FileStorage::open(dir).map_err(ledger_wal::WalError::from)?;
     let (store, recovered) = LogStore::open(wal_storage, meta_storage, wal_options)?;
     let random_seed = unix_time_ns() ^ u64::from(index);
     let replica = Replica::new(config.clone(), recovered, state_machine, random_seed)?;
@@ -899,4 +981,38 @@ fn start_replica<S: StateMachine>(
         replica_thread,
         persist_thread,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_clock_counts_elapsed_ticks_and_caps_a_stall() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(10);
+        let mut clock = TickClock::new(interval, start);
+        assert_eq!(clock.due(start), 0);
+        assert_eq!(clock.until_next_tick(start), interval);
+        assert_eq!(clock.due(start + Duration::from_millis(35)), 3);
+        assert_eq!(clock.due(start + Duration::from_millis(39)), 0);
+        assert_eq!(
+            clock.until_next_tick(start + Duration::from_millis(39)),
+            Duration::from_millis(1)
+        );
+        // A long stall replays at most TICK_CATCH_UP_COUNT_MAX ticks, then resumes from now.
+        let after_stall = start + Duration::from_secs(60);
+        assert_eq!(clock.due(after_stall), TICK_CATCH_UP_COUNT_MAX);
+        assert_eq!(clock.due(after_stall), 0);
+        assert_eq!(clock.due(after_stall + interval), 1);
+    }
+
+    #[test]
+    fn a_call_to_a_never_started_replica_fails_with_shutdown() {
+        let handle = ReplicaHandle::new(0);
+        assert!(!handle.is_running());
+        assert!(!handle.is_leader());
+        let result = handle.propose(Bytes::from_static(b"x"), Duration::from_secs(1));
+        assert_eq!(result, Err(PaxosError::Shutdown));
+    }
 }

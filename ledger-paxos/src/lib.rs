@@ -21,10 +21,16 @@
 //! use ledger_paxos::{Config, Persisted, Recovered, Replica, StateMachine};
 //! # #[derive(Default)] struct Log(Vec<u8>);
 //! # impl StateMachine for Log {
-//! #     fn apply(&mut self, _: u64, _: u64, c: &[u8]) -> Bytes { self.0.extend_from_slice(c); Bytes::new() }
+//! #     fn apply(&mut self, _: u64, _: u64, c: &[u8]) -> Bytes {
+//! #         self.0.extend_from_slice(c);
+//! #         Bytes::new()
+//! #     }
 //! #     fn query(&self, _: &[u8]) -> Bytes { Bytes::from(self.0.clone()) }
 //! #     fn encode_snapshot(&self) -> Vec<u8> { self.0.clone() }
-//! #     fn restore_snapshot(&mut self, b: &[u8]) -> ledger_paxos::Result<()> { self.0 = b.to_vec(); Ok(()) }
+//! #     fn restore_snapshot(&mut self, b: &[u8]) -> ledger_paxos::Result<()> {
+//! #         self.0 = b.to_vec();
+//! #         Ok(())
+//! #     }
 //! # }
 //! let mut replicas: Vec<Replica<Log>> = (0..3)
 //!     .map(|id| Replica::new(Config::new(id, 3), Recovered::default(), Log::default(), id.into()))

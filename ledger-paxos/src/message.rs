@@ -29,7 +29,11 @@ pub struct Command {
 /// entry without commands is a no-op (a new leader fills holes with them).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
-    /// The leader's timestamp in nanoseconds; strictly increasing along the log (I12).
+    /// The proposing leader's timestamp in nanoseconds. A leader stamps each new batch above
+    /// every timestamp it has seen, but timestamps are NOT strictly increasing along the log:
+    /// a no-op filling a hole reuses the previous entry's timestamp, and a new leader
+    /// re-proposes older leaders' entries with their original stamps, so neighbouring slots
+    /// may carry equal or decreasing timestamps.
     pub timestamp_ns: u64,
     /// The commands, applied in order. Shared so that sending an entry to every peer is cheap.
     pub commands: Arc<[Command]>,
@@ -329,6 +333,35 @@ mod tests {
         }
         bytes.push(0);
         assert!(Entry::decode(&bytes).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn entry_decode_of_any_bytes_never_panics(
+            bytes in proptest::collection::vec(0_u8.., 0..256),
+        ) {
+            let _ = Entry::decode(&bytes);
+        }
+
+        #[test]
+        fn entry_round_trips_for_any_commands(
+            timestamp_ns: u64,
+            commands in proptest::collection::vec(
+                (0_u8.., 0_u64.., proptest::collection::vec(0_u8.., 0..40)),
+                0..20,
+            ),
+        ) {
+            let commands = commands
+                .into_iter()
+                .map(|(origin, request_id, payload)| {
+                    Command { origin, request_id, payload: Bytes::from(payload) }
+                })
+                .collect();
+            let entry = Entry::new(timestamp_ns, commands);
+            let mut bytes = Vec::new();
+            entry.encode(&mut bytes);
+            proptest::prop_assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+        }
     }
 
     #[test]

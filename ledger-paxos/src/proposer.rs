@@ -13,7 +13,8 @@ use crate::message::{COMMAND_HEADER_SIZE_BYTES, Command, ENTRY_HEADER_SIZE_BYTES
 use crate::message::{Message, SlotEntry};
 use crate::ready::Reply;
 use crate::replica::{
-    CandidateState, InFlight, LeaderState, LogSlot, PeerProgress, PendingRead, Replica, Role,
+    CandidateState, InFlight, LeaderState, LogSlot, PROMISE_SLOT_SPAN_MAX, PeerProgress,
+    PendingRead, Replica, Role,
 };
 use crate::state_machine::StateMachine;
 
@@ -94,10 +95,41 @@ impl<S: StateMachine> Replica<S> {
         if self.role != Role::Candidate || ballot != self.ballot {
             return;
         }
-        let _ = commit_slot;
+        let span_end = commit_slot.saturating_add(PROMISE_SLOT_SPAN_MAX);
+        if accepted
+            .iter()
+            .any(|slot_entry| slot_entry.slot >= span_end)
+        {
+            // No leader accepts that far beyond a commit slot: a hostile or corrupt promise.
+            // Not counting it is safe; re-proposing up to its slot could loop for ages.
+            return;
+        }
+        let accepted = self.candidate_adopt_chosen(commit_slot, accepted);
         self.candidate_merge(from, accepted);
         self.candidate_maybe_self_promise();
         self.candidate_maybe_win();
+    }
+
+    /// Adopts the promise's entries below the promiser's `commit_slot` as chosen (a log below
+    /// its commit slot holds only chosen values, I4) and returns the others. The candidate's
+    /// commit slot rises over them, so it re-proposes only above, and a restarted replica
+    /// that forgot its commit slot neither rewrites nor re-proposes the chosen prefix.
+    fn candidate_adopt_chosen(
+        &mut self,
+        commit_slot: u64,
+        accepted: Vec<SlotEntry>,
+    ) -> Vec<SlotEntry> {
+        let candidate = self.candidate.as_mut().expect("only a candidate adopts");
+        candidate.chosen_floor = candidate.chosen_floor.max(commit_slot);
+        let mut rest = Vec::new();
+        for slot_entry in accepted {
+            if slot_entry.slot >= commit_slot {
+                rest.push(slot_entry);
+            } else if slot_entry.slot == self.commit_slot {
+                self.log_chosen(slot_entry.slot, slot_entry.ballot, slot_entry.entry);
+            }
+        }
+        rest
     }
 
     /// Records `from`'s promise and keeps the highest-ballot entry per slot.
@@ -134,8 +166,35 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         let own = candidate.promises & (1 << self.id()) != 0;
-        if own && candidate.promises.count_ones() as usize >= self.config.majority() {
-            self.become_leader();
+        if !own || (candidate.promises.count_ones() as usize) < self.config.majority() {
+            return;
+        }
+        if self.commit_slot < candidate.chosen_floor {
+            // Chosen slots we have not seen yet: the promises omitted them (bounded size), so
+            // leading now could fill them with no-ops. Ask the same peers again from our
+            // raised commit slot; they promised this ballot already and answer at once.
+            self.candidate_prepare_again();
+            return;
+        }
+        self.become_leader();
+    }
+
+    /// Restarts phase 1 of the same ballot from the current commit slot, keeping the own
+    /// durable promise.
+    fn candidate_prepare_again(&mut self) {
+        let me = 1 << self.id();
+        let candidate = self.candidate.as_mut().expect("only a candidate prepares");
+        candidate.promises &= me;
+        let ballot = self.ballot;
+        let commit_slot = self.commit_slot;
+        for peer in self.peers() {
+            self.send_now(
+                peer,
+                Message::Prepare {
+                    ballot,
+                    commit_slot,
+                },
+            );
         }
     }
 
@@ -296,7 +355,9 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// A replica promised a higher ballot: a leader or candidate below it stands down.
+    /// A replica promised a higher ballot: a leader or candidate below it stands down. Every
+    /// Nack carries a ballot its sender has promised (never an unpromised candidacy), so a
+    /// leader is deposed only by a ballot that can actually win.
     pub(crate) fn on_nack(&mut self, ballot: Ballot) {
         self.round_max_seen = self.round_max_seen.max(ballot.round);
         if self.role != Role::Follower && ballot > self.ballot {

@@ -49,7 +49,10 @@ pub struct Reply {
 pub struct SnapshotData {
     /// Every slot below this one is in the snapshot; the log may drop them.
     pub slot: u64,
-    /// The timestamp of the last entry the snapshot covers (keeps timestamps monotonic).
+    /// The highest entry timestamp the replica had seen when it took the snapshot: not
+    /// necessarily the last covered entry's (timestamps are not monotonic along the log), and
+    /// possibly one of an accepted entry above `slot`. A replica restored from the snapshot
+    /// stamps new entries above it.
     pub last_timestamp_ns: u64,
     /// The state machine's snapshot bytes.
     pub bytes: Bytes,

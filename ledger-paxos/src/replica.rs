@@ -30,8 +30,15 @@ use crate::state_machine::StateMachine;
 /// The largest snapshot a replica accepts from a peer (a bound on the receive buffer).
 pub const SNAPSHOT_SIZE_BYTES_MAX: u64 = 1 << 32;
 
+/// How far above the promiser's commit slot a `Promise` may report an accepted entry. A
+/// leader accepts at most `pipeline_slots_max` slots beyond its commit slot, so a promise
+/// reaching further is hostile or corrupt; the candidate ignores it rather than fill the
+/// range with no-ops.
+pub(crate) const PROMISE_SLOT_SPAN_MAX: u64 = 1 << 16;
+
 /// The role of a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// Accepts what the leader sends.
     Follower,
@@ -112,12 +119,19 @@ pub(crate) struct CandidateState {
     pub(crate) self_promise_requested: bool,
     /// The highest-ballot accepted entry per slot among the promises.
     pub(crate) accepted: BTreeMap<u64, LogSlot>,
+    /// The highest commit slot a promise reported: every slot below is chosen, and the
+    /// candidate may lead only once it holds all of them (promises omit chosen entries beyond
+    /// `catch_up_slots_max`).
+    pub(crate) chosen_floor: u64,
 }
 
 /// A snapshot being received from a peer.
 #[derive(Clone, Debug)]
 pub(crate) struct IncomingSnapshot {
     pub(crate) slot: u64,
+    /// The tick of the last chunk appended: a transfer silent for an election timeout is
+    /// abandoned (its sender may be gone for good) and no longer blocks older snapshots.
+    pub(crate) progress_tick: u64,
     pub(crate) last_timestamp_ns: u64,
     pub(crate) total_size_bytes: u64,
     pub(crate) bytes: Vec<u8>,
@@ -143,7 +157,10 @@ pub(crate) struct Unpersisted {
 /// use ledger_paxos::{Config, Persisted, Recovered, Replica, StateMachine};
 /// # #[derive(Default)] struct Counter(u64);
 /// # impl StateMachine for Counter {
-/// #     fn apply(&mut self, _: u64, _: u64, _: &[u8]) -> Bytes { self.0 += 1; Bytes::from(self.0.to_le_bytes().to_vec()) }
+/// #     fn apply(&mut self, _: u64, _: u64, _: &[u8]) -> Bytes {
+/// #         self.0 += 1;
+/// #         Bytes::from(self.0.to_le_bytes().to_vec())
+/// #     }
 /// #     fn query(&self, _: &[u8]) -> Bytes { Bytes::from(self.0.to_le_bytes().to_vec()) }
 /// #     fn encode_snapshot(&self) -> Vec<u8> { self.0.to_le_bytes().to_vec() }
 /// #     fn restore_snapshot(&mut self, _: &[u8]) -> ledger_paxos::Result<()> { Ok(()) }
@@ -579,6 +596,31 @@ impl<S: StateMachine> Replica<S> {
             self.hard_state_dirty = true;
         }
         self.round_max_seen = self.round_max_seen.max(ballot.round);
+    }
+
+    /// Adopts `entry` at `slot == commit_slot` as chosen: a promiser reported it below its
+    /// commit slot, and a log below the commit slot holds only chosen values (I4). It is
+    /// written with the ballot it was accepted at (possibly above our promise: the value is
+    /// chosen, so any ballot reports it correctly), unless the log holds it already.
+    pub(crate) fn log_chosen(&mut self, slot: u64, ballot: Ballot, entry: Entry) {
+        assert_eq!(
+            slot, self.commit_slot,
+            "chosen entries are adopted in order"
+        );
+        let held = self
+            .log
+            .get(&slot)
+            .is_some_and(|current| current.entry == entry);
+        if !held {
+            self.timestamp_max_ns = self.timestamp_max_ns.max(entry.timestamp_ns);
+            self.out.entries_to_persist.push(SlotEntry {
+                slot,
+                ballot,
+                entry: entry.clone(),
+            });
+            self.log.insert(slot, LogSlot { ballot, entry });
+        }
+        self.commit_slot += 1;
     }
 
     /// Appends an accepted entry to the log and to the next `Ready`'s persist work.

@@ -327,6 +327,47 @@ fn on_prepare_below_the_promise_is_nacked_now() {
 }
 
 #[test]
+fn a_candidate_ignores_a_lower_prepare_and_cannot_depose_the_leader_it_elected() {
+    // Replicas 0 and 2 time out together; 2's Prepares are lost, replica 1 promises 0's
+    // ballot 1.0 and 0 leads. 0's Prepare then reaches candidate 2 (ballot 1.2, promised only
+    // 0.0): 2 must not answer with its unpromised ballot, which would depose 0.
+    let mut leader = leader(3);
+    let leader_ballot = Ballot::new(1, 0);
+    assert_eq!(leader.ballot(), leader_ballot);
+    let mut candidate = replica(2, 3);
+    tick_until_candidate(&mut candidate);
+    assert_eq!(candidate.ballot(), Ballot::new(1, 2));
+    assert_eq!(candidate.promised(), Ballot::ZERO);
+    candidate.step(
+        0,
+        Message::Prepare {
+            ballot: leader_ballot,
+            commit_slot: 0,
+        },
+    );
+    let ready = candidate.ready();
+    let expected = Ready {
+        number: 2,
+        ..Ready::default()
+    };
+    assert_eq!(ready, expected, "no Nack naming an unpromised ballot");
+    assert_eq!(candidate.role(), Role::Candidate);
+    assert_eq!(candidate.promised(), Ballot::ZERO);
+    for envelope in ready.messages_now {
+        leader.step(2, envelope.message);
+    }
+    assert!(leader.is_leader());
+    // A Nack carrying a promised, higher ballot still deposes it.
+    leader.step(
+        1,
+        Message::Nack {
+            ballot: Ballot::new(1, 2),
+        },
+    );
+    assert_eq!(leader.role(), Role::Follower);
+}
+
+#[test]
 fn on_prepare_from_a_usurper_is_ignored_while_the_leader_is_live() {
     let mut replica = replica(1, 3);
     let ballot = Ballot::new(1, 0);
@@ -1050,4 +1091,193 @@ fn catch_up_below_the_compacted_prefix_streams_the_snapshot_in_chunks() {
         vec![],
         "the transfer is complete"
     );
+}
+
+fn slot_entries(slots: std::ops::Range<u64>, ballot: Ballot) -> Vec<SlotEntry> {
+    slots
+        .map(|slot| SlotEntry {
+            slot,
+            ballot,
+            entry: entry(10 + slot, vec![command(1, slot, b"x")]),
+        })
+        .collect()
+}
+
+#[test]
+fn on_prepare_sends_a_bounded_chosen_prefix_and_every_entry_from_the_commit_slot_up() {
+    // A replica committed to 20 answers a candidate that knows nothing: at most
+    // `catch_up_slots_max` chosen entries, then all of its possibly unchosen tail.
+    let old = Ballot::new(1, 0);
+    let recovered = Recovered {
+        hard_state: HardState { promised: old },
+        snapshot: None,
+        entries: slot_entries(0..22, old),
+    };
+    let mut config = config(1, 3);
+    config.catch_up_slots_max = 4;
+    let mut replica = Replica::new(config, recovered, Recorder::default(), 1).unwrap();
+    replica.step(
+        0,
+        Message::Commit {
+            ballot: old,
+            commit_slot: 20,
+            read_round: 0,
+        },
+    );
+    assert_eq!(replica.commit_slot(), 20);
+    for _ in 0..replica.config().election_timeout_min_ticks {
+        replica.tick();
+    }
+    replica.ready();
+    let ballot = Ballot::new(2, 2);
+    replica.step(
+        2,
+        Message::Prepare {
+            ballot,
+            commit_slot: 0,
+        },
+    );
+    let ready = replica.ready();
+    let mut accepted = slot_entries(0..4, old);
+    accepted.extend(slot_entries(20..22, old));
+    let promise = Message::Promise {
+        ballot,
+        accepted,
+        commit_slot: 20,
+    };
+    assert_eq!(ready.hard_state, Some(HardState { promised: ballot }));
+    assert_eq!(ready.messages_after_persist, vec![to(2, promise)]);
+}
+
+#[test]
+fn a_candidate_adopts_chosen_entries_asks_again_and_re_proposes_only_above_them() {
+    // A restarted replica (commit slot 0) runs for leader; replica 1 committed to 6 and
+    // reports only slots 0..4 of that chosen prefix plus its unchosen slot 6.
+    let mut replica = replica(0, 3);
+    tick_until_candidate(&mut replica);
+    let ballot = replica.ballot();
+    let old = Ballot::new(0, 1);
+    let mut accepted = slot_entries(0..4, old);
+    accepted.extend(slot_entries(6..7, old));
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted,
+            commit_slot: 6,
+        },
+    );
+    assert_eq!(replica.commit_slot(), 4, "slots 0..4 adopted as chosen");
+    let ready = replica.ready();
+    assert_eq!(ready.entries_to_persist, slot_entries(0..4, old));
+    assert_eq!(ready.hard_state, Some(HardState { promised: ballot }));
+    assert_eq!(ready.applied_slots, 0..4);
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    assert_eq!(
+        replica.role(),
+        Role::Candidate,
+        "slots 4..6 are chosen but unknown here: leading could overwrite them"
+    );
+    let prepare = Message::Prepare {
+        ballot,
+        commit_slot: 4,
+    };
+    let ready = replica.ready();
+    assert_eq!(
+        ready.messages_now,
+        vec![to(1, prepare.clone()), to(2, prepare)]
+    );
+    let mut accepted = slot_entries(4..6, old);
+    accepted.extend(slot_entries(6..7, old));
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted,
+            commit_slot: 6,
+        },
+    );
+    assert!(replica.is_leader());
+    assert_eq!(replica.commit_slot(), 6);
+    let ready = replica.ready();
+    let reproposed = slot_entries(6..7, old)
+        .into_iter()
+        .map(|e| SlotEntry { ballot, ..e })
+        .collect::<Vec<_>>();
+    let mut persisted = slot_entries(4..6, old);
+    persisted.extend(reproposed);
+    assert_eq!(
+        ready.entries_to_persist, persisted,
+        "chosen slots are adopted, only slot 6 is re-proposed"
+    );
+    assert_eq!(ready.applied_slots, 4..6);
+}
+
+#[test]
+fn a_promise_reporting_an_absurd_slot_is_not_counted() {
+    let mut replica = replica(0, 3);
+    tick_until_candidate(&mut replica);
+    let ballot = replica.ballot();
+    replica.step(
+        1,
+        Message::Promise {
+            ballot,
+            accepted: vec![SlotEntry {
+                slot: u64::MAX,
+                ballot: Ballot::new(0, 1),
+                entry: entry(5, vec![]),
+            }],
+            commit_slot: 0,
+        },
+    );
+    let expected = Ready {
+        number: 2,
+        ..Ready::default()
+    };
+    assert_eq!(
+        replica.ready(),
+        expected,
+        "no self-promise: the promise was ignored"
+    );
+    assert_eq!(replica.role(), Role::Candidate);
+}
+
+#[test]
+fn a_stalled_snapshot_transfer_stops_blocking_an_older_snapshot_after_an_election_timeout() {
+    // Replica 1 began sending its snapshot at 40 and then lost its disk for good; replica 0's
+    // snapshot at 32 is declined while 1's transfer is fresh, and accepted once it is stale.
+    let mut replica = replica(2, 3);
+    let chunk = |ballot: Ballot, snapshot_slot: u64| Message::SnapshotChunk {
+        ballot,
+        snapshot_slot,
+        last_timestamp_ns: 60,
+        offset_bytes: 0,
+        total_size_bytes: 4,
+        data: Bytes::from_static(b"ab"),
+    };
+    let ack = |ballot: Ballot, snapshot_slot: u64, next_offset_bytes: u64| {
+        to(
+            0,
+            Message::SnapshotAck {
+                ballot,
+                snapshot_slot,
+                next_offset_bytes,
+            },
+        )
+    };
+    replica.step(1, chunk(Ballot::new(1, 1), 40));
+    replica.ready();
+    let ballot = Ballot::new(2, 0);
+    replica.step(0, chunk(ballot, 32));
+    let ready = replica.ready();
+    assert_eq!(ready.messages_now, vec![ack(ballot, 32, 4)], "declined");
+    for _ in 0..replica.config().election_timeout_max_ticks {
+        replica.tick();
+    }
+    replica.ready();
+    replica.step(0, chunk(ballot, 32));
+    let ready = replica.ready();
+    assert_eq!(ready.messages_now, vec![ack(ballot, 32, 2)], "receiving");
 }

@@ -53,6 +53,7 @@ pub struct ChannelNetwork<M> {
     inboxes: RwLock<Vec<Option<Sender<Inbound<M>>>>>,
     inbox_message_count_max: usize,
     dropped_message_count: AtomicU64,
+    overflow_message_count: AtomicU64,
     delivered_message_count: AtomicU64,
 }
 
@@ -78,6 +79,7 @@ impl<M: Send + 'static> ChannelNetwork<M> {
             inboxes: RwLock::new((0..replica_count).map(|_| None).collect()),
             inbox_message_count_max,
             dropped_message_count: AtomicU64::new(0),
+            overflow_message_count: AtomicU64::new(0),
             delivered_message_count: AtomicU64::new(0),
         })
     }
@@ -136,6 +138,11 @@ impl<M: Send + 'static> ChannelNetwork<M> {
         self.dropped_message_count.load(Ordering::Relaxed)
     }
 
+    /// How many of the dropped messages found their inbox full (rather than disconnected).
+    pub fn overflow_message_count(&self) -> u64 {
+        self.overflow_message_count.load(Ordering::Relaxed)
+    }
+
     /// How many messages were put into an inbox.
     pub fn delivered_message_count(&self) -> u64 {
         self.delivered_message_count.load(Ordering::Relaxed)
@@ -149,17 +156,17 @@ impl<M: Send + 'static> ChannelNetwork<M> {
             usize::from(to) < inboxes.len(),
             "replica {to} is not in this network"
         );
-        let delivered = match &inboxes[usize::from(to)] {
-            Some(sender) => match sender.try_send(envelope) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
+        let result = match &inboxes[usize::from(to)] {
+            Some(sender) => sender.try_send(envelope),
+            None => Err(TrySendError::Disconnected(envelope)),
         };
-        let counter = if delivered {
-            &self.delivered_message_count
-        } else {
-            &self.dropped_message_count
+        let counter = match result {
+            Ok(()) => &self.delivered_message_count,
+            Err(TrySendError::Full(_)) => {
+                self.overflow_message_count.fetch_add(1, Ordering::Relaxed);
+                &self.dropped_message_count
+            }
+            Err(TrySendError::Disconnected(_)) => &self.dropped_message_count,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

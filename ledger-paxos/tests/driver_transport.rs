@@ -46,6 +46,7 @@ fn full_inbox_drops_instead_of_blocking() {
     assert_eq!(received, vec![0, 1, 2, 3]);
     assert_eq!(network.delivered_message_count(), 4);
     assert_eq!(network.dropped_message_count(), 6);
+    assert_eq!(network.overflow_message_count(), 6);
     sender.send(1, 10);
     assert_eq!(inbox.try_recv().unwrap().message, 10);
 }
@@ -59,6 +60,7 @@ fn disconnected_replica_loses_messages_and_reconnects_empty() {
     network.disconnect(1);
     sender.send(1, 2);
     assert_eq!(network.dropped_message_count(), 1);
+    assert_eq!(network.overflow_message_count(), 0);
     let new_inbox = network.connect(1);
     sender.send(1, 3);
     // The old inbox keeps only what reached it before the crash; the new one starts empty.

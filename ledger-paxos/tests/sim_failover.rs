@@ -5,12 +5,13 @@
 //! replicas. Prints the percentiles (recorded in BENCHMARKS.md) and asserts the simulated
 //! targets p50 ≤ 300 ms and p99 ≤ 600 ms. Simulated time only: no wall clock is involved.
 
-use ledger_paxos::sim::{SimOptions, SimRng, Simulator};
+use ledger_paxos::sim::{HashChain, SimOptions, SimRng, Simulator};
 
 /// Runs one failover: steady state for about a second, crash the leader at a random moment
 /// within a heartbeat interval, wait for a new leader's first commit.
 fn failover_us(seed: u64, replica_count: usize) -> u64 {
-    let mut simulator = Simulator::new(SimOptions::calm(seed, replica_count)).expect("starts");
+    let mut simulator =
+        Simulator::<HashChain>::new(SimOptions::calm(seed, replica_count)).expect("starts");
     let mut random = SimRng::new(seed ^ 0xFA11);
     simulator
         .run_until(1_000_000 + random.range(0, 50_000))

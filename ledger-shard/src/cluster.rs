@@ -362,8 +362,9 @@ fn open_shard(
         running: vec![true; config.replica_count],
     }));
     let factory_registry = Arc::clone(&registry);
+    let (account_count_max, transfer_count_max) = config.ledger_capacity;
     let make_state_machine = move || {
-        let machine = LedgerMachine::new();
+        let machine = LedgerMachine::with_capacity(account_count_max, transfer_count_max);
         let mut registry = factory_registry.lock();
         if let Some(replica) = registry.expected.pop_front() {
             registry.probes[replica] = Some(machine.probe());

@@ -38,6 +38,7 @@ pub struct ClusterConfig {
     pub(crate) election_timeout: Duration,
     pub(crate) proposers_per_shard: usize,
     pub(crate) fsync: bool,
+    pub(crate) ledger_capacity: (usize, usize),
 }
 
 impl ClusterConfig {
@@ -55,6 +56,7 @@ impl ClusterConfig {
             election_timeout: Duration::from_millis(100),
             proposers_per_shard: 4,
             fsync: true,
+            ledger_capacity: (0, 0),
         }
     }
 
@@ -116,6 +118,15 @@ impl ClusterConfig {
     #[must_use]
     pub fn fsync(mut self, fsync: bool) -> Self {
         self.fsync = fsync;
+        self
+    }
+
+    /// Sizes each replica's id indexes for this many accounts and transfers up front, so they
+    /// never pause to double (a rehash of millions of ids stalls every replica at once) until
+    /// the ledger outgrows them. Costs 16 bytes per id of memory per replica from the start.
+    #[must_use]
+    pub fn ledger_capacity(mut self, account_count_max: usize, transfer_count_max: usize) -> Self {
+        self.ledger_capacity = (account_count_max, transfer_count_max);
         self
     }
 

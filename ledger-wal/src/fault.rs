@@ -218,6 +218,8 @@ impl FaultStorage {
     }
 
     /// Simulates power loss: every name and byte not made durable is lost. Clears the budget.
+    /// A `Wal` or `MetaFile` that was using this storage must be dropped and reopened: its
+    /// in-memory state describes the machine before the crash.
     pub fn crash(&self) {
         self.crash_with(|_| PendingFate::Lost);
     }

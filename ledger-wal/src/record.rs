@@ -155,6 +155,16 @@ pub fn decode_record(segment: &[u8], offset: usize, payload_size_max: u32) -> Op
     })
 }
 
+/// The lsn and synced lsn of a would-be record header at `offset`, unchecked: a cheap filter
+/// before `decode_record` when scanning damaged bytes.
+pub fn peek_record_lsns(segment: &[u8], offset: usize) -> Option<(Lsn, Lsn)> {
+    let header = segment.get(offset..offset.checked_add(RECORD_HEADER_SIZE)?)?;
+    Some((
+        read_u64(header, RECORD_LSN_OFFSET),
+        read_u64(header, RECORD_SYNCED_LSN_OFFSET),
+    ))
+}
+
 /// The payload of a record decoded at `offset`.
 pub fn record_payload<'a>(segment: &'a [u8], offset: usize, view: &RecordView) -> &'a [u8] {
     let start = offset + RECORD_HEADER_SIZE;

@@ -357,8 +357,19 @@ fn scan_segment(bytes: &[u8], cursor: &mut Cursor, records: &mut Vec<Record>) ->
 /// already durable when it was written — then damage at `lsn` is corruption of durable data,
 /// not a torn write.
 fn find_durable_after(bytes: &[u8], from: usize, lsn: Lsn, payload_size_max: u32) -> bool {
+    // A record after the damage has an lsn above it, but not by more than the records that fit
+    // in the segment; its synced lsn is below its own lsn. Checking these before the crc keeps
+    // the scan linear on hostile bytes (a crc per 8-byte offset would be quadratic).
+    let lsn_max = lsn.saturating_add((bytes.len() / record::RECORD_HEADER_SIZE) as u64);
+    let plausible = |(record_lsn, synced_lsn): (Lsn, Lsn)| {
+        (lsn..=lsn_max).contains(&record_lsn) && (lsn..record_lsn).contains(&synced_lsn)
+    };
     let mut offset = from.next_multiple_of(RECORD_ALIGNMENT);
     while offset < bytes.len() {
+        if !record::peek_record_lsns(bytes, offset).is_some_and(plausible) {
+            offset += RECORD_ALIGNMENT;
+            continue;
+        }
         if let Some(view) = record::decode_record(bytes, offset, payload_size_max) {
             if view.lsn >= lsn && view.synced_lsn >= lsn {
                 return true;

@@ -117,10 +117,14 @@ impl FileStorage {
         &self.directory
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        assert!(!name.is_empty());
-        assert!(!name.contains('/'));
-        self.directory.join(name)
+    /// The path of `name`, refusing names that would leave the directory.
+    fn path(&self, name: &str) -> io::Result<PathBuf> {
+        let plain = !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+        if !plain {
+            let message = format!("file storage: {name:?} is not a plain file name");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        Ok(self.directory.join(name))
     }
 
     fn handle(&self, name: &str) -> io::Result<Arc<File>> {
@@ -132,7 +136,7 @@ impl FileStorage {
             OpenOptions::new()
                 .read(true)
                 .append(true)
-                .open(self.path(name))?,
+                .open(self.path(name)?)?,
         );
         self.handles
             .lock()
@@ -161,7 +165,7 @@ impl Storage for FileStorage {
             .append(true)
             .create(true)
             .truncate(false)
-            .open(self.path(name))?;
+            .open(self.path(name)?)?;
         file.set_len(0)?;
         self.handles.lock().insert(name.to_string(), Arc::new(file));
         Ok(())
@@ -190,7 +194,7 @@ impl Storage for FileStorage {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         self.handles.lock().remove(name);
-        fs::remove_file(self.path(name))
+        fs::remove_file(self.path(name)?)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -198,10 +202,30 @@ impl Storage for FileStorage {
         handles.remove(from);
         handles.remove(to);
         drop(handles);
-        fs::rename(self.path(from), self.path(to))
+        fs::rename(self.path(from)?, self.path(to)?)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.directory)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_leave_the_directory_are_refused() {
+        let directory =
+            std::env::temp_dir().join(format!("ledger-wal-names-{}", std::process::id()));
+        let storage = FileStorage::open(&directory).unwrap();
+        for name in ["", ".", "..", "../escape", "a/b"] {
+            let error = storage.create(name).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
+        storage.create("plain").unwrap();
+        assert!(storage.rename("plain", "../escape").is_err());
+        assert_eq!(storage.list().unwrap(), vec!["plain".to_string()]);
+        fs::remove_dir_all(&directory).unwrap();
     }
 }

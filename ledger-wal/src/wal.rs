@@ -408,7 +408,14 @@ impl<S: Storage> Wal<S> {
     /// disk only once the segment is complete: recovery relies on this.
     fn write_round_rotate(&self, tail: &mut Tail, first_lsn: Lsn) -> Result<()> {
         let name = record::segment_name(first_lsn);
-        self.storage.create(&name).map_err(WalError::from_io)?;
+        if let Err(error) = self.storage.create(&name) {
+            // Nothing was written; only a full disk leaves the log usable.
+            let error = WalError::from_io(error);
+            if !matches!(error, WalError::DiskFull) {
+                self.poison();
+            }
+            return Err(error);
+        }
         if let Err(error) = self.storage.sync_dir() {
             self.poison();
             return Err(WalError::Io(error));
@@ -484,6 +491,55 @@ impl<S: Storage> Wal<S> {
             }
         }
         Ok(())
+    }
+
+    /// Checks the log's in-memory invariants (cheap; tests call it after every step).
+    ///
+    /// # Panics
+    /// If an invariant does not hold: that is a bug in this crate.
+    pub fn check_invariants(&self) {
+        let tail = self.tail.lock();
+        let buffer = self.buffer.lock();
+        let progress = self.progress.lock();
+        assert!(
+            tail.segments.windows(2).all(|pair| pair[0] < pair[1]),
+            "segments ascend"
+        );
+        assert!(buffer.first_lsn <= buffer.lsn_next);
+        assert!(
+            progress.durable_lsn < buffer.lsn_next,
+            "nothing durable that was not appended"
+        );
+        if !progress.writer_active && !progress.poisoned {
+            // With no write in flight, everything not buffered is durable (I8).
+            assert_eq!(
+                progress.durable_lsn + 1,
+                buffer.first_lsn,
+                "durable up to the buffer"
+            );
+            let mut offset = 0;
+            for lsn in buffer.first_lsn..buffer.lsn_next {
+                assert_eq!(record::buffered_record_lsn(&buffer.bytes[offset..]), lsn);
+                offset += record::buffered_record_size(&buffer.bytes[offset..]);
+            }
+            assert_eq!(offset, buffer.bytes.len(), "the buffer holds whole records");
+        }
+        if let Some(&last) = tail.segments.last() {
+            assert!(
+                last <= buffer.first_lsn,
+                "the last segment starts at or before the buffer"
+            );
+        }
+        let snapshots = self.snapshots.lock();
+        assert!(
+            snapshots.windows(2).all(|pair| pair[0] < pair[1]),
+            "snapshots ascend"
+        );
+        assert!(
+            snapshots
+                .last()
+                .is_none_or(|&lsn| lsn <= progress.durable_lsn)
+        );
     }
 
     /// The first lsns of the live segments, ascending (for tests and tools).

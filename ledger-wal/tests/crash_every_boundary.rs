@@ -101,6 +101,7 @@ fn recover_and_check(storage: FaultStorage, progress: &Progress, case: &str) -> 
         "{case}: records never appended"
     );
     assert_eq!(wal.next_lsn(), recovered_lsn + 1, "{case}: next lsn");
+    wal.check_invariants();
     wal
 }
 

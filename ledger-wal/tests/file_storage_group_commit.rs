@@ -61,3 +61,45 @@ fn many_threads_share_fsyncs_and_every_record_survives_reopen() {
     assert!(names.iter().all(|name| name.starts_with("wal-")));
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// On real files: a segment cut in the middle of its last record (a torn write) is truncated
+/// back to the last whole record, and appends continue after it.
+#[test]
+fn a_torn_tail_on_real_files_is_truncated_and_appends_continue() {
+    let directory = temp_directory("torn-tail");
+    let options = WalOptions::default();
+    let (wal, _) = Wal::open(FileStorage::open(&directory).unwrap(), options.clone()).unwrap();
+    for index in 0..10u8 {
+        wal.append(index, &[index; 100]).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 10);
+    drop(wal);
+    let segment = directory.join("wal-00000000000000000001.seg");
+    let size = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(size - 50).unwrap();
+    drop(file);
+
+    let (wal, recovery) =
+        Wal::open(FileStorage::open(&directory).unwrap(), options.clone()).unwrap();
+    assert_eq!(recovery.records.len(), 9);
+    let torn = recovery.torn_tail.unwrap();
+    assert_eq!(torn.discarded_bytes, 136 - 50);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        torn.offset_bytes
+    );
+    assert_eq!(wal.append_and_wait(42, b"after the tear").unwrap(), 10);
+    drop(wal);
+
+    let (_, recovery) = Wal::open(FileStorage::open(&directory).unwrap(), options).unwrap();
+    let last = recovery.records.last().unwrap();
+    assert_eq!(
+        (last.lsn, last.kind, last.payload.as_slice()),
+        (10, 42, &b"after the tear"[..])
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+}

@@ -192,6 +192,7 @@ proptest! {
         let mut harness = Harness::new(seed);
         for operation in &operations {
             harness.apply(operation);
+            harness.wal.check_invariants();
         }
         harness.apply(&Operation::Crash);
     }

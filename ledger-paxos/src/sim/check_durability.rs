@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::ballot::Ballot;
-use crate::message::Entry;
+use crate::message::{Entry, Message};
 use crate::ready::{Ready, Recovered};
 
 /// What one replica has made durable, as far as the simulator saw persists complete.
@@ -108,6 +108,58 @@ pub fn check_ack_durable(
             "I2: request {request_id} acknowledged at slot {slot} with only {holders} durable \
              copies (majority {majority})"
         ));
+    }
+    Ok(())
+}
+
+/// Checks, as `replica`'s reply leaves, that what the reply vouches for is durable there (I4):
+/// a `Promise` of `b` needs the promise of `b` and every accepted entry it reports on disk; an
+/// `Accepted` of `b` at `s` needs the promise of `b` and slot `s` on disk at a ballot of at
+/// least `b` (or, for a slot below the replica's `commit_slot`, whose chosen value it holds
+/// and votes for again without rewriting it, at any ballot), or `s` under a durable snapshot.
+///
+/// # Errors
+///
+/// A description of the reply that left too early.
+pub fn check_reply_durable(
+    mirror: &DurableMirror,
+    replica: usize,
+    commit_slot: u64,
+    message: &Message,
+) -> Result<(), String> {
+    let (ballot, slots): (Ballot, Vec<(u64, Ballot)>) = match message {
+        Message::Promise {
+            ballot, accepted, ..
+        } => (
+            *ballot,
+            accepted.iter().map(|e| (e.slot, e.ballot)).collect(),
+        ),
+        Message::Accepted { ballot, slot } => {
+            let floor = if *slot < commit_slot {
+                Ballot::ZERO
+            } else {
+                *ballot
+            };
+            (*ballot, vec![(*slot, floor)])
+        }
+        _ => return Ok(()),
+    };
+    if mirror.promised < ballot {
+        return Err(format!(
+            "I4: replica {replica} sent {message:?} before its promise of {ballot} was durable \
+             (durable promise {})",
+            mirror.promised
+        ));
+    }
+    for (slot, floor) in slots {
+        let durable = slot < mirror.snapshot_slot
+            || mirror.entries.get(&slot).is_some_and(|(b, _)| *b >= floor);
+        if !durable {
+            return Err(format!(
+                "I4: replica {replica} vouched for slot {slot} at ballot {floor} in a reply \
+                 to ballot {ballot} before the entry was durable"
+            ));
+        }
     }
     Ok(())
 }

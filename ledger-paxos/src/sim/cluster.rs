@@ -14,8 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
-use ledger_wal::{FaultStorage, WalOptions};
+use ledger_wal::FaultStorage;
 
 use crate::ballot::ReplicaId;
 use crate::config::Config;
@@ -24,11 +23,10 @@ use crate::message::Message;
 use crate::ready::{Envelope, Persisted, Ready};
 use crate::replica::Replica;
 use crate::sim::check_applied_prefix::AppliedDigests;
-use crate::sim::check_durability::{DurableMirror, check_ack_durable};
-use crate::sim::check_linearizable::check_read;
+use crate::sim::check_durability::{DurableMirror, check_ack_durable, check_reply_durable};
 use crate::sim::check_liveness::{Pending, PendingRequests};
 use crate::sim::check_one_value::ChosenValues;
-use crate::sim::machine::HashChain;
+use crate::sim::machine::{HashChain, SimStateMachine};
 use crate::sim::network::{Fate, Network};
 use crate::sim::rng::{Fnv, SimRng};
 use crate::sim::swarm::FaultProfile;
@@ -113,10 +111,19 @@ pub struct SimStats {
     pub messages_sent: u64,
     /// Messages dropped by loss or partitions.
     pub messages_dropped: u64,
+    /// Torn persists stopped after the promise's write, in the entries or the snapshot.
+    pub tears_past_promise: u64,
+    /// Client requests sent, while two replicas believed they led, to the one of the higher
+    /// index.
+    pub requests_to_other_leader: u64,
+    /// Bits flipped at rest.
+    pub bit_flips: u64,
+    /// Replicas whose recovery refused a flipped bit (they stay down).
+    pub disk_losses: u64,
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Tick(usize),
     Deliver {
         from: ReplicaId,
@@ -129,38 +136,42 @@ enum Event {
     Heal,
 }
 
-struct Node {
-    replica: Option<Replica<HashChain>>,
-    store: Option<LogStore<FaultStorage>>,
-    storage: FaultStorage,
-    incarnation: u64,
-    paused_until_us: u64,
-    disk_queue: VecDeque<Ready>,
-    disk_free_us: u64,
-    mirror: DurableMirror,
-    applied_seen: u64,
-    commit_seen: u64,
+pub(crate) struct Node<M: SimStateMachine> {
+    pub(crate) replica: Option<Replica<M>>,
+    pub(crate) store: Option<LogStore<FaultStorage>>,
+    pub(crate) storage: FaultStorage,
+    pub(crate) incarnation: u64,
+    pub(crate) paused_until_us: u64,
+    pub(crate) disk_queue: VecDeque<Ready>,
+    pub(crate) disk_free_us: u64,
+    pub(crate) mirror: DurableMirror,
+    pub(crate) applied_seen: u64,
+    pub(crate) commit_seen: u64,
+    /// A bit was flipped at rest since the last checked recovery.
+    pub(crate) bit_flipped: bool,
+    /// Recovery refused a flipped bit: the replica stays down for good.
+    pub(crate) disk_lost: bool,
 }
 
-/// One simulation run. See the module docs.
-pub struct Simulator {
-    options: SimOptions,
-    random: SimRng,
-    now_us: u64,
-    sequence: u64,
-    queue: BTreeMap<(u64, u64), (Event, u64)>,
-    nodes: Vec<Node>,
-    network: Network,
-    chosen: ChosenValues,
-    digests: AppliedDigests,
-    pending: PendingRequests,
-    acknowledged_slot_end: u64,
-    request_id_next: u64,
-    healed: bool,
-    first_commit_after_heal_us: Option<u64>,
-    commit_watch: Option<(u64, usize)>,
-    commit_watch_hit_us: Option<u64>,
-    trace: Fnv,
+/// One simulation run over the state machine `M`. See the module docs.
+pub struct Simulator<M: SimStateMachine = HashChain> {
+    pub(crate) options: SimOptions,
+    pub(crate) random: SimRng,
+    pub(crate) now_us: u64,
+    pub(crate) sequence: u64,
+    pub(crate) queue: BTreeMap<(u64, u64), (Event, u64)>,
+    pub(crate) nodes: Vec<Node<M>>,
+    pub(crate) network: Network,
+    pub(crate) chosen: ChosenValues,
+    pub(crate) digests: AppliedDigests,
+    pub(crate) pending: PendingRequests,
+    pub(crate) acknowledged_slot_end: u64,
+    pub(crate) request_id_next: u64,
+    pub(crate) healed: bool,
+    pub(crate) first_commit_after_heal_us: Option<u64>,
+    pub(crate) commit_watch: Option<(u64, usize)>,
+    pub(crate) commit_watch_hit_us: Option<u64>,
+    pub(crate) trace: Fnv,
     /// What happened so far.
     pub stats: SimStats,
 }
@@ -179,13 +190,6 @@ pub fn sim_config(replica_id: ReplicaId, replica_count: usize) -> Config {
     config.snapshot_chunk_size_bytes_max = 64;
     config.catch_up_slots_max = 16;
     config
-}
-
-fn wal_options() -> WalOptions {
-    WalOptions {
-        segment_size_bytes_max: 4096,
-        ..WalOptions::default()
-    }
 }
 
 fn message_code(message: &Message) -> u64 {
@@ -239,7 +243,7 @@ pub fn describe_message(message: &Message) -> String {
     }
 }
 
-impl Simulator {
+impl<M: SimStateMachine> Simulator<M> {
     /// Builds the cluster and starts every replica from an empty disk.
     ///
     /// # Errors
@@ -261,6 +265,8 @@ impl Simulator {
                 mirror: DurableMirror::default(),
                 applied_seen: 0,
                 commit_seen: 0,
+                bit_flipped: false,
+                disk_lost: false,
             })
             .collect();
         let mut simulator = Simulator {
@@ -320,7 +326,7 @@ impl Simulator {
         self.commit_watch_hit_us
     }
 
-    fn schedule(&mut self, at_us: u64, event: Event, incarnation: u64) {
+    pub(crate) fn schedule(&mut self, at_us: u64, event: Event, incarnation: u64) {
         self.sequence += 1;
         self.queue
             .insert((at_us, self.sequence), (event, incarnation));
@@ -356,7 +362,7 @@ impl Simulator {
         }
     }
 
-    fn is_live(&self, index: usize) -> bool {
+    pub(crate) fn is_live(&self, index: usize) -> bool {
         self.nodes[index].replica.is_some()
     }
 
@@ -416,7 +422,12 @@ impl Simulator {
         self.drive(to)
     }
 
-    fn send(&mut self, from: usize, envelope: Envelope) {
+    /// Sends `envelope` through the simulated network, after checking that a `Promise` or
+    /// `Accepted` leaves only once what it vouches for is durable at `from` (I4).
+    fn send(&mut self, from: usize, envelope: Envelope) -> Result<(), String> {
+        let node = &self.nodes[from];
+        let commit_slot = node.replica.as_ref().map_or(0, Replica::commit_slot);
+        check_reply_durable(&node.mirror, from, commit_slot, &envelope.message)?;
         self.stats.messages_sent += 1;
         let to = envelope.to as usize;
         match self
@@ -446,6 +457,7 @@ impl Simulator {
                 self.schedule(self.now_us + delay_us, event, 0);
             }
         }
+        Ok(())
     }
 
     /// Takes the replica's `Ready`, checks it, sends `messages_now` and queues the persist.
@@ -457,7 +469,7 @@ impl Simulator {
         self.drive_check_applied(index, &ready)?;
         self.drive_check_replies(index, &ready)?;
         for envelope in ready.messages_now.iter().cloned() {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let has_persist_work = ready.has_persist_work();
         if has_persist_work || !ready.messages_after_persist.is_empty() {
@@ -495,7 +507,7 @@ impl Simulator {
         }
         if replica.applied_slot() != node.applied_seen {
             node.applied_seen = replica.applied_slot();
-            let digest = replica.state_machine().digest;
+            let digest = replica.state_machine().state_digest();
             self.digests.observe(id, replica.applied_slot(), digest)?;
         }
         if replica.is_leader() && replica.commit_slot() > node.commit_seen {
@@ -526,7 +538,7 @@ impl Simulator {
                 continue;
             };
             if pending.is_read {
-                check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                M::check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
                 self.stats.answered_reads += 1;
                 continue;
             }
@@ -556,10 +568,15 @@ impl Simulator {
             return Ok(());
         }
         let ready = node.disk_queue.pop_front().expect("a persist was queued");
+        let mut tear_past_promise = false;
         if !self.healed && ready.has_persist_work() {
             let profile = &self.options.profile;
             if self.random.chance(profile.torn_write_permille) {
-                let budget = self.random.range(0, 4);
+                // Stop the machine at a random storage operation of the whole persist, so
+                // tears hit the entry records and the snapshot as well as the promise.
+                let budget = self.random.range(0, persist_operation_estimate(&ready) - 1);
+                tear_past_promise =
+                    ready.hard_state.is_some() && budget >= PROMISE_WRITE_OPERATIONS;
                 self.nodes[index].storage.set_operation_budget(Some(budget));
             } else if self.random.chance(profile.fsync_error_permille) {
                 self.nodes[index].storage.fail_next_sync();
@@ -570,13 +587,14 @@ impl Simulator {
         node.storage.set_operation_budget(None);
         if persisted.is_err() {
             self.stats.persist_failures += 1;
+            self.stats.tears_past_promise += u64::from(tear_past_promise);
             self.crash(index);
             return Ok(());
         }
         node.mirror.record_persist(&ready);
         let number = ready.number;
         for envelope in ready.messages_after_persist {
-            self.send(index, envelope);
+            self.send(index, envelope)?;
         }
         let replica = self.nodes[index].replica.as_mut().expect("live");
         replica.advance(Persisted {
@@ -600,23 +618,34 @@ impl Simulator {
         if live.is_empty() {
             return Ok(());
         }
-        let leader = live.iter().copied().find(|index| {
-            self.nodes[*index]
-                .replica
-                .as_ref()
-                .is_some_and(Replica::is_leader)
-        });
-        let target = leader.unwrap_or_else(|| live[self.random.index(live.len())]);
+        // Clients pick any replica believing it leads (two may, with different ballots),
+        // else any live one.
+        let leaders: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|index| {
+                self.nodes[*index]
+                    .replica
+                    .as_ref()
+                    .is_some_and(Replica::is_leader)
+            })
+            .collect();
+        let choices = if leaders.is_empty() { &live } else { &leaders };
+        let target = choices[self.random.index(choices.len())];
+        if leaders.len() >= 2 && target != leaders[0] {
+            self.stats.requests_to_other_leader += 1;
+        }
         let request_id = self.request_id_next;
         self.request_id_next += 1;
         let is_read = self.random.chance(self.options.profile.read_permille);
         let replica = self.nodes[target].replica.as_mut().expect("live");
         let result = if is_read {
-            replica.read(request_id, Bytes::new())
+            replica.read(request_id, M::read_query(&mut self.random))
         } else {
-            let mut payload = request_id.to_le_bytes().to_vec();
-            payload.extend_from_slice(&(target as u64).to_le_bytes());
-            replica.propose(request_id, Bytes::from(payload))
+            replica.propose(
+                request_id,
+                M::write_command(&mut self.random, request_id, target),
+            )
         };
         if result.is_err() {
             self.stats.failed_requests += 1;
@@ -631,131 +660,6 @@ impl Simulator {
         self.pending
             .submitted(target as ReplicaId, request_id, pending);
         self.drive(target)
-    }
-
-    /// Stops a replica: memory gone, un-fsynced writes lost or torn at random.
-    pub fn crash(&mut self, index: usize) {
-        self.stats.crashes += 1;
-        self.trace.word(0xC0DE_0000 | index as u64);
-        let node = &mut self.nodes[index];
-        node.replica = None;
-        node.store = None;
-        node.incarnation += 1;
-        node.disk_queue.clear();
-        node.disk_free_us = self.now_us;
-        node.paused_until_us = 0;
-        node.storage.crash_random();
-        self.pending.replica_crashed(index as ReplicaId);
-    }
-
-    /// Restarts a stopped replica from its disk and checks the recovery against what it had
-    /// fsynced.
-    ///
-    /// # Panics
-    ///
-    /// If the replica is running.
-    ///
-    /// # Errors
-    ///
-    /// A description if recovery fails or lost fsynced state.
-    pub fn restart(&mut self, index: usize) -> Result<(), String> {
-        assert!(!self.is_live(index));
-        let replica_count = self.nodes.len();
-        let node = &mut self.nodes[index];
-        let storage = node.storage.clone();
-        let (store, recovered) = LogStore::open(storage.clone(), storage, wal_options())
-            .map_err(|error| format!("I8: replica {index} cannot recover: {error}"))?;
-        node.mirror.check_recovered(&recovered)?;
-        let config = sim_config(index as ReplicaId, replica_count);
-        let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
-        let replica = Replica::new(config, recovered, HashChain::default(), seed)
-            .map_err(|error| format!("replica {index} cannot start: {error}"))?;
-        node.applied_seen = replica.applied_slot();
-        node.commit_seen = replica.commit_slot();
-        let applied_slot = replica.applied_slot();
-        let digest = replica.state_machine().digest;
-        node.replica = Some(replica);
-        node.store = Some(store);
-        let incarnation = node.incarnation;
-        if applied_slot > 0 {
-            self.digests
-                .observe(index as ReplicaId, applied_slot, digest)?;
-        }
-        let first_tick_us = self.now_us + self.random.range(1, 10_000);
-        self.schedule(first_tick_us, Event::Tick(index), incarnation);
-        self.trace.word(0x5EA7_0000 | index as u64);
-        Ok(())
-    }
-
-    fn on_fault(&mut self) -> Result<(), String> {
-        if self.now_us + FAULT_STEP_US < self.options.heal_us {
-            self.schedule(self.now_us + FAULT_STEP_US, Event::Fault, 0);
-        }
-        let profile = self.options.profile.clone();
-        let count = self.nodes.len();
-        if self.random.chance(profile.crash_permille) {
-            let leader = self.leader().filter(|_| self.random.chance(500));
-            let index = leader.unwrap_or_else(|| self.random.index(count));
-            if self.is_live(index) {
-                self.crash(index);
-            }
-        }
-        if self.random.chance(profile.restart_permille) {
-            let index = self.random.index(count);
-            if !self.is_live(index) {
-                self.restart(index)?;
-            }
-        }
-        if self.random.chance(profile.crash_all_permille) {
-            self.stats.power_losses += 1;
-            for index in 0..count {
-                if self.is_live(index) {
-                    self.crash(index);
-                }
-            }
-        }
-        if self.random.chance(profile.pause_permille) {
-            // Half the pauses hit the leader: it wakes believing it still leads.
-            let leader = self.leader().filter(|_| self.random.chance(500));
-            let index = leader.unwrap_or_else(|| self.random.index(count));
-            if self.is_live(index) {
-                self.stats.pauses += 1;
-                self.nodes[index].paused_until_us =
-                    self.now_us + self.random.range(100_000, 1_000_000);
-            }
-        }
-        self.on_fault_partition(&profile);
-        Ok(())
-    }
-
-    fn on_fault_partition(&mut self, profile: &FaultProfile) {
-        let partitioned = (0..self.nodes.len())
-            .any(|from| (0..self.nodes.len()).any(|to| self.network.is_blocked(from, to)));
-        if partitioned && profile.flapping {
-            self.network.heal();
-        } else if self.random.chance(profile.partition_permille) {
-            if partitioned {
-                self.network.heal();
-            } else {
-                self.stats.partitions += 1;
-                let kind = self.network.partition(&mut self.random);
-                self.trace.bytes(kind.as_bytes());
-            }
-        }
-    }
-
-    fn on_heal(&mut self) -> Result<(), String> {
-        self.healed = true;
-        self.network.heal();
-        self.network.loss_permille = 0;
-        self.network.duplicate_permille = 0;
-        for index in 0..self.nodes.len() {
-            self.nodes[index].paused_until_us = 0;
-            if !self.is_live(index) {
-                self.restart(index)?;
-            }
-        }
-        Ok(())
     }
 
     /// Runs the whole scenario: faults until the heal, then the liveness phase, then the
@@ -806,7 +710,7 @@ impl Simulator {
     /// After the drain every replica applied the same prefix.
     fn check_converged(&mut self) -> Result<(), String> {
         let mut applied = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|node| !node.disk_lost) {
             let replica = node
                 .replica
                 .as_ref()
@@ -814,7 +718,7 @@ impl Simulator {
             replica.check_invariants_full();
             applied.push(replica.applied_slot());
             self.trace.word(replica.applied_slot());
-            self.trace.word(replica.state_machine().digest);
+            self.trace.word(replica.state_machine().state_digest());
         }
         let max = applied.iter().copied().max().unwrap_or(0);
         if applied.iter().any(|slot| *slot != max) {
@@ -822,6 +726,37 @@ impl Simulator {
                 "I11: replicas did not converge after the drain: applied {applied:?}"
             ));
         }
+        if max < self.acknowledged_slot_end {
+            return Err(format!(
+                "I2: an acknowledged write at slot {} is not in the final log (applied {max})",
+                self.acknowledged_slot_end - 1
+            ));
+        }
         Ok(())
     }
+}
+
+/// The storage operations of the promise's atomic replace.
+const PROMISE_WRITE_OPERATIONS: u64 = 5;
+
+/// About how many storage operations `LogStore::persist` runs for `ready` (the promise's
+/// atomic replace: create, write, sync, rename, directory sync; the entries: one write and one
+/// sync; a snapshot: a sync, its file's atomic replace and compaction); at least 1.
+fn persist_operation_estimate(ready: &Ready) -> u64 {
+    let hard_state = if ready.hard_state.is_some() {
+        PROMISE_WRITE_OPERATIONS
+    } else {
+        0
+    };
+    let entries = if ready.entries_to_persist.is_empty() {
+        0
+    } else {
+        2
+    };
+    let snapshot = if ready.snapshot_to_persist.is_some() {
+        8
+    } else {
+        0
+    };
+    (hard_state + entries + snapshot).max(1)
 }

@@ -5,8 +5,59 @@
 use bytes::Bytes;
 
 use crate::error::{PaxosError, Result};
-use crate::sim::rng::Fnv;
+use crate::sim::check_linearizable::check_read;
+use crate::sim::rng::{Fnv, SimRng};
 use crate::state_machine::StateMachine;
+
+/// What the simulator needs from a state machine besides [`StateMachine`]: a digest of its
+/// state (checked across replicas, I5) and a client workload whose reads it can check (I9).
+/// Implement it to run another state machine (e.g. the ledger) under the simulator's faults.
+pub trait SimStateMachine: StateMachine + Default {
+    /// A digest of the whole state: equal states give equal digests.
+    fn state_digest(&self) -> u64;
+
+    /// The command of write request `request_id`, submitted at replica `target`.
+    fn write_command(random: &mut SimRng, request_id: u64, target: usize) -> Bytes;
+
+    /// The query of a read request.
+    fn read_query(random: &mut SimRng) -> Bytes;
+
+    /// Checks a read's reply: it must reflect every write acknowledged before the read began,
+    /// the last of which was chosen at a slot below `acknowledged_slot_end`.
+    ///
+    /// # Errors
+    ///
+    /// A description of the violation.
+    fn check_read(
+        request_id: u64,
+        reply: &[u8],
+        acknowledged_slot_end: u64,
+    ) -> std::result::Result<(), String>;
+}
+
+impl SimStateMachine for HashChain {
+    fn state_digest(&self) -> u64 {
+        self.digest
+    }
+
+    fn write_command(_random: &mut SimRng, request_id: u64, target: usize) -> Bytes {
+        let mut payload = request_id.to_le_bytes().to_vec();
+        payload.extend_from_slice(&(target as u64).to_le_bytes());
+        Bytes::from(payload)
+    }
+
+    fn read_query(_random: &mut SimRng) -> Bytes {
+        Bytes::new()
+    }
+
+    fn check_read(
+        request_id: u64,
+        reply: &[u8],
+        acknowledged_slot_end: u64,
+    ) -> std::result::Result<(), String> {
+        check_read(request_id, reply, acknowledged_slot_end)
+    }
+}
 
 /// How many recent command digests the state keeps (it pads snapshots so that they are sent in
 /// several chunks).

@@ -32,6 +32,7 @@ pub mod check_linearizable;
 pub mod check_liveness;
 pub mod check_one_value;
 pub mod cluster;
+mod faults;
 pub mod machine;
 pub mod network;
 pub mod rng;
@@ -39,10 +40,10 @@ pub mod run;
 pub mod swarm;
 
 pub use cluster::{SimOptions, SimStats, Simulator, sim_config};
-pub use machine::HashChain;
+pub use machine::{HashChain, SimStateMachine};
 pub use rng::SimRng;
 pub use run::{
     SeedReport, describe_failure, replay_command, run_options, run_seed, run_seeds, seeds_from_env,
-    summary,
+    summary, total_stats,
 };
 pub use swarm::FaultProfile;

@@ -14,10 +14,13 @@ pub struct Network {
     pub loss_permille: u64,
     /// Duplication while faults are active; 0 after the heal.
     pub duplicate_permille: u64,
+    /// Delay spikes while faults are active; 0 after the heal.
+    pub delay_spike_permille: u64,
 }
 
 /// What the network does with one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fate {
     /// Dropped (loss or partition).
     Dropped,
@@ -39,6 +42,7 @@ impl Network {
             blocked: vec![false; replica_count * replica_count],
             loss_permille: profile.loss_permille,
             duplicate_permille: profile.duplicate_permille,
+            delay_spike_permille: profile.delay_spike_permille,
         }
     }
 
@@ -58,7 +62,11 @@ impl Network {
         if self.is_blocked(from, to) || random.chance(self.loss_permille) {
             return Fate::Dropped;
         }
-        let delay_us = random.range(profile.delay_min_us, profile.delay_max_us);
+        let mut delay_us = random.range(profile.delay_min_us, profile.delay_max_us);
+        // No draw without spikes, so calm runs (the failover measurement) keep their sequence.
+        if self.delay_spike_permille > 0 && random.chance(self.delay_spike_permille) {
+            delay_us += random.range(100_000, 1_000_000);
+        }
         let duplicate_delay_us = random
             .chance(self.duplicate_permille)
             .then(|| random.range(profile.delay_min_us, profile.delay_max_us * 2));

@@ -4,6 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::sim::cluster::{SimOptions, SimStats, Simulator};
+use crate::sim::machine::{HashChain, SimStateMachine};
 use crate::sim::swarm::FaultProfile;
 
 /// The first seed when `SIM_SEED_BASE` is not set.
@@ -55,15 +56,15 @@ pub fn seeds_from_env() -> (u64, u64) {
 
 /// Runs one seed's swarm scenario, catching panics of the core's assertions.
 pub fn run_seed(seed: u64) -> SeedReport {
-    run_options(SimOptions::from_seed(seed))
+    run_options::<HashChain>(SimOptions::from_seed(seed))
 }
 
-/// Runs one scenario.
-pub fn run_options(options: SimOptions) -> SeedReport {
+/// Runs one scenario over the state machine `M`.
+pub fn run_options<M: SimStateMachine>(options: SimOptions) -> SeedReport {
     let seed = options.seed;
     let profile = options.profile.clone();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut simulator = Simulator::new(options)?;
+        let mut simulator = Simulator::<M>::new(options)?;
         let result = simulator.run().map_err(|violation| {
             format!(
                 "{violation}\n  at {}us:\n{}",
@@ -128,6 +129,34 @@ pub fn run_seeds(base: u64, count: u64, threads: usize) -> Vec<SeedReport> {
 /// The one-line summary of a run of seeds.
 pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
     let failed = reports.iter().filter(|r| r.violation.is_some()).count();
+    let total = total_stats(reports);
+    format!(
+        "sim: seeds {base}..{} ran={} failed={failed} chosen_slots={} acked_writes={} reads={} \
+         failed_requests={} crashes={} power_losses={} persist_failures={} \
+         tears_past_promise={} pauses={} partitions={} messages={} dropped={} \
+         requests_to_other_leader={} bit_flips={} disk_losses={}",
+        base.wrapping_add(count),
+        reports.len(),
+        total.chosen_slots,
+        total.acknowledged_writes,
+        total.answered_reads,
+        total.failed_requests,
+        total.crashes,
+        total.power_losses,
+        total.persist_failures,
+        total.tears_past_promise,
+        total.pauses,
+        total.partitions,
+        total.messages_sent,
+        total.messages_dropped,
+        total.requests_to_other_leader,
+        total.bit_flips,
+        total.disk_losses,
+    )
+}
+
+/// The statistics of every seed, summed.
+pub fn total_stats(reports: &[SeedReport]) -> SimStats {
     let mut total = SimStats::default();
     for report in reports {
         let s = &report.stats;
@@ -142,25 +171,12 @@ pub fn summary(base: u64, count: u64, reports: &[SeedReport]) -> String {
         total.partitions += s.partitions;
         total.messages_sent += s.messages_sent;
         total.messages_dropped += s.messages_dropped;
+        total.tears_past_promise += s.tears_past_promise;
+        total.requests_to_other_leader += s.requests_to_other_leader;
+        total.bit_flips += s.bit_flips;
+        total.disk_losses += s.disk_losses;
     }
-    format!(
-        "sim: seeds {base}..{} ran={} failed={failed} chosen_slots={} acked_writes={} reads={} \
-         failed_requests={} crashes={} power_losses={} persist_failures={} pauses={} \
-         partitions={} messages={} dropped={}",
-        base.wrapping_add(count),
-        reports.len(),
-        total.chosen_slots,
-        total.acknowledged_writes,
-        total.answered_reads,
-        total.failed_requests,
-        total.crashes,
-        total.power_losses,
-        total.persist_failures,
-        total.pauses,
-        total.partitions,
-        total.messages_sent,
-        total.messages_dropped,
-    )
+    total
 }
 
 /// Describes a failing seed: its faults, the violation and the replay command.

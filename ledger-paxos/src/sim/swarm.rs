@@ -12,6 +12,9 @@ pub struct FaultProfile {
     pub replica_count: usize,
     /// Chance a message is lost (0–300 ‰).
     pub loss_permille: u64,
+    /// Chance a message is held up for 0.1–1 s (a delay spike: it arrives long after newer
+    /// messages, carrying stale ballots).
+    pub delay_spike_permille: u64,
     /// Chance a message is delivered twice.
     pub duplicate_permille: u64,
     /// The smallest one-way network delay.
@@ -42,6 +45,9 @@ pub struct FaultProfile {
     pub client_interval_us: u64,
     /// Per client request: chance it is a linearizable read.
     pub read_permille: u64,
+    /// Per fault step: chance to flip one bit at rest on a replica's disk (at most a
+    /// minority of the replicas ever get one).
+    pub bit_flip_permille: u64,
 }
 
 impl FaultProfile {
@@ -54,6 +60,7 @@ impl FaultProfile {
         FaultProfile {
             replica_count: if random.chance(500) { 3 } else { 5 },
             loss_permille: scale(random, 300),
+            delay_spike_permille: scale(random, 20),
             duplicate_permille: scale(random, 100),
             delay_min_us,
             delay_max_us: delay_min_us + random.range(0, 10_000),
@@ -69,6 +76,7 @@ impl FaultProfile {
             fsync_error_permille: scale(random, 5),
             client_interval_us: random.range(2_000, 40_000),
             read_permille: random.range(0, 300),
+            bit_flip_permille: scale(random, 10),
         }
     }
 
@@ -77,6 +85,7 @@ impl FaultProfile {
         FaultProfile {
             replica_count,
             loss_permille: 0,
+            delay_spike_permille: 0,
             duplicate_permille: 0,
             delay_min_us: 500,
             delay_max_us: 2_000,
@@ -92,6 +101,7 @@ impl FaultProfile {
             fsync_error_permille: 0,
             client_interval_us: 10_000,
             read_permille: 100,
+            bit_flip_permille: 0,
         }
     }
 }
@@ -100,11 +110,12 @@ impl fmt::Display for FaultProfile {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             formatter,
-            "replicas={} loss={}‰ dup={}‰ delay={}-{}us fsync={}-{}us partition={}‰{} \
+            "replicas={} loss={}‰ spikes={}‰ dup={}‰ delay={}-{}us fsync={}-{}us partition={}‰{} \
              crash={}‰ restart={}‰ crash_all={}‰ pause={}‰ torn={}‰ fsync_error={}‰ \
-             client_interval={}us reads={}‰",
+             client_interval={}us reads={}‰ bit_flip={}‰",
             self.replica_count,
             self.loss_permille,
+            self.delay_spike_permille,
             self.duplicate_permille,
             self.delay_min_us,
             self.delay_max_us,
@@ -120,6 +131,7 @@ impl fmt::Display for FaultProfile {
             self.fsync_error_permille,
             self.client_interval_us,
             self.read_permille,
+            self.bit_flip_permille,
         )
     }
 }

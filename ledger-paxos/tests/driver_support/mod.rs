@@ -136,7 +136,11 @@ impl Registry {
 
 pub fn open_group(dirs: Vec<PathBuf>, registry: &Registry) -> Group {
     let replica_count = dirs.len();
-    Group::open(dirs, Config::new(0, replica_count), registry.factory()).unwrap()
+    open_group_with(dirs, Config::new(0, replica_count), registry)
+}
+
+pub fn open_group_with(dirs: Vec<PathBuf>, config: Config, registry: &Registry) -> Group {
+    Group::open(dirs, config, registry.factory()).unwrap()
 }
 
 /// Waits until some replica believes it leads.
