@@ -7,6 +7,10 @@
 //!     --accounts 10000 --distribution uniform --seconds 10
 //! ```
 //!
+//! Credit accounts live on the debit account's shard unless `--cross-shard` is given: then both
+//! are drawn independently, so with n shards a fraction (n-1)/n of the transfers crosses shards
+//! and commits by two-phase commit; `--all-cross` puts every credit account on the next shard
+//! after its debit account's, so every transfer crosses shards.
 //! Also `--proposers <k>` (entries in flight per shard), `--capacity <transfers>` (size the
 //! ledger's transfer index up front) and `--no-fsync` (only to see what the disk costs).
 //!
@@ -37,8 +41,21 @@ struct Options {
     zipfian: bool,
     seconds: u64,
     fsync: bool,
+    /// Where credit accounts live relative to their debit accounts.
+    mix: Mix,
     proposers: usize,
     capacity: usize,
+}
+
+/// Where a transfer's credit account lives.
+#[derive(Debug, Clone, Copy)]
+enum Mix {
+    /// On the debit account's shard.
+    SameShard,
+    /// Anywhere (with n shards, (n-1)/n of the transfers cross shards).
+    Uniform,
+    /// On the shard after the debit account's (every transfer crosses, with 2+ shards).
+    AllCross,
 }
 
 fn parse() -> Result<Options, String> {
@@ -51,6 +68,7 @@ fn parse() -> Result<Options, String> {
         zipfian: false,
         seconds: 10,
         fsync: true,
+        mix: Mix::SameShard,
         proposers: 4,
         capacity: 0,
     };
@@ -73,6 +91,8 @@ fn parse() -> Result<Options, String> {
             "--proposers" => options.proposers = number(value()?)? as usize,
             "--capacity" => options.capacity = number(value()?)? as usize,
             "--no-fsync" => options.fsync = false,
+            "--cross-shard" => options.mix = Mix::Uniform,
+            "--all-cross" => options.mix = Mix::AllCross,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -168,9 +188,13 @@ fn client_run(
         batch.clear();
         while batch.len() < options.batch {
             let debit = picker.pick(&mut rng);
-            // The credit account lives on the debit account's shard (no cross-shard transfers).
+            // The credit account lives on the debit account's shard, unless --cross-shard.
             let credit = picker.pick(&mut rng);
-            let credit = credit - credit % shards + debit % shards;
+            let credit = match options.mix {
+                Mix::SameShard => credit - credit % shards + debit % shards,
+                Mix::Uniform => credit,
+                Mix::AllCross => credit - credit % shards + (debit + 1) % shards,
+            };
             if credit == debit || credit >= options.accounts {
                 continue;
             }

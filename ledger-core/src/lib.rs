@@ -53,3 +53,10 @@ pub use invariants::InvariantViolation;
 pub use ledger::{Ledger, MemoryUsage};
 pub use result::{CreateAccountResult, CreateTransferResult};
 pub use transfer::{TRANSFER_SIZE_BYTES, Transfer};
+
+/// The lowest id of the range reserved for the system: account and transfer ids from here up
+/// to `u128::MAX - 1` belong to the cluster (ledger-shard's cross-shard bridge accounts and the
+/// legs of cross-shard transfers). The ledger applies them like any other id; the cluster's
+/// client rejects user events naming them with `IdReservedForSystem`, so users can neither
+/// collide with nor move the cluster's own money.
+pub const SYSTEM_ID_MIN: u128 = 1 << 126;

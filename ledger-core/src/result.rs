@@ -6,7 +6,8 @@
 //! (plus `TimeoutReservedForPendingTransfer`, `ExceedsPendingTransferAmount` and the closed
 //! account rules, in the order given on [`CreateTransferResult`]), any other transfer checks
 //! the rules from `DebitAccountIdMustNotBeZero` to `ExceedsDebits`. Wire codes are the explicit
-//! discriminants and never change meaning.
+//! discriminants and never change meaning. `IdReservedForSystem` comes last and is the
+//! cluster client's check, made before the ledger sees the event.
 
 macro_rules! result_codes {
     (
@@ -100,6 +101,10 @@ result_codes! {
         LedgerMustNotBeZero = 20,
         /// `code` must not be zero.
         CodeMustNotBeZero = 21,
+        /// `id` lies in the range reserved for the system ([`crate::SYSTEM_ID_MIN`] and above):
+        /// the cluster's own accounts (cross-shard bridges) live there. The ledger itself never
+        /// returns this; the cluster's client does, for user events, before submitting them.
+        IdReservedForSystem = 22,
     }
 }
 
@@ -239,6 +244,12 @@ result_codes! {
         PendingTransferAlreadyVoided = 58,
         /// The pending transfer's timeout has passed (at this event's timestamp).
         PendingTransferExpired = 59,
+        /// `id`, `pending_id`, `debit_account_id` or `credit_account_id` lies in the range
+        /// reserved for the system ([`crate::SYSTEM_ID_MIN`] and above, except `u128::MAX`,
+        /// which has its own codes): the cluster's cross-shard legs and bridge accounts live
+        /// there. The ledger itself never returns this; the cluster's client does, for user
+        /// events, before submitting them.
+        IdReservedForSystem = 60,
     }
 }
 
@@ -280,8 +291,8 @@ mod tests {
             assert_eq!(result.code() as usize, index);
             assert_eq!(CreateAccountResult::from_code(result.code()), Some(result));
         }
-        assert_eq!(CreateTransferResult::from_code(60), None);
-        assert_eq!(CreateAccountResult::from_code(22), None);
+        assert_eq!(CreateTransferResult::from_code(61), None);
+        assert_eq!(CreateAccountResult::from_code(23), None);
     }
 
     #[test]
@@ -293,5 +304,9 @@ mod tests {
         assert!(CreateTransferResult::ExceedsCredits.is_transient());
         assert!(!CreateTransferResult::AccountsMustBeDifferent.is_transient());
         assert!(CreateAccountResult::Exists.is_exists());
+        assert!(!CreateTransferResult::IdReservedForSystem.is_transient());
+        assert_eq!(CreateTransferResult::IdReservedForSystem.code(), 60);
+        assert_eq!(CreateAccountResult::IdReservedForSystem.code(), 22);
+        assert!(crate::SYSTEM_ID_MIN.is_power_of_two());
     }
 }

@@ -526,6 +526,8 @@ fn every_transfer_result_code_is_covered() {
     ] {
         covered.insert(result.code());
     }
+    // Returned by the cluster's client, never by the ledger (see system_ids_are_plain_ids).
+    covered.insert(R::IdReservedForSystem.code());
     let all: BTreeSet<u32> = R::ALL.iter().map(|result| result.code()).collect();
     assert_eq!(covered, all);
 }
@@ -856,6 +858,24 @@ fn every_account_result_code() {
         [C::Ok, C::LinkedEventChainOpen]
     );
     covered.extend([C::LinkedEventFailed.code(), C::LinkedEventChainOpen.code()]);
+    // Returned by the cluster's client, never by the ledger (see system_ids_are_plain_ids).
+    covered.insert(C::IdReservedForSystem.code());
     let all: BTreeSet<u32> = C::ALL.iter().map(|result| result.code()).collect();
     assert_eq!(covered, all);
+}
+
+/// The ledger applies ids in the system range like any other id: the range is the cluster
+/// client's rule, so the cluster itself can book its bridge accounts and cross-shard legs.
+#[test]
+fn system_ids_are_plain_ids() {
+    let mut ledger = Ledger::new();
+    let bridge = ledger_core::SYSTEM_ID_MIN + 7;
+    let accounts = [Account::new(bridge, 1, 1), Account::new(3, 1, 1)];
+    assert_eq!(
+        ledger.create_accounts(&accounts, 1),
+        [CreateAccountResult::Ok; 2]
+    );
+    let leg = Transfer::new(ledger_core::SYSTEM_ID_MIN, 3, bridge, 5, 1, 1);
+    assert_eq!(ledger.create_transfers(&[leg], 2), [R::Ok]);
+    assert_eq!(ledger.lookup_accounts(&[bridge])[0].credits_posted, 5);
 }

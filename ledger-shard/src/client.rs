@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver};
 use ledger_core::{
@@ -13,10 +14,14 @@ use ledger_core::{
 use crate::clock;
 use crate::cluster::ClusterInner;
 use crate::config::EVENTS_PER_CALL_MAX;
+use crate::crossshard;
 use crate::error::{Result, ShardError};
 use crate::router::Route;
 use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
+
+/// One shard's share of a call in flight: the caller's event indexes and where the answer comes.
+type Waiting = (Vec<usize>, Receiver<Result<Results>>);
 
 /// A handle for calling the cluster: `Clone + Send + Sync`; every call blocks until its
 /// events are committed on a majority and applied (or fails with a system error).
@@ -43,15 +48,22 @@ impl Client {
     }
 
     /// Creates accounts; one result per account, in order. An account lives on shard
-    /// `id % shards`.
+    /// `id % shards`. An id in the system range ([`ledger_core::SYSTEM_ID_MIN`] and up) answers
+    /// `IdReservedForSystem` (its chain `LinkedEventFailed`) without being submitted.
     ///
     /// # Errors
     ///
     /// System failures only ([`ShardError::NoQuorum`], [`ShardError::Timeout`],
     /// [`ShardError::Shutdown`]), or [`ShardError::InvalidRequest`] for more than 8,190
     /// accounts or a linked chain spanning shards. Retrying the same ids is safe.
+    ///
+    /// # Panics
+    ///
+    /// Only on a bug: every event gets exactly one result.
     pub fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<CreateAccountResult>> {
         check_event_count(accounts.len())?;
+        let (mut preset, submit) = crossshard::plan_accounts(accounts);
+        let accounts: Vec<Account> = submit.iter().map(|&index| accounts[index]).collect();
         let shards: Vec<usize> = accounts
             .iter()
             .map(|account| self.inner.router.shard_of(account.id))
@@ -60,33 +72,70 @@ impl Client {
         let results = self.submit_split(&shards, |indexes| {
             Events::Accounts(indexes.iter().map(|&index| accounts[index]).collect())
         })?;
-        Ok(merge(accounts.len(), results, |results| match results {
+        let results = merge(accounts.len(), results, |results| match results {
             Results::Accounts(results) => results,
             Results::Transfers(_) => Vec::new(),
-        }))
+        });
+        for (index, result) in submit.into_iter().zip(results) {
+            preset[index] = Some(result);
+        }
+        Ok(preset
+            .into_iter()
+            .map(|result| result.expect("every account has its result"))
+            .collect())
     }
 
     /// Creates transfers; one result per transfer, in order. A transfer goes to the shard of
     /// its accounts (the shard of its pending transfer for a post or void naming no account).
     ///
-    /// Cross-shard transfers are not supported yet: if any transfer's two accounts live on
-    /// different shards, the whole call fails with [`ShardError::CrossShard`] before anything is
-    /// submitted, so no transfer is ever half-applied.
+    /// A transfer whose accounts live on two shards commits by two-phase commit across the two
+    /// shards' Paxos groups (see `docs/crossshard.md`): its result is known once the debit
+    /// shard has logged the decision durably, and it is as atomic and idempotent as any other
+    /// (I3, I10). Events naming an id in the system range ([`ledger_core::SYSTEM_ID_MIN`] and
+    /// up) answer `IdReservedForSystem` (their chain `LinkedEventFailed`) without submission.
     ///
     /// # Errors
     ///
-    /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`].
+    /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
+    /// transfer that is linked, in a chain, or not plain (pending, post, void, balancing,
+    /// closing): those are not supported across shards yet, and nothing of the call is
+    /// submitted.
+    ///
+    /// # Panics
+    ///
+    /// Only on a bug: every event gets exactly one result.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         check_event_count(transfers.len())?;
-        let shards = self.route_transfers(transfers)?;
-        check_chains(&shards, |index| transfers[index].flags.linked())?;
-        let results = self.submit_split(&shards, |indexes| {
-            Events::Transfers(indexes.iter().map(|&index| transfers[index]).collect())
+        let plan = crossshard::plan_transfers(self.inner.router, transfers)?;
+        let local: Vec<Transfer> = plan.local.iter().map(|&index| transfers[index]).collect();
+        let shards = self.route_transfers(&local)?;
+        check_chains(&shards, |index| local[index].flags.linked())?;
+        let deadline = clock::now() + self.inner.config.request_timeout;
+        let waiting = self.send_split(&shards, deadline, |indexes| {
+            Events::Transfers(indexes.iter().map(|&index| local[index]).collect())
         })?;
-        Ok(merge(transfers.len(), results, |results| match results {
+        let cross: Vec<Transfer> = plan.cross.iter().map(|&index| transfers[index]).collect();
+        let cross_results = if cross.is_empty() {
+            Vec::new()
+        } else {
+            crossshard::execute(&self.inner, &cross, deadline)?
+        };
+        let parts = self.wait_split(waiting)?;
+        let local_results = merge(local.len(), parts, |results| match results {
             Results::Transfers(results) => results,
             Results::Accounts(_) => Vec::new(),
-        }))
+        });
+        let mut results = plan.preset;
+        for (index, result) in plan.local.into_iter().zip(local_results) {
+            results[index] = Some(result);
+        }
+        for (index, result) in plan.cross.into_iter().zip(cross_results) {
+            results[index] = Some(result);
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| result.expect("every transfer has its result"))
+            .collect())
     }
 
     /// The accounts with these ids that exist, in request order (linearizable, I9).
@@ -113,6 +162,7 @@ impl Client {
 
     /// The transfers with these ids that exist, in request order (linearizable, I9). A
     /// transfer lives on its accounts' shard, which its id does not tell: every shard is asked.
+    /// A cross-shard transfer is found once committed, rebuilt from its two legs.
     ///
     /// # Errors
     ///
@@ -135,6 +185,19 @@ impl Client {
                 _ => Err(unexpected_reply(shard)),
             },
         )?;
+        let missing: Vec<u128> = ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains_key(id))
+            .collect();
+        if shard_count > 1 && !missing.is_empty() {
+            let deadline = clock::now() + self.inner.config.request_timeout;
+            found.extend(crossshard::lookup_committed(
+                &self.inner,
+                &missing,
+                deadline,
+            )?);
+        }
         Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
     }
 
@@ -201,11 +264,22 @@ impl Client {
         shards: &[usize],
         events: impl Fn(&[usize]) -> Events,
     ) -> Result<Vec<(Vec<usize>, Results)>> {
+        let deadline = clock::now() + self.inner.config.request_timeout;
+        let waiting = self.send_split(shards, deadline, events)?;
+        self.wait_split(waiting)
+    }
+
+    /// Submits each shard's share of a call; returns what to wait for.
+    fn send_split(
+        &self,
+        shards: &[usize],
+        deadline: Instant,
+        events: impl Fn(&[usize]) -> Events,
+    ) -> Result<Vec<Waiting>> {
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.inner.shards.len()];
         for (index, &shard) in shards.iter().enumerate() {
             by_shard[shard].push(index);
         }
-        let deadline = clock::now() + self.inner.config.request_timeout;
         let mut waiting = Vec::new();
         for (shard, indexes) in by_shard.into_iter().enumerate() {
             if indexes.is_empty() {
@@ -220,6 +294,11 @@ impl Client {
             self.send(shard, submission)?;
             waiting.push((indexes, receiver));
         }
+        Ok(waiting)
+    }
+
+    /// Waits for the answers of [`Client::send_split`].
+    fn wait_split(&self, waiting: Vec<Waiting>) -> Result<Vec<(Vec<usize>, Results)>> {
         waiting
             .into_iter()
             .map(|(indexes, receiver)| Ok((indexes, self.wait(&receiver)?)))

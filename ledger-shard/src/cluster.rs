@@ -20,6 +20,7 @@ use crate::backend::{Backend, GroupBackend};
 use crate::client::Client;
 use crate::clock;
 use crate::config::ClusterConfig;
+use crate::crossshard::{self, CrossShard, CrossShardStep};
 use crate::error::{Result, ShardError};
 use crate::machine::{LedgerMachine, MachineProbe};
 use crate::router::Router;
@@ -65,6 +66,10 @@ pub(crate) struct ClusterInner {
     pub(crate) shards: Vec<ShardHandle>,
     pub(crate) shutdown: Receiver<()>,
     shutdown_sender: Mutex<Option<Sender<()>>>,
+    /// Cross-shard state: known bridge accounts, test stop points.
+    pub(crate) crossshard: CrossShard,
+    /// The cross-shard resolver and finisher threads (I10).
+    resolver: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running cluster. Dropping it without [`Cluster::shutdown`] also stops it.
@@ -118,10 +123,14 @@ impl Cluster {
             shards,
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
+            crossshard: CrossShard::default(),
+            resolver: Mutex::new(Vec::new()),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        if inner.config.shard_count > 1 {
+            start_resolver(&inner)?;
+        }
+        Ok(Self { inner })
     }
 
     /// A client: cheap to clone, `Send + Sync`, blocking calls.
@@ -263,6 +272,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// For tests of the cross-shard protocol: every cross-shard call stops driving its transfers
+    /// after `step` and fails with [`ShardError::Timeout`], as if the calling process had died
+    /// there; the cluster's resolver then finishes them. `None` restores normal operation.
+    pub fn stop_cross_shard_after(&self, step: Option<CrossShardStep>) {
+        self.inner.crossshard.set_stop_after(step);
+    }
+
+    /// The number of cross-shard legs not resolved yet, summed over shards (each shard counted
+    /// by its running replica that has applied the most). Zero once every cross-shard
+    /// transfer has ended on both sides: the bridge accounts then net to zero (I1, I10).
+    pub fn unresolved_cross_shard_legs(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|handle| {
+                let registry = handle.registry.lock();
+                registry
+                    .probes
+                    .iter()
+                    .zip(&registry.running)
+                    .filter_map(|(probe, &running)| probe.as_ref().filter(|_| running))
+                    .max_by_key(|probe| probe.digest().0)
+                    .map_or(0, MachineProbe::unresolved_leg_count)
+            })
+            .sum()
+    }
+
     /// Stops the cluster: calls in flight and later calls answer [`ShardError::Shutdown`]
     /// (their events may or may not have committed; reopening and retrying the same ids tells).
     /// Every replica stops; what was acknowledged is durable (I2).
@@ -288,6 +324,9 @@ impl ClusterInner {
         };
         drop(shutdown_sender);
         let mut panicked = false;
+        for thread in self.resolver.lock().drain(..) {
+            panicked |= thread.join().is_err();
+        }
         for handle in &self.shards {
             for worker in handle.workers.lock().drain(..) {
                 panicked |= worker.join().is_err();
@@ -481,11 +520,31 @@ impl Cluster {
             shards,
             shutdown,
             shutdown_sender: Mutex::new(Some(shutdown_sender)),
+            crossshard: CrossShard::default(),
+            resolver: Mutex::new(Vec::new()),
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
+}
+
+/// Starts the cross-shard resolver and finisher threads, which hold the cluster until
+/// [`ClusterInner::stop`].
+fn start_resolver(inner: &Arc<ClusterInner>) -> Result<()> {
+    let resolver_inner = Arc::clone(inner);
+    let resolver = std::thread::Builder::new()
+        .name("crossshard-resolver".into())
+        .spawn(move || crossshard::resolver_run(&resolver_inner))
+        .map_err(ShardError::Io)?;
+    inner.resolver.lock().push(resolver);
+    let finisher_inner = Arc::clone(inner);
+    let finisher = std::thread::Builder::new()
+        .name("crossshard-finisher".into())
+        .spawn(move || crossshard::finisher_run(&finisher_inner))
+        .map_err(ShardError::Io)?;
+    inner.resolver.lock().push(finisher);
+    Ok(())
 }
 
 #[cfg(test)]

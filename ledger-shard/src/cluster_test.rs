@@ -114,10 +114,12 @@ fn cross_shard_transfer_is_rejected_before_anything_is_submitted() {
         .iter()
         .map(|l| l.proposals.load(Ordering::SeqCst))
         .collect();
-    let batch = [
-        Transfer::new(10, 2, 4, 1, 1, 1),
-        Transfer::new(11, 1, 2, 1, 1, 1),
-    ];
+    // A plain cross-shard transfer commits by two-phase commit; a pending one is not built yet.
+    let pending_across = Transfer {
+        flags: TransferFlags::PENDING,
+        ..Transfer::new(11, 1, 2, 1, 1, 1)
+    };
+    let batch = [Transfer::new(10, 2, 4, 1, 1, 1), pending_across];
     let error = client.create_transfers(&batch).unwrap_err();
     assert!(matches!(
         error,

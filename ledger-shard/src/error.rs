@@ -52,12 +52,15 @@ pub enum ShardError {
         /// What is wrong.
         reason: String,
     },
-    /// The transfer at `index` has its two accounts on different shards. Cross-shard transfers
-    /// (two-phase commit across Paxos groups) are not built yet, so the whole call is rejected
-    /// before anything is submitted: no transfer of the call was applied, none half-applied.
+    /// The event at `index` spans shards in a way not supported yet: a cross-shard transfer
+    /// that is pending, a post or void, balancing or closing, or linked, or a linked chain
+    /// whose events live on different shards (plain cross-shard transfers are supported, by
+    /// two-phase commit). The whole call is rejected before anything is submitted: no event of
+    /// the call was applied, none half-applied.
     #[error(
-        "transfer {index} crosses shards (debit on shard {debit_shard}, credit on shard \
-         {credit_shard}); cross-shard transfers are not supported yet, nothing was submitted"
+        "event {index} spans shards (debit on shard {debit_shard}, credit on shard \
+         {credit_shard}) in a way not supported yet (pending, post/void, balancing, closing or \
+         linked); nothing was submitted"
     )]
     CrossShard {
         /// The index of the offending event in the caller's batch.

@@ -20,11 +20,12 @@ use ledger_core::{Command, Ledger};
 use ledger_paxos::{PaxosError, StateMachine};
 use parking_lot::Mutex;
 
+use crate::crossshard::LegIndex;
 use crate::reply_cache::{Reader, ReplyCache};
 use crate::wire::{self, Read, ReplyStatus};
 
-/// The version of the adapter's snapshot layout.
-const SNAPSHOT_VERSION: u8 = 1;
+/// The version of the adapter's snapshot layout (2: with the cross-shard leg index).
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// The replicated state of one replica: the ledger, the recent replies, the applied slot.
 #[derive(Debug, Default)]
@@ -32,6 +33,8 @@ struct MachineState {
     ledger: Ledger,
     replies: ReplyCache,
     applied_slot: u64,
+    /// Cross-shard legs not resolved yet (derived from the ledger's results, I10).
+    legs: LegIndex,
 }
 
 /// The ledger state machine of one replica.
@@ -92,6 +95,11 @@ impl MachineProbe {
             .map_err(|violation| format!("{violation:?}"))
     }
 
+    /// How many cross-shard legs this replica holds unresolved.
+    pub fn unresolved_leg_count(&self) -> usize {
+        self.state.lock().legs.len()
+    }
+
     /// Runs `f` on the replica's ledger (for tests and examples).
     pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
         f(&self.state.lock().ledger)
@@ -117,6 +125,11 @@ impl StateMachine for LedgerMachine {
             return wire::encode_reply(ReplyStatus::Malformed, &[]);
         };
         let reply = state.ledger.apply(&command, timestamp);
+        if let (Command::CreateTransfers(transfers), ledger_core::Reply::CreateTransfers(results)) =
+            (&command, &reply)
+        {
+            state.legs.observe(transfers, results);
+        }
         let mut reply_bytes = Vec::new();
         reply.encode(&mut reply_bytes);
         let reply_bytes = Bytes::from(reply_bytes);
@@ -133,6 +146,7 @@ impl StateMachine for LedgerMachine {
         };
         let reply = match read {
             Read::Digest => return wire::encode_digest(state.applied_slot, ledger.digest()),
+            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved()),
             Read::Ledger(query) => ledger.query(&query),
         };
         wire::encode_query_reply(&reply)
@@ -146,6 +160,7 @@ impl StateMachine for LedgerMachine {
         out.extend_from_slice(&state.applied_slot.to_le_bytes());
         out.extend_from_slice(&(ledger.len() as u64).to_le_bytes());
         out.extend_from_slice(&ledger);
+        state.legs.encode(&mut out);
         state.replies.encode(&mut out);
         out
     }
@@ -167,11 +182,13 @@ fn decode_snapshot(bytes: &[u8]) -> Option<MachineState> {
     let applied_slot = reader.u64()?;
     let ledger_size_bytes = usize::try_from(reader.u64()?).ok()?;
     let ledger = Ledger::decode_snapshot(reader.take(ledger_size_bytes)?).ok()?;
+    let legs = LegIndex::decode(&mut reader)?;
     let replies = ReplyCache::decode(reader.rest())?;
     Some(MachineState {
         ledger,
         replies,
         applied_slot,
+        legs,
     })
 }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! command entry  = version u8 | nonce u128 | ledger_core::Command bytes
 //! command reply  = status u8 | ledger_core::Reply bytes         (status: applied / replayed)
-//! read           = 1 | ledger_core::Query bytes,  or  2         (a digest)
+//! read           = 1 | ledger_core::Query bytes,  or  2 (a digest),  or  3 (unresolved legs)
 //! read reply     = ledger_core::QueryReply bytes,  or  slot u64 | digest u64
 //! ```
 //!
@@ -82,10 +82,13 @@ pub enum Read {
     Ledger(Query),
     /// The applied slot and the state digest of the replica that answers.
     Digest,
+    /// The cross-shard legs the shard holds unresolved (for the resolver).
+    Unresolved,
 }
 
 const READ_LEDGER: u8 = 1;
 const READ_DIGEST: u8 = 2;
+const READ_UNRESOLVED: u8 = 3;
 
 impl Read {
     /// Encodes the read.
@@ -97,6 +100,7 @@ impl Read {
                 query.encode(&mut out);
             }
             Self::Digest => out.push(READ_DIGEST),
+            Self::Unresolved => out.push(READ_UNRESOLVED),
         }
         Bytes::from(out)
     }
@@ -107,6 +111,7 @@ impl Read {
         match kind {
             READ_LEDGER => Query::decode(body).ok().map(Self::Ledger),
             READ_DIGEST if body.is_empty() => Some(Self::Digest),
+            READ_UNRESOLVED if body.is_empty() => Some(Self::Unresolved),
             _ => None,
         }
     }

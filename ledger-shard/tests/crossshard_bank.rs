@@ -1,0 +1,281 @@
+//! The bank workload across 4 shards under crashes: 16 threads move money between accounts
+//! drawn uniformly among 100 that forbid overdraft (three quarters of the transfers cross
+//! shards, committed by two-phase commit) while another thread crashes and restarts a random
+//! replica of a random shard (its leader half the time) every second. Afterwards, once every
+//! cross-shard leg is resolved, every acknowledged transfer is present exactly once (I2, I3,
+//! I10), money is conserved across shards (I1), no balance is negative (I7), and every replica
+//! holds the same state (I5); the same holds after the cluster reopens.
+//!
+//! `BANK_SHARDS` picks the shard count (default 4).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a workload test paces itself by the wall clock"
+)]
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ledger_core::{Account, AccountFlags, CreateTransferResult, Transfer};
+use ledger_shard::{Client, Cluster, ClusterConfig};
+
+const THREADS: u64 = 16;
+const ACCOUNTS: u128 = 100;
+const FUNDING_ID: u128 = 1_000_000;
+const INITIAL_BALANCE: u128 = 1_000;
+const RUN: Duration = Duration::from_secs(10);
+
+/// A small deterministic generator (xorshift64*), seeded per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn shard_count() -> usize {
+    std::env::var("BANK_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4)
+}
+
+/// Opens the accounts and funds each from a funding account of its own shard.
+fn setup(client: &Client, shards: usize) {
+    assert_eq!(
+        FUNDING_ID % shards as u128,
+        0,
+        "use a shard count dividing {FUNDING_ID}"
+    );
+    let mut accounts: Vec<Account> = (1..=ACCOUNTS)
+        .map(|id| {
+            let mut account = Account::new(id, 1, 1);
+            account.flags = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+            account
+        })
+        .collect();
+    accounts.extend((0..shards as u128).map(|s| Account::new(FUNDING_ID + s, 1, 1)));
+    assert!(
+        client
+            .create_accounts(&accounts)
+            .unwrap()
+            .iter()
+            .all(|r| r.is_ok())
+    );
+    let funding: Vec<Transfer> = (1..=ACCOUNTS)
+        .map(|id| {
+            // FUNDING_ID is a multiple of the shard count, so funder lives on id's shard.
+            let funder = FUNDING_ID + id % shards as u128;
+            Transfer::new(id, funder, id, INITIAL_BALANCE, 1, 1)
+        })
+        .collect();
+    let results = client.create_transfers(&funding).unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+}
+
+/// Submits one transfer until its fate is known: retries the same id after a system error.
+/// Only such a retry may answer `Exists`: inside one call, a failover retry of an entry that
+/// had committed answers its original result (I3).
+fn submit(client: &Client, transfer: Transfer) -> CreateTransferResult {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut first_attempt = true;
+    loop {
+        match client.create_transfers(&[transfer]) {
+            Ok(results) => {
+                assert!(
+                    !first_attempt || !results[0].is_exists(),
+                    "a fresh id answered Exists"
+                );
+                return results[0];
+            }
+            Err(error) => {
+                assert!(error.is_transient(), "unexpected system error: {error}");
+                assert!(Instant::now() < give_up, "no progress for 60 s: {error}");
+            }
+        }
+        first_attempt = false;
+    }
+}
+
+/// One worker: random transfers between two accounts anywhere; returns the fate of each.
+fn worker(client: &Client, thread: u64, stop: &AtomicBool) -> Vec<(Transfer, bool)> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (thread + 1));
+    let mut fates = Vec::new();
+    let mut sequence = 0u128;
+    while !stop.load(Ordering::Relaxed) {
+        let debit = 1 + u128::from(rng.below(ACCOUNTS as u64));
+        let credit = 1 + u128::from(rng.below(ACCOUNTS as u64));
+        if credit == debit {
+            continue;
+        }
+        sequence += 1;
+        let id = (u128::from(thread + 1) << 64) | sequence;
+        let amount = 1 + u128::from(rng.below(200));
+        let transfer = Transfer::new(id, debit, credit, amount, 1, 1);
+        let result = submit(client, transfer);
+        let applied = result.is_ok() || result.is_exists();
+        // IdAlreadyFailed: a retry after a system error of a transfer that had failed (or
+        // was aborted by the resolver after its caller gave up): not applied either way.
+        assert!(
+            applied
+                || result == CreateTransferResult::ExceedsCredits
+                || result == CreateTransferResult::IdAlreadyFailed,
+            "{result:?}"
+        );
+        fates.push((transfer, applied));
+    }
+    fates
+}
+
+/// Crashes a random replica (the leader half the time) each second and restarts it.
+fn chaos(cluster: &Cluster, shards: usize, stop: &AtomicBool) -> usize {
+    let mut rng = Rng(42);
+    let mut crashes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(700));
+        let shard = rng.below(shards as u64) as usize;
+        let replica = match cluster.leader(shard) {
+            Some(leader) if rng.below(2) == 0 => leader,
+            _ => rng.below(cluster.config().replica_count() as u64) as usize,
+        };
+        cluster.crash_replica(shard, replica).unwrap();
+        crashes += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.restart_replica(shard, replica).unwrap();
+    }
+    crashes
+}
+
+fn check(client: &Client, cluster: &Cluster, fates: &[(Transfer, bool)], shards: usize) {
+    // A linearizable read of every shard, then every cross-shard leg resolved (I10).
+    let funders: Vec<u128> = (0..shards as u128).map(|s| FUNDING_ID + s).collect();
+    client.lookup_accounts(&funders).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while cluster.unresolved_cross_shard_legs() > 0 {
+        assert!(Instant::now() < give_up, "cross-shard legs stay unresolved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut expected: HashMap<u128, (u128, u128)> = HashMap::new();
+    for (transfer, _) in fates.iter().filter(|(_, applied)| *applied) {
+        expected.entry(transfer.debit_account_id).or_default().0 += transfer.amount;
+        expected.entry(transfer.credit_account_id).or_default().1 += transfer.amount;
+    }
+    for chunk in fates.chunks(4_000) {
+        let ids: Vec<u128> = chunk.iter().map(|(transfer, _)| transfer.id).collect();
+        let found: HashMap<u128, Transfer> = client
+            .lookup_transfers(&ids)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect();
+        for (transfer, applied) in chunk {
+            assert_eq!(
+                found.contains_key(&transfer.id),
+                *applied,
+                "transfer {}",
+                transfer.id
+            );
+        }
+    }
+    let ids: Vec<u128> = (1..=ACCOUNTS)
+        .chain((0..shards as u128).map(|s| FUNDING_ID + s))
+        .collect();
+    let accounts = client.lookup_accounts(&ids).unwrap();
+    let (mut debits, mut credits, mut customer_money) = (0u128, 0u128, 0i128);
+    for account in &accounts {
+        debits += account.debits_posted;
+        credits += account.credits_posted;
+        if account.id <= ACCOUNTS {
+            let (moved_out, moved_in) = expected.get(&account.id).copied().unwrap_or_default();
+            // Exactly once: the posted totals are the sums of the acknowledged transfers.
+            assert_eq!(account.debits_posted, moved_out, "account {}", account.id);
+            assert_eq!(
+                account.credits_posted,
+                moved_in + INITIAL_BALANCE,
+                "account {}",
+                account.id
+            );
+            assert!(
+                account.credits_posted >= account.debits_posted,
+                "overdraft {}",
+                account.id
+            );
+            customer_money += account.balance_posted();
+        }
+    }
+    assert_eq!(debits, credits, "money conserved (I1)");
+    assert_eq!(
+        customer_money,
+        i128::try_from(ACCOUNTS * INITIAL_BALANCE).unwrap()
+    );
+    cluster
+        .wait_replicas_identical(Duration::from_secs(30))
+        .unwrap();
+    cluster.check_invariants().unwrap();
+}
+
+#[test]
+fn cross_shard_bank_workload_survives_replica_crashes() {
+    let shards = shard_count();
+    let dir = std::env::temp_dir().join(format!("ledger-xshard-bank-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = ClusterConfig::new(&dir).replicas(3).shards(shards);
+    let cluster = Cluster::open(config.clone()).unwrap();
+    let client = cluster.client();
+    setup(&client, shards);
+    let stop = AtomicBool::new(false);
+    let (fates, crashes) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                scope.spawn({
+                    let (client, stop) = (&client, &stop);
+                    move || worker(client, thread, stop)
+                })
+            })
+            .collect();
+        let chaos = scope.spawn(|| chaos(&cluster, shards, &stop));
+        std::thread::sleep(RUN);
+        stop.store(true, Ordering::Relaxed);
+        let fates: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (fates, chaos.join().unwrap())
+    });
+    let applied = fates.iter().filter(|(_, applied)| *applied).count();
+    let crossing = fates
+        .iter()
+        .filter(|(t, _)| {
+            t.debit_account_id % shards as u128 != t.credit_account_id % shards as u128
+        })
+        .count();
+    println!(
+        "{} transfers, {crossing} across shards, {applied} applied, {crashes} crashes",
+        fates.len()
+    );
+    assert!(2 * crossing >= fates.len(), "at least half cross shards");
+    assert!(crashes >= 5, "the chaos thread ran");
+    assert!(
+        applied > 100,
+        "the workload made progress through the crashes"
+    );
+    check(&client, &cluster, &fates, shards);
+    // A genuine duplicate says Exists, never Ok.
+    let (transfer, _) = fates.iter().find(|(_, applied)| *applied).unwrap();
+    assert!(client.create_transfers(&[*transfer]).unwrap()[0].is_exists());
+    cluster.shutdown().unwrap();
+    // Reopening recovers every acknowledged transfer (I2).
+    let cluster = Cluster::open(config).unwrap();
+    check(&cluster.client(), &cluster, &fates, shards);
+    cluster.shutdown().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
