@@ -34,7 +34,13 @@ impl<S: StateMachine> Replica<S> {
         self.leader = None;
         self.leader_hint = None;
         self.reset_election_timer();
-        let commit_slot = self.commit_slot;
+        self.candidate_send_prepare();
+        self.candidate_maybe_self_promise();
+    }
+
+    /// Sends `Prepare` for the current ballot, from the current commit slot, to every peer.
+    fn candidate_send_prepare(&mut self) {
+        let (ballot, commit_slot) = (self.ballot, self.commit_slot);
         for peer in self.peers() {
             self.send_now(
                 peer,
@@ -44,7 +50,6 @@ impl<S: StateMachine> Replica<S> {
                 },
             );
         }
-        self.candidate_maybe_self_promise();
     }
 
     /// Promises the own ballot once the others' promises make a majority with it; the own
@@ -185,17 +190,7 @@ impl<S: StateMachine> Replica<S> {
         let me = 1 << self.id();
         let candidate = self.candidate.as_mut().expect("only a candidate prepares");
         candidate.promises &= me;
-        let ballot = self.ballot;
-        let commit_slot = self.commit_slot;
-        for peer in self.peers() {
-            self.send_now(
-                peer,
-                Message::Prepare {
-                    ballot,
-                    commit_slot,
-                },
-            );
-        }
+        self.candidate_send_prepare();
     }
 
     /// Phase 1 won: re-propose the highest-ballot value of every slot from the commit slot up,
