@@ -8,7 +8,9 @@ use crate::ledger::{
     AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, StoredTransfer,
     TransferMeta, Undo, pending_deadline, release_pending,
 };
-use crate::{AccountBalance, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
+use crate::{
+    AccountBalance, AccountFlags, CreateTransferResult, SYSTEM_ID_MIN, Transfer, TransferFlags,
+};
 
 use CreateTransferResult as R;
 
@@ -233,7 +235,9 @@ impl Ledger {
             .account_index_of(pending.credit_account_id)
             .expect("pending accounts exist");
         let post = transfer.flags.post_pending_transfer();
-        if post {
+        // A post with a system id applies a decision the cluster took while the accounts were
+        // open (a cross-shard commit): it must land even if an account closed since.
+        if post && transfer.id < SYSTEM_ID_MIN {
             let debit = self.accounts.get(debit_index as usize);
             let credit = self.accounts.get(credit_index as usize);
             if debit.flags.closed() && !pending.flags.closing_debit() {

@@ -3,7 +3,7 @@
 
 use ledger_core::{
     Account, AccountFilter, AccountFilterFlags, AccountFlags, Command, CreateTransferResult as R,
-    Ledger, Reply, Transfer, TransferFlags,
+    Ledger, Reply, SYSTEM_ID_MIN, Transfer, TransferFlags,
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -159,6 +159,37 @@ fn posting_the_closing_transfer_keeps_the_account_closed() {
         apply(&mut ledger, &[Transfer::new(12, 1, 2, 1, 1, 1)]),
         [R::DebitAccountAlreadyClosed]
     );
+}
+
+#[test]
+fn a_system_post_lands_in_a_closed_account() {
+    let mut ledger = ledger_with(&[plain(1), plain(2), plain(3)]);
+    // 1 → 2 pending; then 2 is closed by another pending transfer.
+    let system_post_id = SYSTEM_ID_MIN + 7;
+    let closing = Transfer {
+        flags: TransferFlags::PENDING | TransferFlags::CLOSING_CREDIT,
+        ..pending(11, 3, 2, 1)
+    };
+    assert_eq!(
+        apply(&mut ledger, &[pending(10, 1, 2, 5), closing]),
+        [R::Ok, R::Ok]
+    );
+    // A user's post is refused; a post with a system id (a decision taken while the account
+    // was open) lands.
+    let user_post = resolve(12, 10, TransferFlags::POST_PENDING_TRANSFER, u128::MAX);
+    let system_post = resolve(
+        system_post_id,
+        10,
+        TransferFlags::POST_PENDING_TRANSFER,
+        u128::MAX,
+    );
+    assert_eq!(
+        apply(&mut ledger, &[user_post, system_post]),
+        [R::CreditAccountAlreadyClosed, R::Ok]
+    );
+    let account = ledger.lookup_accounts(&[2])[0];
+    assert_eq!((account.credits_posted, account.credits_pending), (5, 1));
+    assert!(account.flags.closed());
 }
 
 #[test]
