@@ -107,10 +107,43 @@ impl Client {
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         check_event_count(transfers.len())?;
         let plan = crossshard::plan_transfers(self.inner.router, transfers)?;
-        let local: Vec<Transfer> = plan.local.iter().map(|&index| transfers[index]).collect();
-        let shards = self.route_transfers(&local)?;
-        check_chains(&shards, |index| local[index].flags.linked())?;
         let deadline = clock::now() + self.inner.config.request_timeout;
+        // Posts and voids whose pending transfer may live across shards are located first.
+        let mut located: Vec<(usize, Option<usize>, Transfer)> = plan
+            .local
+            .iter()
+            .map(|&index| (index, None, transfers[index]))
+            .collect();
+        let mut cross_posts = Vec::new();
+        let mut cross_post_indexes = Vec::new();
+        if !plan.posts.is_empty() {
+            let posts: Vec<Transfer> = plan.posts.iter().map(|&index| transfers[index]).collect();
+            let places = crossshard::locate_posts(&self.inner, &posts, deadline)?;
+            for (&index, place) in plan.posts.iter().zip(places) {
+                match place {
+                    crossshard::Located::Local { shard, event } => {
+                        located.push((index, Some(shard), event));
+                    }
+                    crossshard::Located::Cross(post) => {
+                        check_not_in_chain(transfers, index, post.shards())?;
+                        cross_post_indexes.push(index);
+                        cross_posts.push(post);
+                    }
+                }
+            }
+            located.sort_unstable_by_key(|(index, _, _)| *index);
+        }
+        let local_indexes: Vec<usize> = located.iter().map(|(index, _, _)| *index).collect();
+        let local: Vec<Transfer> = located.iter().map(|(_, _, event)| *event).collect();
+        let shards = located
+            .iter()
+            .enumerate()
+            .map(|(position, (_, shard, event))| match shard {
+                Some(shard) => Ok(*shard),
+                None => self.route_transfer(position, event),
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        check_chains(&shards, |index| local[index].flags.linked())?;
         let waiting = self.send_split(&shards, deadline, |indexes| {
             Events::Transfers(indexes.iter().map(|&index| local[index]).collect())
         })?;
@@ -120,16 +153,24 @@ impl Client {
         } else {
             crossshard::execute(&self.inner, &cross, deadline)?
         };
+        let cross_post_results = if cross_posts.is_empty() {
+            Vec::new()
+        } else {
+            crossshard::execute_posts(&self.inner, &cross_posts, deadline)?
+        };
         let parts = self.wait_split(waiting)?;
         let local_results = merge(local.len(), parts, |results| match results {
             Results::Transfers(results) => results,
             Results::Accounts(_) => Vec::new(),
         });
         let mut results = plan.preset;
-        for (index, result) in plan.local.into_iter().zip(local_results) {
+        for (index, result) in local_indexes.into_iter().zip(local_results) {
             results[index] = Some(result);
         }
         for (index, result) in plan.cross.into_iter().zip(cross_results) {
+            results[index] = Some(result);
+        }
+        for (index, result) in cross_post_indexes.into_iter().zip(cross_post_results) {
             results[index] = Some(result);
         }
         Ok(results
@@ -190,13 +231,16 @@ impl Client {
             .copied()
             .filter(|id| !found.contains_key(id))
             .collect();
-        if shard_count > 1 && !missing.is_empty() {
+        if shard_count > 1 {
             let deadline = clock::now() + self.inner.config.request_timeout;
-            found.extend(crossshard::lookup_committed(
-                &self.inner,
-                &missing,
-                deadline,
-            )?);
+            crossshard::present_posts(&self.inner, &mut found, deadline)?;
+            if !missing.is_empty() {
+                found.extend(crossshard::lookup_committed(
+                    &self.inner,
+                    &missing,
+                    deadline,
+                )?);
+            }
         }
         Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
     }
@@ -228,34 +272,21 @@ impl Client {
         }
     }
 
-    /// The shard of each transfer; fails on a cross-shard transfer.
-    fn route_transfers(&self, transfers: &[Transfer]) -> Result<Vec<usize>> {
-        let router = self.inner.router;
-        transfers
-            .iter()
-            .enumerate()
-            .map(|(index, transfer)| match router.route(transfer) {
-                Route::Shard(shard) => Ok(shard),
-                Route::Cross {
-                    debit_shard,
-                    credit_shard,
-                } => Err(ShardError::CrossShard {
-                    index,
-                    debit_shard,
-                    credit_shard,
-                }),
-                Route::Unknown => self.locate_pending(transfer.pending_id),
-            })
-            .collect()
-    }
-
-    /// The shard holding a pending transfer (shard 0, which rejects it, if none does).
-    fn locate_pending(&self, pending_id: u128) -> Result<usize> {
-        let found = self.lookup_transfers(&[pending_id])?;
-        Ok(found.first().map_or(0, |pending| {
-            let account = pending.debit_account_id.max(pending.credit_account_id);
-            self.inner.router.shard_of(account)
-        }))
+    /// The shard of a transfer at `index` of the local events (a transfer naming no account
+    /// goes to shard 0, which rejects it); fails on a cross-shard transfer.
+    fn route_transfer(&self, index: usize, transfer: &Transfer) -> Result<usize> {
+        match self.inner.router.route(transfer) {
+            Route::Shard(shard) => Ok(shard),
+            Route::Cross {
+                debit_shard,
+                credit_shard,
+            } => Err(ShardError::CrossShard {
+                index,
+                debit_shard,
+                credit_shard,
+            }),
+            Route::Unknown => Ok(0),
+        }
     }
 
     /// Submits each shard's share of a call, then waits for all of them.
@@ -375,6 +406,27 @@ fn check_chains(shards: &[usize], linked: impl Fn(usize) -> bool) -> Result<()> 
             });
         }
         chain_shard = linked(index).then_some(shard);
+    }
+    Ok(())
+}
+
+/// Rejects a post or void of a cross-shard pending transfer inside a linked chain (not built:
+/// the chain would span shards).
+fn check_not_in_chain(
+    transfers: &[Transfer],
+    index: usize,
+    (debit_shard, credit_shard): (usize, usize),
+) -> Result<()> {
+    let linked = transfers[index].flags.linked()
+        || index
+            .checked_sub(1)
+            .is_some_and(|previous| transfers[previous].flags.linked());
+    if linked {
+        return Err(ShardError::CrossShard {
+            index,
+            debit_shard,
+            credit_shard,
+        });
     }
     Ok(())
 }

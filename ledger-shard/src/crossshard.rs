@@ -62,6 +62,10 @@ pub const RESOLVER_INTERVAL: Duration = Duration::from_millis(500);
 /// enough that live callers, whose steps take well under a second, rarely see it helping.
 pub const RESOLVER_VOTE_AGE: Duration = Duration::from_secs(2);
 
+/// `x(t)`: on the participant, the post or void of `leg(t)` that applies a user's post or void
+/// of the cross-shard pending transfer `t`; on the coordinator, the acknowledgement that it did.
+pub const APPLIED_ID_MIN: u128 = RESOLUTION_ID_MIN + SYSTEM_ID_MIN;
+
 /// The leg id of user transfer `t` (`t` below [`SYSTEM_ID_MIN`]).
 pub fn leg_id(t: u128) -> u128 {
     debug_assert!(t < SYSTEM_ID_MIN);
@@ -72,6 +76,17 @@ pub fn leg_id(t: u128) -> u128 {
 pub fn resolution_id(t: u128) -> u128 {
     debug_assert!(t < SYSTEM_ID_MIN);
     RESOLUTION_ID_MIN + t
+}
+
+/// `x(t)` of user transfer `t`: defined for `t` below `SYSTEM_ID_MIN - 1` (`x(2^126 - 1)`
+/// would be `u128::MAX`, so a cross-shard pending transfer may not take that id).
+pub fn applied_id(t: u128) -> u128 {
+    debug_assert!(t < SYSTEM_ID_MIN - 1);
+    APPLIED_ID_MIN + t
+}
+
+fn is_applied_id(id: u128) -> bool {
+    id >= APPLIED_ID_MIN && id != u128::MAX
 }
 
 fn is_leg_id(id: u128) -> bool {
@@ -97,12 +112,38 @@ pub fn bridge_id(router: Router, ledger: u32, local: usize, peer: usize) -> u128
     (SYSTEM_ID_MIN / shards + 1 + key) * shards + local as u128
 }
 
+/// The bit of a bridge's key that marks a *pending* bridge: the legs of a user's pending
+/// transfer go through the pending bridges, so a leg names its kind (a resolver that finds it
+/// knows whether committing means posting it or keeping it pending).
+const PENDING_BRIDGE_BIT: u128 = 1 << 48;
+
+/// The pending bridge on shard `local` for peer `peer` (see [`bridge_id`]); with
+/// `peer == local` it is the shard's *marker* account, the credit side of the zero-amount
+/// markers that record decisions without moving money.
+pub fn pending_bridge_id(router: Router, ledger: u32, local: usize, peer: usize) -> u128 {
+    bridge_id(router, ledger, local, peer) + PENDING_BRIDGE_BIT * router.shard_count() as u128
+}
+
+fn bridge_key(router: Router, bridge: u128) -> u128 {
+    let shards = router.shard_count() as u128;
+    bridge / shards - (SYSTEM_ID_MIN / shards + 1)
+}
+
 /// The peer shard a bridge account books for.
 fn bridge_peer(router: Router, bridge: u128) -> usize {
-    let shards = router.shard_count() as u128;
-    let key = bridge / shards - (SYSTEM_ID_MIN / shards + 1);
     // The low 16 bits hold a shard index (below SHARD_COUNT_MAX).
-    (key & 0xffff) as usize
+    (bridge_key(router, bridge) & 0xffff) as usize
+}
+
+/// The ledger of a bridge account.
+fn bridge_ledger(router: Router, bridge: u128) -> u32 {
+    // Bits 16..48 hold the ledger.
+    ((bridge_key(router, bridge) >> 16) & u128::from(u32::MAX)) as u32
+}
+
+/// Whether a bridge account is a pending bridge (see [`pending_bridge_id`]).
+fn is_pending_bridge(router: Router, bridge: u128) -> bool {
+    bridge_key(router, bridge) & PENDING_BRIDGE_BIT != 0
 }
 
 // ---- the replicated index of unresolved legs --------------------------------------------
@@ -139,16 +180,27 @@ impl Hasher for IdHasher {
 }
 
 impl LegIndex {
-    /// Records the effect of one applied `create_transfers` batch.
+    /// Records the effect of one applied `create_transfers` batch:
+    ///
+    /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
+    ///   removes it;
+    /// - a user's post or void of a coordinator leg (a user id whose `pending_id` is `leg(t)`)
+    ///   enters under the key `x(t)`: the participant has to apply it; `x(t)` logged (the
+    ///   participant's application, or the coordinator's acknowledgement) removes it.
     pub fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
         for (transfer, result) in transfers.iter().zip(results) {
             if !result.is_ok() {
                 continue;
             }
-            if is_leg_id(transfer.id) {
-                self.legs.insert(transfer.id, *transfer);
-            } else if is_resolution_id(transfer.id) {
-                self.legs.remove(&transfer.pending_id);
+            let id = transfer.id;
+            if is_leg_id(id) {
+                self.legs.insert(id, *transfer);
+            } else if is_resolution_id(id) {
+                self.legs.remove(&leg_id(id - RESOLUTION_ID_MIN));
+            } else if is_applied_id(id) {
+                self.legs.remove(&id);
+            } else if let Some(key) = applied_key(transfer) {
+                self.legs.insert(key, *transfer);
             }
         }
     }
@@ -168,13 +220,14 @@ impl LegIndex {
             .collect()
     }
 
-    /// Appends `count u64 | count × 128-byte transfer`.
+    /// Appends `count u64 | count × 128-byte transfer` (a user's post of a leg stands for its
+    /// key `x(t)`, which its `pending_id` gives).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        // Sorted by id: identical indexes encode to identical bytes (I5).
-        let mut legs: Vec<&Transfer> = self.legs.values().collect();
-        legs.sort_unstable_by_key(|leg| leg.id);
+        // Sorted by key: identical indexes encode to identical bytes (I5).
+        let mut legs: Vec<(&u128, &Transfer)> = self.legs.iter().collect();
+        legs.sort_unstable_by_key(|(key, _)| **key);
         out.extend_from_slice(&(legs.len() as u64).to_le_bytes());
-        for transfer in legs {
+        for (_, transfer) in legs {
             out.extend_from_slice(&transfer.encode());
         }
     }
@@ -187,12 +240,26 @@ impl LegIndex {
         let mut legs = HashMap::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
-            if !is_leg_id(transfer.id) || legs.insert(transfer.id, transfer).is_some() {
+            let key = if is_leg_id(transfer.id) {
+                transfer.id
+            } else {
+                applied_key(&transfer)?
+            };
+            if legs.insert(key, transfer).is_some() {
                 return None;
             }
         }
         Some(Self { legs })
     }
+}
+
+/// The key `x(t)` of a user's post or void of the coordinator leg `leg(t)`, if it is one.
+fn applied_key(transfer: &Transfer) -> Option<u128> {
+    if transfer.id >= SYSTEM_ID_MIN || !is_leg_id(transfer.pending_id) {
+        return None;
+    }
+    let key = transfer.pending_id - LEG_ID_MIN + APPLIED_ID_MIN;
+    is_applied_id(key).then_some(key)
 }
 
 // ---- the cluster side --------------------------------------------------------------------
@@ -268,10 +335,13 @@ struct Cross {
 pub(crate) struct Plan {
     /// Results decided before submission (reserved ids and their chains).
     pub(crate) preset: Vec<Option<R>>,
-    /// Indexes of the cross-shard transfers.
+    /// Indexes of the cross-shard transfers (plain or pending).
     pub(crate) cross: Vec<usize>,
     /// Indexes of the events for one shard each.
     pub(crate) local: Vec<usize>,
+    /// Indexes of the posts and voids whose pending transfer must be located first: it may
+    /// be a cross-shard one (see [`locate_posts`]).
+    pub(crate) posts: Vec<usize>,
 }
 
 fn names_reserved_id(transfer: &Transfer) -> bool {
@@ -329,8 +399,8 @@ pub(crate) fn plan_accounts(
 ///
 /// # Errors
 ///
-/// [`ShardError::CrossShard`] for a cross-shard transfer that is linked, part of a chain, or
-/// not a plain transfer (pending, post, void, balancing, closing): those are not built yet.
+/// [`ShardError::CrossShard`] for what is not built across shards: a cross-shard transfer
+/// that is linked or part of a chain, balancing or closing, or pending with a timeout.
 pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<Plan> {
     let mut plan = Plan {
         preset: vec![None; transfers.len()],
@@ -352,6 +422,14 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
         }
         for index in chain.clone() {
             let transfer = &transfers[index];
+            let flags = transfer.flags;
+            if router.shard_count() > 1
+                && (flags.post_pending_transfer() || flags.void_pending_transfer())
+                && !names_one_shard(router, transfer)
+            {
+                plan.posts.push(index);
+                continue;
+            }
             let crate::router::Route::Cross {
                 debit_shard,
                 credit_shard,
@@ -360,17 +438,34 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
                 plan.local.push(index);
                 continue;
             };
-            if chain.len() > 1 || transfer.flags != TransferFlags::empty() {
+            let pending = flags == TransferFlags::PENDING;
+            if chain.len() > 1
+                || !(flags == TransferFlags::empty() || pending)
+                || (pending && transfer.timeout != 0)
+            {
                 return Err(ShardError::CrossShard {
                     index,
                     debit_shard,
                     credit_shard,
                 });
             }
+            if pending && transfer.id == SYSTEM_ID_MIN - 1 {
+                // Its x(t) would be u128::MAX.
+                plan.preset[index] = Some(R::IdReservedForSystem);
+                continue;
+            }
             plan.cross.push(index);
         }
     }
     Ok(plan)
+}
+
+/// Whether a post or void names two accounts on one shard: its pending transfer, if it
+/// matches them, lives there (a cross-shard one would name accounts on two shards).
+fn names_one_shard(router: Router, transfer: &Transfer) -> bool {
+    transfer.debit_account_id != 0
+        && transfer.credit_account_id != 0
+        && router.shard_of(transfer.debit_account_id) == router.shard_of(transfer.credit_account_id)
 }
 
 /// Sends one batch of transfers to each shard that has some, then waits for all answers.
@@ -479,8 +574,17 @@ fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) ->
         let mut wanted = HashSet::new();
         for cross in crosses {
             let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
-            for (local, peer) in [(d, c), (c, d)] {
-                let id = bridge_id(router, ledger, local, peer);
+            let mut ids = vec![
+                (d, bridge_id(router, ledger, d, c)),
+                (c, bridge_id(router, ledger, c, d)),
+            ];
+            if cross.transfer.flags.pending() {
+                // The pending bridges, and each shard's marker account.
+                for (local, peer) in [(d, c), (c, d), (d, d), (c, c)] {
+                    ids.push((local, pending_bridge_id(router, ledger, local, peer)));
+                }
+            }
+            for (local, id) in ids {
                 if !known.contains(&id) && wanted.insert(id) {
                     missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
                 }
@@ -872,6 +976,243 @@ fn finish(
     Ok(())
 }
 
+// ---- users' posts and voids of cross-shard pending transfers ----------------------------
+
+/// Where a post or void goes once its pending transfer is located.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Located {
+    /// To one shard, as this event: the caller's, or with a pending id chosen so that the
+    /// shard answers the rejection a single ledger would (`PendingTransferNotFound` for a
+    /// cross-shard transfer not committed, `PendingTransferNotPending` for a plain one).
+    Local { shard: usize, event: Transfer },
+    /// Across shards: the pending transfer is a committed cross-shard pending transfer.
+    Cross(CrossPost),
+}
+
+/// A user's post or void `P` (id `p`) of the cross-shard pending transfer `T` (id `t`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CrossPost {
+    /// What the coordinator logs: `P` itself resolving `leg(t)` (its credit account the
+    /// coordinator's bridge, or the caller's if it is not `B`, so the ledger says so).
+    event: Transfer,
+    /// The coordinator: the shard of `T`'s debit account.
+    debit_shard: usize,
+    /// The participant: the shard of `T`'s credit account.
+    credit_shard: usize,
+}
+
+impl CrossPost {
+    /// The shards of `T`'s debit and credit accounts.
+    pub(crate) fn shards(&self) -> (usize, usize) {
+        (self.debit_shard, self.credit_shard)
+    }
+}
+
+/// Locates the pending transfers of posts and voids: one linearizable read of every shard
+/// for `t`, `leg(t)` and `res(t)` of each; one destination per post, in order.
+pub(crate) fn locate_posts(
+    inner: &ClusterInner,
+    posts: &[Transfer],
+    deadline: Instant,
+) -> Result<Vec<Located>> {
+    let mut ids: Vec<u128> = posts
+        .iter()
+        .map(|post| post.pending_id)
+        .filter(|&t| t != 0 && t < SYSTEM_ID_MIN)
+        .flat_map(|t| [t, leg_id(t), resolution_id(t)])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut per_shard: Vec<HashMap<u128, Transfer>> = Vec::with_capacity(inner.shards.len());
+    for shard in 0..inner.shards.len() {
+        let found = if ids.is_empty() {
+            Vec::new()
+        } else {
+            lookup(inner, shard, &ids, deadline)?
+        };
+        per_shard.push(
+            found
+                .into_iter()
+                .map(|transfer| (transfer.id, transfer))
+                .collect(),
+        );
+    }
+    Ok(posts
+        .iter()
+        .map(|post| locate_post(inner.router, &per_shard, post))
+        .collect())
+}
+
+/// Where one post or void goes, given what every shard holds of its pending transfer.
+fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Transfer) -> Located {
+    let named_shard = match router.route(post) {
+        crate::router::Route::Shard(shard) => shard,
+        crate::router::Route::Cross { debit_shard, .. } => debit_shard,
+        crate::router::Route::Unknown => 0,
+    };
+    let t = post.pending_id;
+    let local = |shard, pending_id| Located::Local {
+        shard,
+        event: Transfer {
+            pending_id,
+            ..*post
+        },
+    };
+    if t == 0 || t >= SYSTEM_ID_MIN {
+        return local(named_shard, t);
+    }
+    if let Some(shard) = per_shard.iter().position(|found| found.contains_key(&t)) {
+        return local(shard, t);
+    }
+    let coordinator = per_shard.iter().enumerate().find_map(|(shard, found)| {
+        let leg = found
+            .get(&leg_id(t))
+            .filter(|leg| is_reserved(leg.credit_account_id))?;
+        Some((shard, *leg))
+    });
+    let Some((debit_shard, leg)) = coordinator else {
+        return local(named_shard, t);
+    };
+    match per_shard[debit_shard].get(&resolution_id(t)) {
+        // A plain transfer, committed: the shard answers PendingTransferNotPending.
+        Some(res) if res.flags.post_pending_transfer() => local(debit_shard, resolution_id(t)),
+        // A pending transfer, committed (its decision is a marker).
+        Some(res) if !res.flags.void_pending_transfer() => {
+            let credit_shard = bridge_peer(router, leg.credit_account_id);
+            let credit = per_shard[credit_shard]
+                .get(&leg_id(t))
+                .map_or(0, |leg| leg.credit_account_id);
+            let named_credit = post.credit_account_id;
+            Located::Cross(CrossPost {
+                event: Transfer {
+                    pending_id: leg_id(t),
+                    credit_account_id: if named_credit == 0 || named_credit == credit {
+                        leg.credit_account_id
+                    } else {
+                        named_credit
+                    },
+                    ..*post
+                },
+                debit_shard,
+                credit_shard,
+            })
+        }
+        // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
+        // which burns the post's id like on a single shard).
+        _ => local(debit_shard, t),
+    }
+}
+
+/// Runs users' posts and voids of cross-shard pending transfers: the coordinator logs each
+/// (the decision: the ledger checks it against `leg(t)` with its own rules and precedence,
+/// and keeps a retry idempotent), then the participants apply the logged ones and the
+/// coordinators acknowledge. One result per post, in order; the answer follows the decision.
+pub(crate) fn execute_posts(
+    inner: &ClusterInner,
+    posts: &[CrossPost],
+    deadline: Instant,
+) -> Result<Vec<R>> {
+    let results = scatter(
+        inner,
+        posts,
+        |post| post.debit_shard,
+        |post| post.event,
+        deadline,
+    )?;
+    if let Some(post) = posts.first() {
+        inner
+            .crossshard
+            .checkpoint(CrossShardStep::Decided, post.debit_shard)?;
+    }
+    // A retry answering Exists leaves the finishing to the resolver: it works from the post as
+    // logged, whose zero fields may differ from the retry's.
+    let logged: Vec<Transfer> = posts
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(post, _)| post.event)
+        .collect();
+    if !logged.is_empty() {
+        // Should it fail, the coordinator's index keeps the posts for the resolver.
+        let _ = finish_posts(inner, &logged, deadline);
+    }
+    Ok(results)
+}
+
+/// Applies posts logged by coordinators at their participants (`x(t)`), then acknowledges
+/// them at the coordinators (`x(t)` there): both idempotent by id.
+fn finish_posts(inner: &ClusterInner, logged: &[Transfer], deadline: Instant) -> Result<()> {
+    let router = inner.router;
+    let applied = scatter(
+        inner,
+        logged,
+        |post| bridge_peer(router, post.credit_account_id),
+        |post| applied_event(router, post),
+        deadline,
+    )?;
+    let acknowledged = scatter(
+        inner,
+        logged,
+        |post| router.shard_of(post.credit_account_id),
+        |post| acknowledgement(router, post),
+        deadline,
+    )?;
+    for result in applied.into_iter().chain(acknowledged) {
+        if !(result.is_ok() || result.is_exists()) {
+            return Err(protocol(&format!("applying a post: {result:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// The participant's `x(t)`: the same post or void of its own `leg(t)`. It cannot fail: only
+/// the protocol touches a leg, the amounts are the coordinator leg's, and a post with a system
+/// id lands even in an account closed since (ledger-core).
+fn applied_event(router: Router, post: &Transfer) -> Transfer {
+    let t = post.pending_id - LEG_ID_MIN;
+    let bridge = post.credit_account_id;
+    let (debit_shard, credit_shard) = (router.shard_of(bridge), bridge_peer(router, bridge));
+    let ledger = bridge_ledger(router, bridge);
+    Transfer {
+        id: applied_id(t),
+        debit_account_id: pending_bridge_id(router, ledger, credit_shard, debit_shard),
+        credit_account_id: 0,
+        pending_id: leg_id(t),
+        timeout: 0,
+        ledger: 0,
+        code: 0,
+        flags: if post.flags.post_pending_transfer() {
+            TransferFlags::POST_PENDING_TRANSFER
+        } else {
+            TransferFlags::VOID_PENDING_TRANSFER
+        },
+        timestamp: 0,
+        ..*post
+    }
+}
+
+/// The coordinator's `x(t)`: a zero-amount marker saying the participant applied the post.
+fn acknowledgement(router: Router, post: &Transfer) -> Transfer {
+    let t = post.pending_id - LEG_ID_MIN;
+    marker(router, post.credit_account_id, applied_id(t))
+}
+
+/// A zero-amount transfer `id` from the pending bridge `bridge` to its shard's marker account:
+/// it records a decision without moving money, and never fails (bridges have no limits and
+/// are never closed).
+fn marker(router: Router, bridge: u128, id: u128) -> Transfer {
+    let ledger = bridge_ledger(router, bridge);
+    let local = router.shard_of(bridge);
+    Transfer::new(
+        id,
+        bridge,
+        pending_bridge_id(router, ledger, local, local),
+        0,
+        ledger,
+        BRIDGE_CODE,
+    )
+}
+
 // ---- lookups -----------------------------------------------------------------------------
 
 /// The committed cross-shard transfers among `ids`, rebuilt from their legs: the caller's
@@ -907,33 +1248,76 @@ pub(crate) fn lookup_committed(
     }
     for t in ids {
         let (leg, res) = (leg_id(t), resolution_id(t));
+        // Committed: the decision is a post (plain) or a marker (pending), not a void.
         let coordinator = per_shard.iter().find_map(|found| {
             let leg = found
                 .get(&leg)
                 .filter(|leg| is_reserved(leg.credit_account_id))?;
             let res = found
                 .get(&res)
-                .filter(|res| res.flags.post_pending_transfer())?;
+                .filter(|res| !res.flags.void_pending_transfer())?;
             Some((*leg, res.timestamp))
         });
         let Some((coordinator_leg, decided_at)) = coordinator else {
             continue;
         };
-        let credit = coordinator_leg.user_data_128;
-        let participant = per_shard[router.shard_of(credit)].get(&leg).copied();
+        let credit_shard = bridge_peer(router, coordinator_leg.credit_account_id);
+        let Some(participant) = per_shard[credit_shard].get(&leg).copied() else {
+            continue;
+        };
+        let pending = is_pending_bridge(router, coordinator_leg.credit_account_id);
         committed.insert(
             t,
             Transfer {
                 id: t,
-                credit_account_id: credit,
-                user_data_128: participant.map_or(0, |leg| leg.user_data_128),
-                flags: TransferFlags::empty(),
+                credit_account_id: participant.credit_account_id,
+                user_data_128: participant.user_data_128,
+                flags: if pending {
+                    TransferFlags::PENDING
+                } else {
+                    TransferFlags::empty()
+                },
                 timestamp: decided_at,
                 ..coordinator_leg
             },
         );
     }
     Ok(committed)
+}
+
+/// Shows users' posts and voids of cross-shard pending transfers as they submitted them: the
+/// coordinator stores `P` resolving `leg(t)` with its bridge as credit account; the caller
+/// sees `pending_id = t` and `T`'s credit account (read from the participant's leg).
+pub(crate) fn present_posts(
+    inner: &ClusterInner,
+    found: &mut HashMap<u128, Transfer>,
+    deadline: Instant,
+) -> Result<()> {
+    let router = inner.router;
+    let mut wanted: Vec<Vec<u128>> = vec![Vec::new(); inner.shards.len()];
+    for transfer in found.values() {
+        if transfer.id < SYSTEM_ID_MIN && is_leg_id(transfer.pending_id) {
+            let participant = bridge_peer(router, transfer.credit_account_id);
+            wanted[participant].push(transfer.pending_id);
+        }
+    }
+    let mut credits: HashMap<u128, u128> = HashMap::new();
+    for (shard, legs) in wanted.into_iter().enumerate() {
+        if !legs.is_empty() {
+            credits.extend(
+                lookup(inner, shard, &legs, deadline)?
+                    .into_iter()
+                    .map(|leg| (leg.id, leg.credit_account_id)),
+            );
+        }
+    }
+    for transfer in found.values_mut() {
+        if let Some(&credit) = credits.get(&transfer.pending_id) {
+            transfer.credit_account_id = credit;
+            transfer.pending_id -= LEG_ID_MIN;
+        }
+    }
+    Ok(())
 }
 
 // ---- the resolver ------------------------------------------------------------------------
