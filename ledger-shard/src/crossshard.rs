@@ -30,7 +30,9 @@
 //! the participant leg keeps the caller's `user_data_128`. `T` itself is never stored:
 //! [`lookup_committed`] rebuilds it from the two legs once it committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+pub mod protocol;
+
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +51,10 @@ use crate::reply_cache::Reader;
 use crate::router::Router;
 use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
+use protocol::{
+    Action, CallMachine, FinishMachine, Machine, Phase, RecoveryMachine, Reply, Resolver,
+    ResolverTiming,
+};
 
 /// `leg(t)`: the id of both pending legs of user transfer `t` (one per shard).
 pub const LEG_ID_MIN: u128 = SYSTEM_ID_MIN;
@@ -255,12 +261,14 @@ impl CrossShard {
 }
 
 /// One cross-shard transfer being driven.
-#[derive(Debug, Clone, Copy)]
-struct Cross {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cross {
     /// The user's view: id `t`, `A → B`.
-    transfer: Transfer,
-    debit_shard: usize,
-    credit_shard: usize,
+    pub transfer: Transfer,
+    /// The coordinator: the shard of `A`.
+    pub debit_shard: usize,
+    /// The participant: the shard of `B`.
+    pub credit_shard: usize,
 }
 
 /// How a call splits: events answered by the client itself, cross-shard events, and the rest.
@@ -472,21 +480,10 @@ fn protocol(reason: &str) -> ShardError {
 
 /// Creates the bridge accounts these transfers need, once per cluster open.
 fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<()> {
-    let router = inner.router;
-    let mut missing: Vec<Vec<Account>> = vec![Vec::new(); inner.shards.len()];
-    {
+    let missing = {
         let known = inner.crossshard.bridges.lock();
-        let mut wanted = HashSet::new();
-        for cross in crosses {
-            let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
-            for (local, peer) in [(d, c), (c, d)] {
-                let id = bridge_id(router, ledger, local, peer);
-                if !known.contains(&id) && wanted.insert(id) {
-                    missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
-                }
-            }
-        }
-    }
+        protocol::missing_bridges(inner.router, crosses, |id| known.contains(&id))
+    };
     if missing.iter().all(Vec::is_empty) {
         return Ok(());
     }
@@ -582,8 +579,10 @@ fn fence(router: Router, t: u128, participant: usize) -> Transfer {
 
 /// The outcome of a cross-shard transfer, decided by the coordinator's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
+pub enum Decision {
+    /// Both legs are posted.
     Commit,
+    /// Both legs are voided (or never created); the reason is the caller's result.
     Abort(R),
 }
 
@@ -638,79 +637,64 @@ fn precheck(transfer: &Transfer) -> Option<R> {
     }
 }
 
-/// Runs steps 1 to 4 for prechecked cross-shard transfers; one result each, in order.
+/// Runs steps 1 to 3 for prechecked cross-shard transfers and queues step 4; one result each,
+/// in order.
 fn drive(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<Vec<R>> {
-    let router = inner.router;
     ensure_bridges(inner, crosses, deadline)?;
-    // 1. Prepare at the coordinators.
-    let prepared = scatter(
-        inner,
-        crosses,
-        |cross| cross.debit_shard,
-        |cross| coordinator_leg(router, cross),
-        deadline,
-    )?;
-    let mut results: Vec<Option<R>> = vec![None; crosses.len()];
-    let mut live = Vec::new();
-    for (index, &result) in prepared.iter().enumerate() {
-        if result.is_ok() || result.is_exists() {
-            live.push(index);
-        } else {
-            // The coordinator leg holds B in user_data_128.
-            results[index] = Some(match result {
-                R::ExistsWithDifferentUserData128 => R::ExistsWithDifferentCreditAccountId,
-                other => other,
-            });
-        }
-    }
-    let live_crosses: Vec<Cross> = live.iter().map(|&index| crosses[index]).collect();
-    let checkpoint = |step| match live_crosses.first() {
-        Some(cross) => inner.crossshard.checkpoint(step, cross.debit_shard),
+    let checkpoint = |machine: &CallMachine, step| match machine.first_live_coordinator() {
+        Some(shard) => inner.crossshard.checkpoint(step, shard),
         None => Ok(()),
     };
-    checkpoint(CrossShardStep::Prepared)?;
-    // 2. Votes at the participants.
-    let votes = scatter(
-        inner,
-        &live_crosses,
-        |cross| cross.credit_shard,
-        |cross| participant_leg(router, cross),
-        deadline,
-    )?;
-    // 3. Decisions at the coordinators: durable before anyone applies them (I10).
-    let proposed: Vec<Decision> = votes.iter().map(|&vote| vote_decision(vote)).collect();
-    checkpoint(CrossShardStep::Voted)?;
-    let decisions = decide(inner, &live_crosses, &proposed, deadline)?;
-    checkpoint(CrossShardStep::Decided)?;
+    let (mut machine, action) = CallMachine::new(inner.router, crosses.to_vec());
+    let before = |machine: &CallMachine, phase| match phase {
+        Phase::Vote => checkpoint(machine, CrossShardStep::Prepared),
+        Phase::Decide => checkpoint(machine, CrossShardStep::Voted),
+        _ => Ok(()),
+    };
+    // Step 3's decisions are durable before anyone applies them (I10).
+    let outcome = run(inner, &mut machine, action, before, deadline)?;
+    checkpoint(&machine, CrossShardStep::Decided)?;
     // 4. Finish at the participants: the finisher thread does it, batched across calls; the
     // caller's answer needs only the durable decision. Should it fail, the resolver finishes.
-    let work: Finishes = live_crosses
-        .iter()
-        .copied()
-        .zip(decisions.iter().copied())
-        .collect();
-    if !work.is_empty() {
+    if !outcome.finishes.is_empty() {
         crossbeam::select! {
-            send(inner.crossshard.finishes, work) -> sent => sent.map_err(|_| ShardError::Shutdown)?,
+            send(inner.crossshard.finishes, outcome.finishes) -> sent => sent.map_err(|_| ShardError::Shutdown)?,
             recv(inner.shutdown) -> _ => return Err(ShardError::Shutdown),
         }
     }
-    for (position, &index) in live.iter().enumerate() {
-        let vote = votes[position];
-        let first_time = prepared[index].is_ok();
-        results[index] = Some(match decisions[position] {
-            Decision::Commit if is_exists_with_different(vote) => vote,
-            Decision::Commit if first_time => R::Ok,
-            Decision::Commit => R::Exists,
-            Decision::Abort(reason) if first_time => reason,
-            Decision::Abort(reason) if reason.is_transient() => R::IdAlreadyFailed,
-            Decision::Abort(reason) => reason,
-        });
+    Ok(outcome.results)
+}
+
+/// Does a protocol machine's actions against the shards until it is done; `before` runs
+/// before each submission (where a test may stop the driver).
+fn run<M: Machine>(
+    inner: &ClusterInner,
+    machine: &mut M,
+    mut action: Action<M::Outcome>,
+    mut before: impl FnMut(&M, Phase) -> Result<()>,
+    deadline: Instant,
+) -> Result<M::Outcome> {
+    loop {
+        action = match action {
+            Action::Submit { phase, per_shard } => {
+                before(machine, phase)?;
+                let answers = submit_transfers(inner, per_shard, deadline)?;
+                machine.step(Reply::Submitted(answers))?
+            }
+            Action::Lookup { per_shard } => {
+                let mut found = Vec::with_capacity(per_shard.len());
+                for (shard, ids) in per_shard.iter().enumerate() {
+                    found.push(if ids.is_empty() {
+                        Vec::new()
+                    } else {
+                        lookup(inner, shard, ids, deadline)?
+                    });
+                }
+                machine.step(Reply::Found(found))?
+            }
+            Action::Done(outcome) => return Ok(outcome),
+        };
     }
-    Ok(results
-        .into_iter()
-        .map(|result| result.expect("every transfer has its result"))
-        .collect())
 }
 
 /// A yes vote is the participant leg created now or before (`Exists`, or `ExistsWith…` when a
@@ -740,91 +724,6 @@ fn is_exists_with_different(result: R) -> bool {
     )
 }
 
-/// Submits `event(cross)` to `shard_of(cross)` for every cross, all shards at once; returns
-/// the results in the order of `crosses`.
-fn scatter<T>(
-    inner: &ClusterInner,
-    crosses: &[T],
-    shard_of: impl Fn(&T) -> usize,
-    event: impl Fn(&T) -> Transfer,
-    deadline: Instant,
-) -> Result<Vec<R>> {
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); inner.shards.len()];
-    let mut positions: Vec<Vec<usize>> = vec![Vec::new(); inner.shards.len()];
-    for (index, cross) in crosses.iter().enumerate() {
-        let shard = shard_of(cross);
-        per_shard[shard].push(event(cross));
-        positions[shard].push(index);
-    }
-    let answers = submit_transfers(inner, per_shard, deadline)?;
-    let mut results = vec![R::Ok; crosses.len()];
-    for (positions, answers) in positions.into_iter().zip(answers) {
-        if positions.len() != answers.len() {
-            return Err(protocol("one result per event"));
-        }
-        for (index, result) in positions.into_iter().zip(answers) {
-            results[index] = result;
-        }
-    }
-    Ok(results)
-}
-
-/// Logs the proposed decisions at the coordinators; a decision logged before (by another
-/// driver or the resolver) wins and is read back.
-fn decide(
-    inner: &ClusterInner,
-    crosses: &[Cross],
-    proposed: &[Decision],
-    deadline: Instant,
-) -> Result<Vec<Decision>> {
-    let pairs: Vec<(Cross, Decision)> = crosses
-        .iter()
-        .copied()
-        .zip(proposed.iter().copied())
-        .collect();
-    let answers = scatter(
-        inner,
-        &pairs,
-        |(cross, _)| cross.debit_shard,
-        |(cross, decision)| resolution(cross.transfer.id, *decision),
-        deadline,
-    )?;
-    let mut decisions = proposed.to_vec();
-    let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); inner.shards.len()];
-    for (index, &answer) in answers.iter().enumerate() {
-        if answer.is_ok() || answer.is_exists() {
-            continue;
-        }
-        if !is_exists_with_different(answer) {
-            return Err(protocol(&format!(
-                "decision for transfer {}: {answer:?}",
-                crosses[index].transfer.id
-            )));
-        }
-        unknown[crosses[index].debit_shard].push(index);
-    }
-    for (shard, indexes) in unknown.into_iter().enumerate() {
-        if indexes.is_empty() {
-            continue;
-        }
-        let ids: Vec<u128> = indexes
-            .iter()
-            .map(|&index| resolution_id(crosses[index].transfer.id))
-            .collect();
-        let found: HashMap<u128, Transfer> = lookup(inner, shard, &ids, deadline)?
-            .into_iter()
-            .map(|transfer| (transfer.id, transfer))
-            .collect();
-        for (index, id) in indexes.into_iter().zip(ids) {
-            let logged = found
-                .get(&id)
-                .ok_or_else(|| protocol("a decision answered Exists… but is not found"))?;
-            decisions[index] = logged_decision(logged);
-        }
-    }
-    Ok(decisions)
-}
-
 /// The decision a logged resolution holds.
 fn logged_decision(resolution: &Transfer) -> Decision {
     if resolution.flags.post_pending_transfer() {
@@ -836,40 +735,6 @@ fn logged_decision(resolution: &Transfer) -> Decision {
             .unwrap_or(R::IdAlreadyFailed);
         Decision::Abort(reason)
     }
-}
-
-/// Applies the decisions at the participants: post a committed leg; fence and void an
-/// aborted one (the fence burns the leg id if the leg does not exist, see [`fence`]).
-fn finish(
-    inner: &ClusterInner,
-    crosses: &[Cross],
-    decisions: &[Decision],
-    deadline: Instant,
-) -> Result<()> {
-    let router = inner.router;
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); inner.shards.len()];
-    let mut kinds: Vec<Vec<Decision>> = vec![Vec::new(); inner.shards.len()];
-    for (cross, &decision) in crosses.iter().zip(decisions) {
-        let shard = cross.credit_shard;
-        let t = cross.transfer.id;
-        if let Decision::Abort(_) = decision {
-            per_shard[shard].push(fence(router, t, shard));
-            kinds[shard].push(decision);
-        }
-        per_shard[shard].push(resolution(t, decision));
-        kinds[shard].push(decision);
-    }
-    let answers = submit_transfers(inner, per_shard, deadline)?;
-    for (kinds, answers) in kinds.into_iter().zip(answers) {
-        for (decision, answer) in kinds.into_iter().zip(answers) {
-            // A commit's post must land (the leg exists: the vote was yes); an abort's fence and
-            // void may find the leg missing or burnt, which is the point.
-            if decision == Decision::Commit && !(answer.is_ok() || answer.is_exists()) {
-                return Err(protocol(&format!("participant post: {answer:?}")));
-            }
-        }
-    }
-    Ok(())
 }
 
 // ---- lookups -----------------------------------------------------------------------------
@@ -947,46 +812,27 @@ fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<V
 }
 
 /// The resolver thread: every [`RESOLVER_INTERVAL`] it reads each shard's unresolved legs and
-/// drives the old ones to their end. A participant leg (a yes vote) seen for
-/// [`RESOLVER_VOTE_AGE`] is committed (or follows the decision already logged); a coordinator leg older than the
-/// request timeout, when its caller has given up, commits if the participant voted yes and is
-/// aborted otherwise. A shard without a leader is skipped until it has one again (I10, I11).
+/// drives the old ones to their end ([`Resolver`], with the request timeout as the age of a
+/// coordinator leg whose caller has given up). A shard without a leader is skipped until it
+/// has one again (I10, I11).
 pub(crate) fn resolver_run(inner: &ClusterInner) {
-    let mut first_seen: HashMap<(usize, u128), Instant> = HashMap::new();
+    let timing = ResolverTiming::with_request_timeout(inner.config.request_timeout);
+    let mut resolver = Resolver::new(timing);
+    let origin = clock::now();
     loop {
-        match inner.shutdown.recv_timeout(RESOLVER_INTERVAL) {
+        match inner.shutdown.recv_timeout(timing.interval) {
             Err(channel::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(channel::RecvTimeoutError::Disconnected) => return,
         }
         let now = clock::now();
-        let mut still: HashMap<(usize, u128), Instant> = HashMap::new();
-        let mut due: BTreeMap<(usize, usize), Vec<(u128, bool)>> = BTreeMap::new();
-        for shard in 0..inner.shards.len() {
-            let Ok(legs) = unresolved(inner, shard, now + RESOLVER_INTERVAL) else {
-                // Keep what we knew of a shard we could not read.
-                still.extend(first_seen.iter().filter(|((s, _), _)| *s == shard));
-                continue;
-            };
-            for leg in legs {
-                let seen = *first_seen.get(&(shard, leg.id)).unwrap_or(&now);
-                still.insert((shard, leg.id), seen);
-                let age = now.saturating_duration_since(seen);
-                let t = leg.id - LEG_ID_MIN;
-                if is_reserved(leg.credit_account_id) {
-                    let peer = bridge_peer(inner.router, leg.credit_account_id);
-                    if age >= inner.config.request_timeout {
-                        due.entry((shard, peer)).or_default().push((t, false));
-                    }
-                } else if age >= RESOLVER_VOTE_AGE {
-                    let peer = bridge_peer(inner.router, leg.debit_account_id);
-                    due.entry((peer, shard)).or_default().push((t, true));
-                }
-            }
-        }
-        first_seen = still;
-        for ((debit_shard, credit_shard), ts) in due {
+        let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
+            .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
+            .collect();
+        for recovery in resolver.pass(inner.router, now.duration_since(origin), &legs) {
+            let deadline = clock::now() + inner.config.request_timeout;
+            let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
             // Errors (a shard without quorum, shutdown) leave the legs for a later pass.
-            let _ = recover(inner, debit_shard, credit_shard, &ts);
+            let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
         }
     }
 }
@@ -1008,61 +854,10 @@ pub(crate) fn finisher_run(inner: &ClusterInner) {
             };
             work.extend(more);
         }
-        let (crosses, decisions): (Vec<Cross>, Vec<Decision>) = work.into_iter().unzip();
         let deadline = clock::now() + inner.config.request_timeout;
-        let _ = finish(inner, &crosses, &decisions, deadline);
+        let (mut machine, action) = FinishMachine::new(inner.router, &work);
+        let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
     }
-}
-
-/// Drives the transfers `ts` between coordinator `debit_shard` and participant
-/// `credit_shard` to their end; `true` marks a transfer whose participant leg was seen.
-fn recover(
-    inner: &ClusterInner,
-    debit_shard: usize,
-    credit_shard: usize,
-    ts: &[(u128, bool)],
-) -> Result<()> {
-    let deadline = clock::now() + inner.config.request_timeout;
-    let mut ts = ts.to_vec();
-    ts.sort_unstable();
-    ts.dedup_by_key(|(t, _)| *t);
-    let unknown: Vec<u128> = ts
-        .iter()
-        .filter(|(_, voted)| !voted)
-        .map(|(t, _)| leg_id(*t))
-        .collect();
-    let voted: HashSet<u128> = if unknown.is_empty() {
-        HashSet::new()
-    } else {
-        lookup(inner, credit_shard, &unknown, deadline)?
-            .into_iter()
-            .map(|leg| leg.id - LEG_ID_MIN)
-            .collect()
-    };
-    let crosses: Vec<Cross> = ts
-        .iter()
-        .map(|&(t, _)| Cross {
-            transfer: Transfer {
-                id: t,
-                ..Transfer::default()
-            },
-            debit_shard,
-            credit_shard,
-        })
-        .collect();
-    let proposed: Vec<Decision> = ts
-        .iter()
-        .map(|&(t, seen_vote)| {
-            if seen_vote || voted.contains(&t) {
-                Decision::Commit
-            } else {
-                // Presumed abort: the caller gave up before the participant voted.
-                Decision::Abort(R::IdAlreadyFailed)
-            }
-        })
-        .collect();
-    let decisions = decide(inner, &crosses, &proposed, deadline)?;
-    finish(inner, &crosses, &decisions, deadline)
 }
 
 #[cfg(test)]
