@@ -20,6 +20,14 @@ use crate::router::Route;
 use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
 
+/// A call's events for one shard each (`(index, shard if known, event)`), and its posts of
+/// cross-shard pending transfers with their indexes.
+type LocatedPosts = (
+    Vec<(usize, Option<usize>, Transfer)>,
+    Vec<usize>,
+    Vec<crossshard::CrossPost>,
+);
+
 /// One shard's share of a call in flight: the caller's event indexes and where the answer comes.
 type Waiting = (Vec<usize>, Receiver<Result<Results>>);
 
@@ -108,31 +116,8 @@ impl Client {
         check_event_count(transfers.len())?;
         let plan = crossshard::plan_transfers(self.inner.router, transfers)?;
         let deadline = clock::now() + self.inner.config.request_timeout;
-        // Posts and voids whose pending transfer may live across shards are located first.
-        let mut located: Vec<(usize, Option<usize>, Transfer)> = plan
-            .local
-            .iter()
-            .map(|&index| (index, None, transfers[index]))
-            .collect();
-        let mut cross_posts = Vec::new();
-        let mut cross_post_indexes = Vec::new();
-        if !plan.posts.is_empty() {
-            let posts: Vec<Transfer> = plan.posts.iter().map(|&index| transfers[index]).collect();
-            let places = crossshard::locate_posts(&self.inner, &posts, deadline)?;
-            for (&index, place) in plan.posts.iter().zip(places) {
-                match place {
-                    crossshard::Located::Local { shard, event } => {
-                        located.push((index, Some(shard), event));
-                    }
-                    crossshard::Located::Cross(post) => {
-                        check_not_in_chain(transfers, index, post.shards())?;
-                        cross_post_indexes.push(index);
-                        cross_posts.push(post);
-                    }
-                }
-            }
-            located.sort_unstable_by_key(|(index, _, _)| *index);
-        }
+        let (located, cross_post_indexes, cross_posts) =
+            self.locate_posts(transfers, &plan, deadline)?;
         let local_indexes: Vec<usize> = located.iter().map(|(index, _, _)| *index).collect();
         let local: Vec<Transfer> = located.iter().map(|(_, _, event)| *event).collect();
         let shards = located
@@ -270,6 +255,43 @@ impl Client {
             QueryReply::Balances(balances) => Ok(balances),
             _ => Err(unexpected_reply(shard)),
         }
+    }
+
+    /// Locates the pending transfers of a call's posts and voids that may live across shards
+    /// (one read of every shard): returns the events for one shard each, in the caller's
+    /// order, as `(index, shard if known, event)`, and the posts of cross-shard pending
+    /// transfers with their indexes.
+    fn locate_posts(
+        &self,
+        transfers: &[Transfer],
+        plan: &crossshard::Plan,
+        deadline: Instant,
+    ) -> Result<LocatedPosts> {
+        let mut local: Vec<(usize, Option<usize>, Transfer)> = plan
+            .local
+            .iter()
+            .map(|&index| (index, None, transfers[index]))
+            .collect();
+        let (mut cross_indexes, mut cross) = (Vec::new(), Vec::new());
+        if plan.posts.is_empty() {
+            return Ok((local, cross_indexes, cross));
+        }
+        let posts: Vec<Transfer> = plan.posts.iter().map(|&index| transfers[index]).collect();
+        let places = crossshard::locate_posts(&self.inner, &posts, deadline)?;
+        for (&index, place) in plan.posts.iter().zip(places) {
+            match place {
+                crossshard::Located::Local { shard, event } => {
+                    local.push((index, Some(shard), event));
+                }
+                crossshard::Located::Cross(post) => {
+                    check_not_in_chain(transfers, index, post.shards())?;
+                    cross_indexes.push(index);
+                    cross.push(post);
+                }
+            }
+        }
+        local.sort_unstable_by_key(|(index, _, _)| *index);
+        Ok((local, cross_indexes, cross))
     }
 
     /// The shard of a transfer at `index` of the local events (a transfer naming no account

@@ -9,6 +9,8 @@ use crate::error::{Result, ShardError};
 pub const SHARD_COUNT_MAX: usize = 1024;
 /// The most events one call may carry, and one log entry (`TigerBeetle`'s batch limit).
 pub const EVENTS_PER_CALL_MAX: usize = ledger_core::BATCH_EVENTS_MAX as usize;
+/// The default request timeout (see [`ClusterConfig::request_timeout`]).
+pub(crate) const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
 /// How a cluster is opened: `ClusterConfig::new(dir).replicas(3).shards(1)`.
 ///
@@ -50,7 +52,7 @@ impl ClusterConfig {
             dir: dir.as_ref().to_path_buf(),
             replica_count: 3,
             shard_count: 1,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
             attempt_timeout: Duration::from_secs(1),
             heartbeat_interval: Duration::from_millis(20),
             election_timeout: Duration::from_millis(100),

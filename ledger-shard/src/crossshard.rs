@@ -30,7 +30,9 @@
 //! the participant leg keeps the caller's `user_data_128`. `T` itself is never stored:
 //! [`lookup_committed`] rebuilds it from the two legs once it committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+pub mod protocol;
+
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +51,11 @@ use crate::reply_cache::Reader;
 use crate::router::Router;
 use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
+use protocol::{
+    Action, CallMachine, FinishMachine, LocateMachine, Machine, Phase, PostFinishMachine,
+    PostMachine, RecoveryMachine, Reply, Resolver, ResolverTiming,
+};
+pub(crate) use protocol::{CrossPost, Located};
 
 /// `leg(t)`: the id of both pending legs of user transfer `t` (one per shard).
 pub const LEG_ID_MIN: u128 = SYSTEM_ID_MIN;
@@ -322,12 +329,14 @@ impl CrossShard {
 }
 
 /// One cross-shard transfer being driven.
-#[derive(Debug, Clone, Copy)]
-struct Cross {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cross {
     /// The user's view: id `t`, `A → B`.
-    transfer: Transfer,
-    debit_shard: usize,
-    credit_shard: usize,
+    pub transfer: Transfer,
+    /// The coordinator: the shard of `A`.
+    pub debit_shard: usize,
+    /// The participant: the shard of `B`.
+    pub credit_shard: usize,
 }
 
 /// How a call splits: events answered by the client itself, cross-shard events, and the rest.
@@ -567,30 +576,10 @@ fn protocol(reason: &str) -> ShardError {
 
 /// Creates the bridge accounts these transfers need, once per cluster open.
 fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<()> {
-    let router = inner.router;
-    let mut missing: Vec<Vec<Account>> = vec![Vec::new(); inner.shards.len()];
-    {
+    let missing = {
         let known = inner.crossshard.bridges.lock();
-        let mut wanted = HashSet::new();
-        for cross in crosses {
-            let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
-            let mut ids = vec![
-                (d, bridge_id(router, ledger, d, c)),
-                (c, bridge_id(router, ledger, c, d)),
-            ];
-            if cross.transfer.flags.pending() {
-                // The pending bridges, and each shard's marker account.
-                for (local, peer) in [(d, c), (c, d), (d, d), (c, c)] {
-                    ids.push((local, pending_bridge_id(router, ledger, local, peer)));
-                }
-            }
-            for (local, id) in ids {
-                if !known.contains(&id) && wanted.insert(id) {
-                    missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
-                }
-            }
-        }
-    }
+        protocol::missing_bridges(inner.router, crosses, |id| known.contains(&id))
+    };
     if missing.iter().all(Vec::is_empty) {
         return Ok(());
     }
@@ -627,12 +616,24 @@ fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) ->
     Ok(())
 }
 
-/// The coordinator's pending leg: `A → bridge(d→c)`, `B` kept in `user_data_128`.
+/// The coordinator's pending leg: `A → bridge(d→c)`, `B` kept in `user_data_128`. A user's
+/// pending transfer goes through the pending bridge and keeps the caller's `user_data_128`
+/// (a user's post inherits it; `B` is read from the participant's leg).
 fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
     let t = &cross.transfer;
+    let (d, c) = (cross.debit_shard, cross.credit_shard);
+    if t.flags.pending() {
+        return Transfer {
+            id: leg_id(t.id),
+            credit_account_id: pending_bridge_id(router, t.ledger, d, c),
+            flags: TransferFlags::PENDING,
+            timestamp: 0,
+            ..*t
+        };
+    }
     Transfer {
         id: leg_id(t.id),
-        credit_account_id: bridge_id(router, t.ledger, cross.debit_shard, cross.credit_shard),
+        credit_account_id: bridge_id(router, t.ledger, d, c),
         user_data_128: t.credit_account_id,
         flags: TransferFlags::PENDING,
         timestamp: 0,
@@ -643,13 +644,42 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
 /// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data.
 fn participant_leg(router: Router, cross: &Cross) -> Transfer {
     let t = &cross.transfer;
+    let (d, c) = (cross.debit_shard, cross.credit_shard);
+    let bridge = if t.flags.pending() {
+        pending_bridge_id(router, t.ledger, c, d)
+    } else {
+        bridge_id(router, t.ledger, c, d)
+    };
     Transfer {
         id: leg_id(t.id),
-        debit_account_id: bridge_id(router, t.ledger, cross.credit_shard, cross.debit_shard),
+        debit_account_id: bridge,
         flags: TransferFlags::PENDING,
         timestamp: 0,
         ..*t
     }
+}
+
+/// The coordinator's decision for `cross` (step 3), under the id `res(t)`: a post of its leg
+/// (commit) or a void (abort); a user's pending transfer commits by a marker instead, which
+/// leaves both legs pending (`T` now exists, pending, until the user posts or voids it).
+fn decision_event(router: Router, cross: &Cross, decision: Decision) -> Transfer {
+    let t = &cross.transfer;
+    if t.flags.pending() && decision == Decision::Commit {
+        let bridge = pending_bridge_id(router, t.ledger, cross.debit_shard, cross.credit_shard);
+        return marker(router, bridge, resolution_id(t.id));
+    }
+    resolution(t.id, decision)
+}
+
+/// The participant's application of a commit (step 4): a post of its leg, or for a user's
+/// pending transfer a marker that says the leg is decided (it leaves the resolver's index).
+fn commit_event(router: Router, cross: &Cross) -> Transfer {
+    let t = &cross.transfer;
+    if t.flags.pending() {
+        let bridge = pending_bridge_id(router, t.ledger, cross.credit_shard, cross.debit_shard);
+        return marker(router, bridge, resolution_id(t.id));
+    }
+    resolution(t.id, Decision::Commit)
 }
 
 /// The post (commit) or void (abort, with the reason in `user_data_64`) of `leg(t)`.
@@ -686,8 +716,10 @@ fn fence(router: Router, t: u128, participant: usize) -> Transfer {
 
 /// The outcome of a cross-shard transfer, decided by the coordinator's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
+pub enum Decision {
+    /// Both legs are posted.
     Commit,
+    /// Both legs are voided (or never created); the reason is the caller's result.
     Abort(R),
 }
 
@@ -742,79 +774,64 @@ fn precheck(transfer: &Transfer) -> Option<R> {
     }
 }
 
-/// Runs steps 1 to 4 for prechecked cross-shard transfers; one result each, in order.
+/// Runs steps 1 to 3 for prechecked cross-shard transfers and queues step 4; one result each,
+/// in order.
 fn drive(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<Vec<R>> {
-    let router = inner.router;
     ensure_bridges(inner, crosses, deadline)?;
-    // 1. Prepare at the coordinators.
-    let prepared = scatter(
-        inner,
-        crosses,
-        |cross| cross.debit_shard,
-        |cross| coordinator_leg(router, cross),
-        deadline,
-    )?;
-    let mut results: Vec<Option<R>> = vec![None; crosses.len()];
-    let mut live = Vec::new();
-    for (index, &result) in prepared.iter().enumerate() {
-        if result.is_ok() || result.is_exists() {
-            live.push(index);
-        } else {
-            // The coordinator leg holds B in user_data_128.
-            results[index] = Some(match result {
-                R::ExistsWithDifferentUserData128 => R::ExistsWithDifferentCreditAccountId,
-                other => other,
-            });
-        }
-    }
-    let live_crosses: Vec<Cross> = live.iter().map(|&index| crosses[index]).collect();
-    let checkpoint = |step| match live_crosses.first() {
-        Some(cross) => inner.crossshard.checkpoint(step, cross.debit_shard),
+    let checkpoint = |machine: &CallMachine, step| match machine.first_live_coordinator() {
+        Some(shard) => inner.crossshard.checkpoint(step, shard),
         None => Ok(()),
     };
-    checkpoint(CrossShardStep::Prepared)?;
-    // 2. Votes at the participants.
-    let votes = scatter(
-        inner,
-        &live_crosses,
-        |cross| cross.credit_shard,
-        |cross| participant_leg(router, cross),
-        deadline,
-    )?;
-    // 3. Decisions at the coordinators: durable before anyone applies them (I10).
-    let proposed: Vec<Decision> = votes.iter().map(|&vote| vote_decision(vote)).collect();
-    checkpoint(CrossShardStep::Voted)?;
-    let decisions = decide(inner, &live_crosses, &proposed, deadline)?;
-    checkpoint(CrossShardStep::Decided)?;
+    let (mut machine, action) = CallMachine::new(inner.router, crosses.to_vec());
+    let before = |machine: &CallMachine, phase| match phase {
+        Phase::Vote => checkpoint(machine, CrossShardStep::Prepared),
+        Phase::Decide => checkpoint(machine, CrossShardStep::Voted),
+        _ => Ok(()),
+    };
+    // Step 3's decisions are durable before anyone applies them (I10).
+    let outcome = run(inner, &mut machine, action, before, deadline)?;
+    checkpoint(&machine, CrossShardStep::Decided)?;
     // 4. Finish at the participants: the finisher thread does it, batched across calls; the
     // caller's answer needs only the durable decision. Should it fail, the resolver finishes.
-    let work: Finishes = live_crosses
-        .iter()
-        .copied()
-        .zip(decisions.iter().copied())
-        .collect();
-    if !work.is_empty() {
+    if !outcome.finishes.is_empty() {
         crossbeam::select! {
-            send(inner.crossshard.finishes, work) -> sent => sent.map_err(|_| ShardError::Shutdown)?,
+            send(inner.crossshard.finishes, outcome.finishes) -> sent => sent.map_err(|_| ShardError::Shutdown)?,
             recv(inner.shutdown) -> _ => return Err(ShardError::Shutdown),
         }
     }
-    for (position, &index) in live.iter().enumerate() {
-        let vote = votes[position];
-        let first_time = prepared[index].is_ok();
-        results[index] = Some(match decisions[position] {
-            Decision::Commit if is_exists_with_different(vote) => vote,
-            Decision::Commit if first_time => R::Ok,
-            Decision::Commit => R::Exists,
-            Decision::Abort(reason) if first_time => reason,
-            Decision::Abort(reason) if reason.is_transient() => R::IdAlreadyFailed,
-            Decision::Abort(reason) => reason,
-        });
+    Ok(outcome.results)
+}
+
+/// Does a protocol machine's actions against the shards until it is done; `before` runs
+/// before each submission (where a test may stop the driver).
+fn run<M: Machine>(
+    inner: &ClusterInner,
+    machine: &mut M,
+    mut action: Action<M::Outcome>,
+    mut before: impl FnMut(&M, Phase) -> Result<()>,
+    deadline: Instant,
+) -> Result<M::Outcome> {
+    loop {
+        action = match action {
+            Action::Submit { phase, per_shard } => {
+                before(machine, phase)?;
+                let answers = submit_transfers(inner, per_shard, deadline)?;
+                machine.step(Reply::Submitted(answers))?
+            }
+            Action::Lookup { per_shard } => {
+                let mut found = Vec::with_capacity(per_shard.len());
+                for (shard, ids) in per_shard.iter().enumerate() {
+                    found.push(if ids.is_empty() {
+                        Vec::new()
+                    } else {
+                        lookup(inner, shard, ids, deadline)?
+                    });
+                }
+                machine.step(Reply::Found(found))?
+            }
+            Action::Done(outcome) => return Ok(outcome),
+        };
     }
-    Ok(results
-        .into_iter()
-        .map(|result| result.expect("every transfer has its result"))
-        .collect())
 }
 
 /// A yes vote is the participant leg created now or before (`Exists`, or `ExistsWith…` when a
@@ -844,325 +861,53 @@ fn is_exists_with_different(result: R) -> bool {
     )
 }
 
-/// Submits `event(cross)` to `shard_of(cross)` for every cross, all shards at once; returns
-/// the results in the order of `crosses`.
-fn scatter<T>(
-    inner: &ClusterInner,
-    crosses: &[T],
-    shard_of: impl Fn(&T) -> usize,
-    event: impl Fn(&T) -> Transfer,
-    deadline: Instant,
-) -> Result<Vec<R>> {
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); inner.shards.len()];
-    let mut positions: Vec<Vec<usize>> = vec![Vec::new(); inner.shards.len()];
-    for (index, cross) in crosses.iter().enumerate() {
-        let shard = shard_of(cross);
-        per_shard[shard].push(event(cross));
-        positions[shard].push(index);
-    }
-    let answers = submit_transfers(inner, per_shard, deadline)?;
-    let mut results = vec![R::Ok; crosses.len()];
-    for (positions, answers) in positions.into_iter().zip(answers) {
-        if positions.len() != answers.len() {
-            return Err(protocol("one result per event"));
-        }
-        for (index, result) in positions.into_iter().zip(answers) {
-            results[index] = result;
-        }
-    }
-    Ok(results)
-}
-
-/// Logs the proposed decisions at the coordinators; a decision logged before (by another
-/// driver or the resolver) wins and is read back.
-fn decide(
-    inner: &ClusterInner,
-    crosses: &[Cross],
-    proposed: &[Decision],
-    deadline: Instant,
-) -> Result<Vec<Decision>> {
-    let pairs: Vec<(Cross, Decision)> = crosses
-        .iter()
-        .copied()
-        .zip(proposed.iter().copied())
-        .collect();
-    let answers = scatter(
-        inner,
-        &pairs,
-        |(cross, _)| cross.debit_shard,
-        |(cross, decision)| resolution(cross.transfer.id, *decision),
-        deadline,
-    )?;
-    let mut decisions = proposed.to_vec();
-    let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); inner.shards.len()];
-    for (index, &answer) in answers.iter().enumerate() {
-        if answer.is_ok() || answer.is_exists() {
-            continue;
-        }
-        if !is_exists_with_different(answer) {
-            return Err(protocol(&format!(
-                "decision for transfer {}: {answer:?}",
-                crosses[index].transfer.id
-            )));
-        }
-        unknown[crosses[index].debit_shard].push(index);
-    }
-    for (shard, indexes) in unknown.into_iter().enumerate() {
-        if indexes.is_empty() {
-            continue;
-        }
-        let ids: Vec<u128> = indexes
-            .iter()
-            .map(|&index| resolution_id(crosses[index].transfer.id))
-            .collect();
-        let found: HashMap<u128, Transfer> = lookup(inner, shard, &ids, deadline)?
-            .into_iter()
-            .map(|transfer| (transfer.id, transfer))
-            .collect();
-        for (index, id) in indexes.into_iter().zip(ids) {
-            let logged = found
-                .get(&id)
-                .ok_or_else(|| protocol("a decision answered Exists… but is not found"))?;
-            decisions[index] = logged_decision(logged);
-        }
-    }
-    Ok(decisions)
-}
-
 /// The decision a logged resolution holds.
 fn logged_decision(resolution: &Transfer) -> Decision {
-    if resolution.flags.post_pending_transfer() {
-        Decision::Commit
-    } else {
+    // A void aborts; a post (a plain transfer) or a marker (a user's pending one) commits.
+    if resolution.flags.void_pending_transfer() {
         let reason = u32::try_from(resolution.user_data_64)
             .ok()
             .and_then(R::from_code)
             .unwrap_or(R::IdAlreadyFailed);
         Decision::Abort(reason)
+    } else {
+        Decision::Commit
     }
-}
-
-/// Applies the decisions at the participants: post a committed leg; fence and void an
-/// aborted one (the fence burns the leg id if the leg does not exist, see [`fence`]).
-fn finish(
-    inner: &ClusterInner,
-    crosses: &[Cross],
-    decisions: &[Decision],
-    deadline: Instant,
-) -> Result<()> {
-    let router = inner.router;
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); inner.shards.len()];
-    let mut kinds: Vec<Vec<Decision>> = vec![Vec::new(); inner.shards.len()];
-    for (cross, &decision) in crosses.iter().zip(decisions) {
-        let shard = cross.credit_shard;
-        let t = cross.transfer.id;
-        if let Decision::Abort(_) = decision {
-            per_shard[shard].push(fence(router, t, shard));
-            kinds[shard].push(decision);
-        }
-        per_shard[shard].push(resolution(t, decision));
-        kinds[shard].push(decision);
-    }
-    let answers = submit_transfers(inner, per_shard, deadline)?;
-    for (kinds, answers) in kinds.into_iter().zip(answers) {
-        for (decision, answer) in kinds.into_iter().zip(answers) {
-            // A commit's post must land (the leg exists: the vote was yes); an abort's fence and
-            // void may find the leg missing or burnt, which is the point.
-            if decision == Decision::Commit && !(answer.is_ok() || answer.is_exists()) {
-                return Err(protocol(&format!("participant post: {answer:?}")));
-            }
-        }
-    }
-    Ok(())
 }
 
 // ---- users' posts and voids of cross-shard pending transfers ----------------------------
 
-/// Where a post or void goes once its pending transfer is located.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Located {
-    /// To one shard, as this event: the caller's, or with a pending id chosen so that the
-    /// shard answers the rejection a single ledger would (`PendingTransferNotFound` for a
-    /// cross-shard transfer not committed, `PendingTransferNotPending` for a plain one).
-    Local { shard: usize, event: Transfer },
-    /// Across shards: the pending transfer is a committed cross-shard pending transfer.
-    Cross(CrossPost),
-}
-
-/// A user's post or void `P` (id `p`) of the cross-shard pending transfer `T` (id `t`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CrossPost {
-    /// What the coordinator logs: `P` itself resolving `leg(t)` (its credit account the
-    /// coordinator's bridge, or the caller's if it is not `B`, so the ledger says so).
-    event: Transfer,
-    /// The coordinator: the shard of `T`'s debit account.
-    debit_shard: usize,
-    /// The participant: the shard of `T`'s credit account.
-    credit_shard: usize,
-}
-
-impl CrossPost {
-    /// The shards of `T`'s debit and credit accounts.
-    pub(crate) fn shards(&self) -> (usize, usize) {
-        (self.debit_shard, self.credit_shard)
-    }
-}
-
-/// Locates the pending transfers of posts and voids: one linearizable read of every shard
-/// for `t`, `leg(t)` and `res(t)` of each; one destination per post, in order.
+/// Locates the pending transfers of users' posts and voids (see [`LocateMachine`]).
 pub(crate) fn locate_posts(
     inner: &ClusterInner,
     posts: &[Transfer],
     deadline: Instant,
 ) -> Result<Vec<Located>> {
-    let mut ids: Vec<u128> = posts
-        .iter()
-        .map(|post| post.pending_id)
-        .filter(|&t| t != 0 && t < SYSTEM_ID_MIN)
-        .flat_map(|t| [t, leg_id(t), resolution_id(t)])
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut per_shard: Vec<HashMap<u128, Transfer>> = Vec::with_capacity(inner.shards.len());
-    for shard in 0..inner.shards.len() {
-        let found = if ids.is_empty() {
-            Vec::new()
-        } else {
-            lookup(inner, shard, &ids, deadline)?
-        };
-        per_shard.push(
-            found
-                .into_iter()
-                .map(|transfer| (transfer.id, transfer))
-                .collect(),
-        );
-    }
-    Ok(posts
-        .iter()
-        .map(|post| locate_post(inner.router, &per_shard, post))
-        .collect())
+    let (mut machine, action) = LocateMachine::new(inner.router, posts.to_vec());
+    run(inner, &mut machine, action, |_, _| Ok(()), deadline)
 }
 
-/// Where one post or void goes, given what every shard holds of its pending transfer.
-fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Transfer) -> Located {
-    let named_shard = match router.route(post) {
-        crate::router::Route::Shard(shard) => shard,
-        crate::router::Route::Cross { debit_shard, .. } => debit_shard,
-        crate::router::Route::Unknown => 0,
-    };
-    let t = post.pending_id;
-    let local = |shard, pending_id| Located::Local {
-        shard,
-        event: Transfer {
-            pending_id,
-            ..*post
-        },
-    };
-    if t == 0 || t >= SYSTEM_ID_MIN {
-        return local(named_shard, t);
-    }
-    if let Some(shard) = per_shard.iter().position(|found| found.contains_key(&t)) {
-        return local(shard, t);
-    }
-    let coordinator = per_shard.iter().enumerate().find_map(|(shard, found)| {
-        let leg = found
-            .get(&leg_id(t))
-            .filter(|leg| is_reserved(leg.credit_account_id))?;
-        Some((shard, *leg))
-    });
-    let Some((debit_shard, leg)) = coordinator else {
-        return local(named_shard, t);
-    };
-    match per_shard[debit_shard].get(&resolution_id(t)) {
-        // A plain transfer, committed: the shard answers PendingTransferNotPending.
-        Some(res) if res.flags.post_pending_transfer() => local(debit_shard, resolution_id(t)),
-        // A pending transfer, committed (its decision is a marker).
-        Some(res) if !res.flags.void_pending_transfer() => {
-            let credit_shard = bridge_peer(router, leg.credit_account_id);
-            let credit = per_shard[credit_shard]
-                .get(&leg_id(t))
-                .map_or(0, |leg| leg.credit_account_id);
-            let named_credit = post.credit_account_id;
-            Located::Cross(CrossPost {
-                event: Transfer {
-                    pending_id: leg_id(t),
-                    credit_account_id: if named_credit == 0 || named_credit == credit {
-                        leg.credit_account_id
-                    } else {
-                        named_credit
-                    },
-                    ..*post
-                },
-                debit_shard,
-                credit_shard,
-            })
-        }
-        // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
-        // which burns the post's id like on a single shard).
-        _ => local(debit_shard, t),
-    }
-}
-
-/// Runs users' posts and voids of cross-shard pending transfers: the coordinator logs each
-/// (the decision: the ledger checks it against `leg(t)` with its own rules and precedence,
-/// and keeps a retry idempotent), then the participants apply the logged ones and the
-/// coordinators acknowledge. One result per post, in order; the answer follows the decision.
+/// Runs users' posts and voids of cross-shard pending transfers (see [`PostMachine`]): one
+/// result per post, in order, once the coordinators logged them; then the participants apply
+/// the logged ones and the coordinators acknowledge ([`PostFinishMachine`]). Should that fail,
+/// the resolver finishes from the coordinators' indexes.
 pub(crate) fn execute_posts(
     inner: &ClusterInner,
     posts: &[CrossPost],
     deadline: Instant,
 ) -> Result<Vec<R>> {
-    let results = scatter(
-        inner,
-        posts,
-        |post| post.debit_shard,
-        |post| post.event,
-        deadline,
-    )?;
+    let (mut machine, action) = PostMachine::new(inner.router, posts.to_vec());
+    let outcome = run(inner, &mut machine, action, |_, _| Ok(()), deadline)?;
     if let Some(post) = posts.first() {
         inner
             .crossshard
-            .checkpoint(CrossShardStep::Decided, post.debit_shard)?;
+            .checkpoint(CrossShardStep::Decided, post.shards().0)?;
     }
-    // A retry answering Exists leaves the finishing to the resolver: it works from the post as
-    // logged, whose zero fields may differ from the retry's.
-    let logged: Vec<Transfer> = posts
-        .iter()
-        .zip(&results)
-        .filter(|(_, result)| result.is_ok())
-        .map(|(post, _)| post.event)
-        .collect();
-    if !logged.is_empty() {
-        // Should it fail, the coordinator's index keeps the posts for the resolver.
-        let _ = finish_posts(inner, &logged, deadline);
+    if !outcome.finishes.is_empty() {
+        let (mut machine, action) = PostFinishMachine::new(inner.router, outcome.finishes);
+        let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
     }
-    Ok(results)
-}
-
-/// Applies posts logged by coordinators at their participants (`x(t)`), then acknowledges
-/// them at the coordinators (`x(t)` there): both idempotent by id.
-fn finish_posts(inner: &ClusterInner, logged: &[Transfer], deadline: Instant) -> Result<()> {
-    let router = inner.router;
-    let applied = scatter(
-        inner,
-        logged,
-        |post| bridge_peer(router, post.credit_account_id),
-        |post| applied_event(router, post),
-        deadline,
-    )?;
-    let acknowledged = scatter(
-        inner,
-        logged,
-        |post| router.shard_of(post.credit_account_id),
-        |post| acknowledgement(router, post),
-        deadline,
-    )?;
-    for result in applied.into_iter().chain(acknowledged) {
-        if !(result.is_ok() || result.is_exists()) {
-            return Err(protocol(&format!("applying a post: {result:?}")));
-        }
-    }
-    Ok(())
+    Ok(outcome.results)
 }
 
 /// The participant's `x(t)`: the same post or void of its own `leg(t)`. It cannot fail: only
@@ -1331,46 +1076,27 @@ fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<V
 }
 
 /// The resolver thread: every [`RESOLVER_INTERVAL`] it reads each shard's unresolved legs and
-/// drives the old ones to their end. A participant leg (a yes vote) seen for
-/// [`RESOLVER_VOTE_AGE`] is committed (or follows the decision already logged); a coordinator leg older than the
-/// request timeout, when its caller has given up, commits if the participant voted yes and is
-/// aborted otherwise. A shard without a leader is skipped until it has one again (I10, I11).
+/// drives the old ones to their end ([`Resolver`], with the request timeout as the age of a
+/// coordinator leg whose caller has given up). A shard without a leader is skipped until it
+/// has one again (I10, I11).
 pub(crate) fn resolver_run(inner: &ClusterInner) {
-    let mut first_seen: HashMap<(usize, u128), Instant> = HashMap::new();
+    let timing = ResolverTiming::with_request_timeout(inner.config.request_timeout);
+    let mut resolver = Resolver::new(timing);
+    let origin = clock::now();
     loop {
-        match inner.shutdown.recv_timeout(RESOLVER_INTERVAL) {
+        match inner.shutdown.recv_timeout(timing.interval) {
             Err(channel::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(channel::RecvTimeoutError::Disconnected) => return,
         }
         let now = clock::now();
-        let mut still: HashMap<(usize, u128), Instant> = HashMap::new();
-        let mut due: BTreeMap<(usize, usize), Vec<(u128, bool)>> = BTreeMap::new();
-        for shard in 0..inner.shards.len() {
-            let Ok(legs) = unresolved(inner, shard, now + RESOLVER_INTERVAL) else {
-                // Keep what we knew of a shard we could not read.
-                still.extend(first_seen.iter().filter(|((s, _), _)| *s == shard));
-                continue;
-            };
-            for leg in legs {
-                let seen = *first_seen.get(&(shard, leg.id)).unwrap_or(&now);
-                still.insert((shard, leg.id), seen);
-                let age = now.saturating_duration_since(seen);
-                let t = leg.id - LEG_ID_MIN;
-                if is_reserved(leg.credit_account_id) {
-                    let peer = bridge_peer(inner.router, leg.credit_account_id);
-                    if age >= inner.config.request_timeout {
-                        due.entry((shard, peer)).or_default().push((t, false));
-                    }
-                } else if age >= RESOLVER_VOTE_AGE {
-                    let peer = bridge_peer(inner.router, leg.debit_account_id);
-                    due.entry((peer, shard)).or_default().push((t, true));
-                }
-            }
-        }
-        first_seen = still;
-        for ((debit_shard, credit_shard), ts) in due {
+        let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
+            .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
+            .collect();
+        for recovery in resolver.pass(inner.router, now.duration_since(origin), &legs) {
+            let deadline = clock::now() + inner.config.request_timeout;
+            let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
             // Errors (a shard without quorum, shutdown) leave the legs for a later pass.
-            let _ = recover(inner, debit_shard, credit_shard, &ts);
+            let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
         }
     }
 }
@@ -1392,61 +1118,10 @@ pub(crate) fn finisher_run(inner: &ClusterInner) {
             };
             work.extend(more);
         }
-        let (crosses, decisions): (Vec<Cross>, Vec<Decision>) = work.into_iter().unzip();
         let deadline = clock::now() + inner.config.request_timeout;
-        let _ = finish(inner, &crosses, &decisions, deadline);
+        let (mut machine, action) = FinishMachine::new(inner.router, &work);
+        let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
     }
-}
-
-/// Drives the transfers `ts` between coordinator `debit_shard` and participant
-/// `credit_shard` to their end; `true` marks a transfer whose participant leg was seen.
-fn recover(
-    inner: &ClusterInner,
-    debit_shard: usize,
-    credit_shard: usize,
-    ts: &[(u128, bool)],
-) -> Result<()> {
-    let deadline = clock::now() + inner.config.request_timeout;
-    let mut ts = ts.to_vec();
-    ts.sort_unstable();
-    ts.dedup_by_key(|(t, _)| *t);
-    let unknown: Vec<u128> = ts
-        .iter()
-        .filter(|(_, voted)| !voted)
-        .map(|(t, _)| leg_id(*t))
-        .collect();
-    let voted: HashSet<u128> = if unknown.is_empty() {
-        HashSet::new()
-    } else {
-        lookup(inner, credit_shard, &unknown, deadline)?
-            .into_iter()
-            .map(|leg| leg.id - LEG_ID_MIN)
-            .collect()
-    };
-    let crosses: Vec<Cross> = ts
-        .iter()
-        .map(|&(t, _)| Cross {
-            transfer: Transfer {
-                id: t,
-                ..Transfer::default()
-            },
-            debit_shard,
-            credit_shard,
-        })
-        .collect();
-    let proposed: Vec<Decision> = ts
-        .iter()
-        .map(|&(t, seen_vote)| {
-            if seen_vote || voted.contains(&t) {
-                Decision::Commit
-            } else {
-                // Presumed abort: the caller gave up before the participant voted.
-                Decision::Abort(R::IdAlreadyFailed)
-            }
-        })
-        .collect();
-    let decisions = decide(inner, &crosses, &proposed, deadline)?;
-    finish(inner, &crosses, &decisions, deadline)
 }
 
 #[cfg(test)]
@@ -1526,20 +1201,100 @@ mod tests {
     }
 
     #[test]
+    fn leg_index_keeps_users_posts_until_acknowledged() {
+        let router = Router::new(2);
+        let cross = Cross {
+            transfer: Transfer {
+                flags: TransferFlags::PENDING,
+                ..Transfer::new(7, 1, 2, 10, 1, 1)
+            },
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        let leg = coordinator_leg(router, &cross);
+        assert!(is_pending_bridge(router, leg.credit_account_id));
+        assert_eq!(bridge_ledger(router, leg.credit_account_id), 1);
+        assert_eq!(bridge_peer(router, leg.credit_account_id), 0);
+        let commit = decision_event(router, &cross, Decision::Commit);
+        assert_eq!((commit.id, commit.amount), (resolution_id(7), 0));
+        assert_eq!(logged_decision(&commit), Decision::Commit);
+        let mut index = LegIndex::default();
+        index.observe(&[leg, commit], &[R::Ok, R::Ok]);
+        assert_eq!(
+            index.len(),
+            0,
+            "a decided pending transfer is no protocol work"
+        );
+        // The user's post of leg(7) enters under x(7) until the coordinator acknowledges it.
+        let post = Transfer {
+            pending_id: leg_id(7),
+            credit_account_id: leg.credit_account_id,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(8, 0, 0, 4, 0, 0)
+        };
+        index.observe(&[post], &[R::Ok]);
+        assert_eq!(index.unresolved(), [post]);
+        let mut bytes = Vec::new();
+        index.encode(&mut bytes);
+        assert_eq!(
+            LegIndex::decode(&mut Reader::new(&bytes)),
+            Some(index.clone())
+        );
+        let applied = applied_event(router, &post);
+        assert_eq!((applied.id, applied.pending_id), (applied_id(7), leg_id(7)));
+        assert_eq!(router.shard_of(applied.debit_account_id), 0);
+        assert!(applied.flags.post_pending_transfer() && applied.amount == 4);
+        let acknowledgement = acknowledgement(router, &post);
+        assert_eq!(router.shard_of(acknowledgement.debit_account_id), 1);
+        index.observe(&[acknowledgement], &[R::Exists]);
+        assert_eq!(index.len(), 1, "only a logged acknowledgement counts");
+        index.observe(&[acknowledgement], &[R::Ok]);
+        assert_eq!(index.len(), 0);
+    }
+
+    #[test]
     fn plan_splits_and_refuses_what_is_not_built() {
         let router = Router::new(2);
         let plain = Transfer::new(1, 1, 2, 5, 1, 1);
         let local = Transfer::new(2, 1, 3, 5, 1, 1);
         let plan = plan_transfers(router, &[plain, local]).unwrap();
         assert_eq!((plan.cross, plan.local), (vec![0], vec![1]));
+        // A pending transfer crosses; one with a timeout or a balancing one does not (yet).
         let pending = Transfer {
             flags: TransferFlags::PENDING,
             ..plain
         };
+        let plan = plan_transfers(router, &[local, pending]).unwrap();
+        assert_eq!((plan.cross, plan.local), (vec![1], vec![0]));
+        let expiring = Transfer {
+            timeout: 5,
+            ..pending
+        };
         assert!(matches!(
-            plan_transfers(router, &[local, pending]),
+            plan_transfers(router, &[local, expiring]),
             Err(ShardError::CrossShard { index: 1, .. })
         ));
+        let balancing = Transfer {
+            flags: TransferFlags::BALANCING_DEBIT,
+            ..plain
+        };
+        assert!(plan_transfers(router, &[balancing]).is_err());
+        // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
+        let last = Transfer {
+            id: SYSTEM_ID_MIN - 1,
+            ..pending
+        };
+        let plan = plan_transfers(router, &[last]).unwrap();
+        assert_eq!(plan.preset[0], Some(R::IdReservedForSystem));
+        // Posts and voids are located first unless they name two accounts on one shard.
+        let post = |debit, credit| Transfer {
+            pending_id: 1,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(7, debit, credit, 0, 0, 0)
+        };
+        let plan =
+            plan_transfers(router, &[post(0, 0), post(1, 3), post(1, 2), post(1, 0)]).unwrap();
+        assert_eq!((plan.posts, plan.local), (vec![0, 2, 3], vec![1]));
         let linked = Transfer {
             flags: TransferFlags::LINKED,
             ..local

@@ -54,6 +54,7 @@ pub use client::Client;
 pub use cluster::{Cluster, MANIFEST_FILE_NAME, ReplicaState};
 pub use config::{ClusterConfig, EVENTS_PER_CALL_MAX, SHARD_COUNT_MAX};
 pub use crossshard::CrossShardStep;
+pub use crossshard::protocol as crossshard_protocol;
 pub use error::{Result, ShardError};
 pub use machine::{LedgerMachine, MachineProbe};
 pub use router::{Route, Router};

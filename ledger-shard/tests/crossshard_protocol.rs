@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer,
+    TransferFlags,
 };
 use ledger_shard::{Client, Cluster, ClusterConfig, CrossShardStep, ShardError};
 
@@ -252,7 +253,7 @@ fn reserved_ids_are_the_clusters() {
     // Ids in the system range are the cluster's: rejected, their chain with them.
     let reserved = Transfer::new(SYSTEM_ID_MIN + 100, 1, 2, 1, 1, 1);
     let linked = Transfer {
-        flags: ledger_core::TransferFlags::LINKED,
+        flags: TransferFlags::LINKED,
         ..Transfer::new(107, 2, 4, 1, 1, 1)
     };
     let results = client
@@ -440,6 +441,392 @@ fn reopened_cluster_finishes_what_was_in_flight() {
     assert_eq!(account(&client, 2).credits_posted, INITIAL + 50);
     assert_eq!(account(&client, 2).credits_pending, 0);
     assert_eq!(client.create_transfers(&batch).unwrap(), [R::Exists]);
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+// ---- users' pending transfers, posts and voids across shards ------------------------------
+
+fn pending(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
+    Transfer {
+        flags: TransferFlags::PENDING,
+        ..Transfer::new(id, debit, credit, amount, 1, 1)
+    }
+}
+
+/// A post (or void) naming only its pending transfer and its amount.
+fn resolve(id: u128, pending_id: u128, flags: TransferFlags, amount: u128) -> Transfer {
+    Transfer {
+        pending_id,
+        flags,
+        ..Transfer::new(id, 0, 0, amount, 0, 0)
+    }
+}
+
+fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
+    resolve(id, pending_id, TransferFlags::POST_PENDING_TRANSFER, amount)
+}
+
+fn void(id: u128, pending_id: u128) -> Transfer {
+    resolve(id, pending_id, TransferFlags::VOID_PENDING_TRANSFER, 0)
+}
+
+fn balances(client: &Client, id: u128) -> (u128, u128, u128, u128) {
+    let a = account(client, id);
+    (
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+    )
+}
+
+#[test]
+fn pending_post_across_shards() {
+    let dir = temp_dir("pending");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // 1 (shard 1) → 2 (shard 0), pending: it exists once the decision is logged, and its
+    // amount is pending on both accounts, which stays so (it is no protocol work any more).
+    let t1 = Transfer {
+        user_data_128: 55,
+        ..pending(500, 1, 2, 100)
+    };
+    assert_eq!(client.create_transfers(&[t1]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 1), (100, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 100, INITIAL));
+    assert_money_in_flight(&client, 2, 0);
+    let found = client.lookup_transfers(&[500]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (
+            found[0].debit_account_id,
+            found[0].credit_account_id,
+            found[0].amount,
+            found[0].user_data_128,
+            found[0].flags
+        ),
+        (1, 2, 100, 55, TransferFlags::PENDING)
+    );
+    assert_eq!(client.create_transfers(&[t1]).unwrap(), [R::Exists]);
+    let other_data = Transfer {
+        user_data_128: 56,
+        ..t1
+    };
+    assert_eq!(
+        client.create_transfers(&[other_data]).unwrap(),
+        [R::ExistsWithDifferentUserData128]
+    );
+    // A partial post naming neither account: 60 moves, 40 is released, on both shards.
+    let p1 = post(501, 500, 60);
+    assert_eq!(client.create_transfers(&[p1]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 1), (0, 60, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL + 60));
+    // Retries are idempotent; a second resolution of the same pending transfer is refused.
+    assert_eq!(client.create_transfers(&[p1]).unwrap(), [R::Exists]);
+    assert_eq!(
+        client.create_transfers(&[post(501, 500, 61)]).unwrap(),
+        [R::ExistsWithDifferentAmount]
+    );
+    assert_eq!(
+        client
+            .create_transfers(&[post(502, 500, 1), void(503, 500)])
+            .unwrap(),
+        [
+            R::PendingTransferAlreadyPosted,
+            R::PendingTransferAlreadyPosted
+        ]
+    );
+    // The post reads back as the caller submitted it.
+    let found = client.lookup_transfers(&[501]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (
+            found[0].pending_id,
+            found[0].debit_account_id,
+            found[0].credit_account_id,
+            found[0].amount,
+            found[0].user_data_128
+        ),
+        (500, 1, 2, 60, 55)
+    );
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn pending_void_and_rejections_across_shards() {
+    let dir = temp_dir("pending-reject");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // A void naming both accounts releases everything; a post after it is refused.
+    assert_eq!(
+        client.create_transfers(&[pending(510, 3, 4, 50)]).unwrap(),
+        [R::Ok]
+    );
+    let v2 = Transfer {
+        debit_account_id: 3,
+        credit_account_id: 4,
+        ..void(511, 510)
+    };
+    assert_eq!(client.create_transfers(&[v2]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 3), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL));
+    assert_eq!(
+        client.create_transfers(&[post(512, 510, 1)]).unwrap(),
+        [R::PendingTransferAlreadyVoided]
+    );
+    // Rejections follow ledger-core's rules and precedence.
+    assert_eq!(
+        client.create_transfers(&[pending(520, 5, 6, 30)]).unwrap(),
+        [R::Ok]
+    );
+    let wrong_credit = Transfer {
+        debit_account_id: 5,
+        credit_account_id: 8,
+        ..post(521, 520, 1)
+    };
+    let partial_void = resolve(523, 520, TransferFlags::VOID_PENDING_TRANSFER, 10);
+    assert_eq!(
+        client
+            .create_transfers(&[wrong_credit, post(522, 520, 31), partial_void])
+            .unwrap(),
+        [
+            R::PendingTransferHasDifferentCreditAccountId,
+            R::ExceedsPendingTransferAmount,
+            R::PendingTransferHasDifferentAmount
+        ]
+    );
+    // A post naming only the debit account is located too.
+    let by_debit = Transfer {
+        debit_account_id: 5,
+        ..post(524, 520, u128::MAX)
+    };
+    assert_eq!(client.create_transfers(&[by_debit]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 5), (0, 30, 0, INITIAL));
+    assert_eq!(balances(&client, 6), (0, 0, 0, INITIAL + 30));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn posts_of_what_is_no_cross_shard_pending_transfer() {
+    let dir = temp_dir("pending-none");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // A plain cross-shard transfer is not pending; an unknown one is not found (and burns
+    // the id, as on one shard); a pending one its participant refused does not exist.
+    assert_eq!(
+        client
+            .create_transfers(&[Transfer::new(530, 7, 8, 5, 1, 1)])
+            .unwrap(),
+        [R::Ok]
+    );
+    assert_eq!(
+        client
+            .create_transfers(&[post(531, 530, 5), post(532, 999, 5)])
+            .unwrap(),
+        [R::PendingTransferNotPending, R::PendingTransferNotFound]
+    );
+    assert_eq!(
+        client.create_transfers(&[post(532, 999, 5)]).unwrap(),
+        [R::IdAlreadyFailed]
+    );
+    assert_eq!(
+        client.create_transfers(&[pending(540, 9, 50, 5)]).unwrap(),
+        [R::CreditAccountNotFound]
+    );
+    assert_eq!(
+        client.create_transfers(&[post(541, 540, 5)]).unwrap(),
+        [R::PendingTransferNotFound]
+    );
+    // Not built: a timeout on a cross-shard pending transfer (legs must not expire alone).
+    let expiring = Transfer {
+        timeout: 60,
+        ..pending(550, 1, 2, 1)
+    };
+    assert!(matches!(
+        client.create_transfers(&[expiring]),
+        Err(ShardError::CrossShard { index: 0, .. })
+    ));
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// The caller's driver stops after each step of a pending transfer while a leader crashes;
+/// the resolver finishes alone: committed transfers stay pending on both sides until the
+/// user posts them, aborted ones release the debit account.
+fn pending_stop_after(step: CrossShardStep, crash_participant: bool) {
+    let dir = temp_dir(&format!("pending-stop-{}-{crash_participant}", step as u8));
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    cluster.stop_cross_shard_after(Some(step));
+    let batch: Vec<Transfer> = (0..5u128)
+        .map(|i| pending(600 + i, 2 * i + 1, 2 * i + 2, 10 + i))
+        .collect();
+    let error = client.create_transfers(&batch).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    let shard = usize::from(!crash_participant);
+    let leader = cluster.leader(shard).unwrap();
+    cluster.crash_replica(shard, leader).unwrap();
+    assert_money_in_flight(&client, 2, 60);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    cluster.restart_replica(shard, leader).unwrap();
+    let committed = step != CrossShardStep::Prepared;
+    for (i, transfer) in (0..5u128).zip(&batch) {
+        let held = if committed { 10 + i } else { 0 };
+        assert_eq!(
+            balances(&client, transfer.debit_account_id),
+            (held, 0, 0, INITIAL)
+        );
+        assert_eq!(
+            balances(&client, transfer.credit_account_id),
+            (0, 0, held, INITIAL)
+        );
+    }
+    assert_money_in_flight(&client, 2, 0);
+    let expected = if committed {
+        R::Exists
+    } else {
+        R::IdAlreadyFailed
+    };
+    assert_eq!(client.create_transfers(&batch).unwrap(), [expected; 5]);
+    // The user posts what committed: the money moves on both sides.
+    let posts: Vec<Transfer> = batch
+        .iter()
+        .map(|t| post(t.id + 100, t.id, u128::MAX))
+        .collect();
+    let results = client.create_transfers(&posts).unwrap();
+    let expected = if committed {
+        R::Ok
+    } else {
+        R::PendingTransferNotFound
+    };
+    assert_eq!(results, [expected; 5]);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    for (i, transfer) in (0..5u128).zip(&batch) {
+        let moved = if committed { 10 + i } else { 0 };
+        assert_eq!(
+            balances(&client, transfer.debit_account_id),
+            (0, moved, 0, INITIAL)
+        );
+        assert_eq!(
+            balances(&client, transfer.credit_account_id),
+            (0, 0, 0, INITIAL + moved)
+        );
+    }
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn pending_coordinator_leader_crash_after_prepare() {
+    pending_stop_after(CrossShardStep::Prepared, false);
+}
+
+#[test]
+fn pending_participant_leader_crash_after_vote() {
+    pending_stop_after(CrossShardStep::Voted, true);
+}
+
+#[test]
+fn pending_coordinator_leader_crash_after_decision() {
+    pending_stop_after(CrossShardStep::Decided, false);
+}
+
+#[test]
+fn pending_participant_leader_crash_after_decision() {
+    pending_stop_after(CrossShardStep::Decided, true);
+}
+
+/// The caller's driver stops once the coordinator logged a user's post (the decision) and the
+/// participant's leader crashes: the resolver applies the post at the participant alone, and
+/// a retry of the post answers `Exists`.
+#[test]
+fn post_finished_by_the_resolver() {
+    let dir = temp_dir("post-stop");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    let batch: Vec<Transfer> = (0..4u128)
+        .map(|i| pending(700 + i, 2 * i + 1, 2 * i + 2, 20))
+        .collect();
+    assert_eq!(client.create_transfers(&batch).unwrap(), [R::Ok; 4]);
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Decided));
+    // Two partial posts and two voids.
+    let resolutions = [
+        post(710, 700, 5),
+        void(711, 701),
+        post(712, 702, 20),
+        void(713, 703),
+    ];
+    let error = client.create_transfers(&resolutions).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    // Decided at the coordinator (shard 1): the debit side is resolved, the credit side
+    // still pending; money is conserved meanwhile.
+    assert_eq!(balances(&client, 1), (0, 5, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 20, INITIAL));
+    let leader = cluster.leader(0).unwrap();
+    cluster.crash_replica(0, leader).unwrap();
+    wait_resolved(&cluster, Duration::from_secs(15));
+    cluster.restart_replica(0, leader).unwrap();
+    let moved = [5, 0, 20, 0];
+    for (i, amount) in (0..4u128).zip(moved) {
+        assert_eq!(balances(&client, 2 * i + 1), (0, amount, 0, INITIAL));
+        assert_eq!(balances(&client, 2 * i + 2), (0, 0, 0, INITIAL + amount));
+    }
+    assert_eq!(
+        client.create_transfers(&resolutions).unwrap(),
+        [R::Exists; 4]
+    );
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// A credit account closed between the vote and the participant's post still receives the
+/// committed transfer: the decision was taken while it was open, and the participant's post
+/// (a system id) cannot be refused, or the bridges would never balance.
+#[test]
+fn credit_account_closed_after_the_vote_still_receives() {
+    let dir = temp_dir("closed");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    assert!(
+        client
+            .create_transfers(&[Transfer::new(800, 1, 2, 25, 1, 1)])
+            .is_err()
+    );
+    cluster.stop_cross_shard_after(None);
+    // Account 2 (shard 0) closes: a pending closing transfer from shard 0's funder.
+    let closing = Transfer {
+        flags: TransferFlags::PENDING | TransferFlags::CLOSING_CREDIT,
+        ..Transfer::new(801, FUNDER, 2, 1, 1, 1)
+    };
+    assert_eq!(client.create_transfers(&[closing]).unwrap(), [R::Ok]);
+    assert!(account(&client, 2).flags.closed());
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 2), (0, 0, 1, INITIAL + 25));
+    assert_eq!(balances(&client, 1), (0, 25, 0, INITIAL));
+    let void = Transfer {
+        pending_id: 801,
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        ..Transfer::new(802, 0, 0, 0, 0, 0)
+    };
+    assert_eq!(client.create_transfers(&[void]).unwrap(), [R::Ok]);
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
 }

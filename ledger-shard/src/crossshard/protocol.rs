@@ -1,0 +1,1475 @@
+//! The cross-shard protocol as a pure, deterministic core (sans-IO): no threads, clocks,
+//! channels or shards, only inputs and outputs.
+//!
+//! A machine says what to do next as an [`Action`]: submit these transfers to these shards
+//! ([`Action::Submit`], one batch per shard, tagged with its protocol [`Phase`]), look these ids
+//! up on these shards ([`Action::Lookup`]), or it is done ([`Action::Done`], with its outcome).
+//! The driver does it and hands the answers back as a [`Reply`] to `step`, which yields the next
+//! action. Every batch is indexed by shard (`per_shard[s]` goes to shard `s`, an empty one is not
+//! sent) and every answer is shaped the same way.
+//!
+//! - [`CallMachine`]: one call's prechecked cross-shard transfers, steps 1–3 (prepare, vote,
+//!   decide, and reading back a decision someone else logged first); its [`CallOutcome`] holds
+//!   the caller's results and the step-4 work.
+//! - [`FinishMachine`]: step 4 for decided transfers (the cluster's finisher thread).
+//! - [`Resolver`]: given each shard's unresolved legs at a time `now` (a [`Duration`] since any
+//!   fixed origin), yields the [`Recovery`] work due; a [`RecoveryMachine`] drives one.
+//! - [`missing_bridges`]: the bridge accounts a call needs that a driver has not created yet.
+//!
+//! ```
+//! use ledger_core::{CreateTransferResult as R, Transfer};
+//! use ledger_shard::Router;
+//! use ledger_shard::crossshard_protocol::{Action, CallMachine, Cross, Machine, Phase, Reply};
+//!
+//! let router = Router::new(2);
+//! // Account 1 lives on shard 1, account 2 on shard 0.
+//! let cross = Cross::new(router, Transfer::new(7, 1, 2, 100, 1, 1));
+//! let (mut call, action) = CallMachine::new(router, vec![cross]);
+//! let Action::Submit { phase: Phase::Prepare, per_shard } = action else { panic!() };
+//! assert_eq!(per_shard[1].len(), 1);
+//! // Each answer is shaped like its batch: shard 1 logged the prepare, then the vote, ...
+//! let ok = |shard: usize| {
+//!     let mut answers = vec![Vec::new(); 2];
+//!     answers[shard].push(R::Ok);
+//!     Reply::Submitted(answers)
+//! };
+//! let Action::Submit { phase: Phase::Vote, .. } = call.step(ok(1))? else { panic!() };
+//! let Action::Submit { phase: Phase::Decide, .. } = call.step(ok(0))? else { panic!() };
+//! let Action::Done(outcome) = call.step(ok(1))? else { panic!() };
+//! assert_eq!(outcome.results, [R::Ok]);
+//! assert_eq!(outcome.finishes.len(), 1);
+//! # Ok::<(), ledger_shard::ShardError>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
+
+use super::{
+    BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
+    bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_exists_with_different,
+    is_pending_bridge, is_reserved, leg_id, logged_decision, participant_leg, pending_bridge_id,
+    protocol, resolution, resolution_id, vote_decision,
+};
+pub use super::{Cross, Decision};
+use super::{acknowledgement, applied_event};
+use crate::error::Result;
+use crate::router::Route;
+use crate::router::Router;
+
+/// The protocol step a submission carries (see `docs/crossshard.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Step 1: the coordinators' pending legs.
+    Prepare,
+    /// Step 2: the participants' pending legs (their votes).
+    Vote,
+    /// Step 3: the coordinators' decisions (post or void of their legs).
+    Decide,
+    /// Step 4: the participants apply the decisions (post, or fence and void); for a user's
+    /// post or void of a cross-shard pending transfer, the participant applies it (`x(t)`).
+    Finish,
+    /// The coordinators acknowledge that the participants applied users' posts (`x(t)`).
+    Acknowledge,
+}
+
+/// What a machine asks its driver to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<T> {
+    /// Submit `per_shard[s]` to shard `s` as one `create_transfers` (nothing to a shard whose
+    /// batch is empty), then answer [`Reply::Submitted`] with one result per transfer, in order.
+    Submit {
+        /// The protocol step these transfers are.
+        phase: Phase,
+        /// The transfers for each shard, indexed by shard.
+        per_shard: Vec<Vec<Transfer>>,
+    },
+    /// Look up the transfers `per_shard[s]` on shard `s` (a linearizable read), then answer
+    /// [`Reply::Found`] with the transfers found on each shard, in any order.
+    Lookup {
+        /// The ids to look up on each shard, indexed by shard.
+        per_shard: Vec<Vec<u128>>,
+    },
+    /// The machine is done; nothing more to do.
+    Done(T),
+}
+
+/// The driver's answer to an [`Action`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The results of an [`Action::Submit`], indexed by shard like its batches.
+    Submitted(Vec<Vec<R>>),
+    /// The transfers an [`Action::Lookup`] found, indexed by shard.
+    Found(Vec<Vec<Transfer>>),
+}
+
+/// A protocol machine: takes the answer to its last [`Action`] and yields the next.
+pub trait Machine {
+    /// What the machine ends with ([`Action::Done`]).
+    type Outcome;
+
+    /// Takes the answer to the last action and yields the next.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ShardError::InvalidRequest`] when an answer breaks the protocol: a wrong shape
+    /// (not one result per event, a lookup's answer to a submission), a decision rejected for
+    /// a reason other than an earlier decision or not found when read back, a commit's post
+    /// refused at the participant; or when the machine is done already.
+    fn step(&mut self, reply: Reply) -> Result<Action<Self::Outcome>>;
+}
+
+impl Cross {
+    /// The cross-shard transfer `transfer`, its shards taken from `router`.
+    pub fn new(router: Router, transfer: Transfer) -> Self {
+        Self {
+            transfer,
+            debit_shard: router.shard_of(transfer.debit_account_id),
+            credit_shard: router.shard_of(transfer.credit_account_id),
+        }
+    }
+}
+
+/// The bridge accounts `crosses` need that `known` does not hold, indexed by shard: create them
+/// (`Ok` or `Exists`) before driving a [`CallMachine`] over `crosses`.
+pub fn missing_bridges(
+    router: Router,
+    crosses: &[Cross],
+    known: impl Fn(u128) -> bool,
+) -> Vec<Vec<Account>> {
+    let mut missing: Vec<Vec<Account>> = vec![Vec::new(); router.shard_count()];
+    let mut wanted = HashSet::new();
+    for cross in crosses {
+        let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
+        let mut ids = vec![
+            (d, bridge_id(router, ledger, d, c)),
+            (c, bridge_id(router, ledger, c, d)),
+        ];
+        if cross.transfer.flags.pending() {
+            // The pending bridges, and each shard's marker account.
+            for (local, peer) in [(d, c), (c, d), (d, d), (c, c)] {
+                ids.push((local, pending_bridge_id(router, ledger, local, peer)));
+            }
+        }
+        for (local, id) in ids {
+            if !known(id) && wanted.insert(id) {
+                missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
+            }
+        }
+    }
+    missing
+}
+
+// ---- batching helpers --------------------------------------------------------------------
+
+/// `event(item)` for every item, batched by `shard_of(item)`; with each batch, the positions in
+/// `items` of its events (to put the answers back in order).
+fn scatter<T>(
+    shard_count: usize,
+    items: &[T],
+    shard_of: impl Fn(&T) -> usize,
+    event: impl Fn(&T) -> Transfer,
+) -> (Vec<Vec<Transfer>>, Vec<Vec<usize>>) {
+    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); shard_count];
+    let mut positions: Vec<Vec<usize>> = vec![Vec::new(); shard_count];
+    for (index, item) in items.iter().enumerate() {
+        let shard = shard_of(item);
+        per_shard[shard].push(event(item));
+        positions[shard].push(index);
+    }
+    (per_shard, positions)
+}
+
+/// The answers to a [`scatter`]ed submission, back in the order of its items.
+fn gather(positions: &[Vec<usize>], reply: Reply, count: usize) -> Result<Vec<R>> {
+    let Reply::Submitted(answers) = reply else {
+        return Err(protocol("a lookup's answer to a submission"));
+    };
+    if answers.len() != positions.len() {
+        return Err(protocol("one answer per shard"));
+    }
+    let mut results = vec![R::Ok; count];
+    for (positions, answers) in positions.iter().zip(answers) {
+        if positions.len() != answers.len() {
+            return Err(protocol("one result per event"));
+        }
+        for (&index, result) in positions.iter().zip(answers) {
+            results[index] = result;
+        }
+    }
+    Ok(results)
+}
+
+fn found(reply: Reply, shard_count: usize) -> Result<Vec<HashMap<u128, Transfer>>> {
+    let Reply::Found(found) = reply else {
+        return Err(protocol("a submission's answer to a lookup"));
+    };
+    if found.len() != shard_count {
+        return Err(protocol("one answer per shard"));
+    }
+    Ok(found
+        .into_iter()
+        .map(|transfers| {
+            transfers
+                .into_iter()
+                .map(|transfer| (transfer.id, transfer))
+                .collect()
+        })
+        .collect())
+}
+
+// ---- step 3, shared by callers and the resolver ------------------------------------------
+
+/// Logging proposed decisions at the coordinators; a decision logged before (by another driver
+/// or the resolver) wins and is read back.
+#[derive(Debug)]
+struct Decide {
+    crosses: Vec<Cross>,
+    decisions: Vec<Decision>,
+    positions: Vec<Vec<usize>>,
+    /// Per coordinator shard, the crosses whose decision was logged by someone else.
+    unknown: Vec<Vec<usize>>,
+}
+
+impl Decide {
+    fn start(
+        router: Router,
+        crosses: Vec<Cross>,
+        proposed: Vec<Decision>,
+    ) -> (Self, Phase, Vec<Vec<Transfer>>) {
+        let pairs: Vec<(Cross, Decision)> = crosses
+            .iter()
+            .copied()
+            .zip(proposed.iter().copied())
+            .collect();
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &pairs,
+            |(cross, _)| cross.debit_shard,
+            |(cross, decision)| decision_event(router, cross, *decision),
+        );
+        let decide = Self {
+            crosses,
+            decisions: proposed,
+            positions,
+            unknown: Vec::new(),
+        };
+        (decide, Phase::Decide, per_shard)
+    }
+
+    /// The logging's answers; `Some(ids)` to look up when a decision was logged before.
+    fn on_submitted(&mut self, reply: Reply) -> Result<Option<Vec<Vec<u128>>>> {
+        let answers = gather(&self.positions, reply, self.crosses.len())?;
+        let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); self.positions.len()];
+        for (index, &answer) in answers.iter().enumerate() {
+            if answer.is_ok() || answer.is_exists() {
+                continue;
+            }
+            if !is_exists_with_different(answer) {
+                return Err(protocol(&format!(
+                    "decision for transfer {}: {answer:?}",
+                    self.crosses[index].transfer.id
+                )));
+            }
+            unknown[self.crosses[index].debit_shard].push(index);
+        }
+        if unknown.iter().all(Vec::is_empty) {
+            return Ok(None);
+        }
+        let ids = unknown
+            .iter()
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .map(|&index| resolution_id(self.crosses[index].transfer.id))
+                    .collect()
+            })
+            .collect();
+        self.unknown = unknown;
+        Ok(Some(ids))
+    }
+
+    /// The decisions logged before, read back.
+    fn on_found(&mut self, reply: Reply) -> Result<()> {
+        let found = found(reply, self.positions.len())?;
+        for (indexes, found) in self.unknown.iter().zip(found) {
+            for &index in indexes {
+                let id = resolution_id(self.crosses[index].transfer.id);
+                let logged = found
+                    .get(&id)
+                    .ok_or_else(|| protocol("a decision answered Exists… but is not found"))?;
+                self.decisions[index] = logged_decision(logged);
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- a caller's transfers: steps 1 to 3 ------------------------------------------------
+
+/// What a [`CallMachine`] ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The caller's result for each transfer, in the order given.
+    pub results: Vec<R>,
+    /// Step 4: the durable decisions the participants have yet to apply (a [`FinishMachine`];
+    /// should it never run, the [`Resolver`] finishes them).
+    pub finishes: Vec<(Cross, Decision)>,
+}
+
+#[derive(Debug)]
+enum CallStage {
+    Preparing(Vec<Vec<usize>>),
+    Voting(Vec<Vec<usize>>),
+    Deciding(Decide),
+    ReadingDecisions(Decide),
+    Done,
+}
+
+/// Steps 1–3 of one call's prechecked cross-shard transfers (see the module's example).
+#[derive(Debug)]
+pub struct CallMachine {
+    router: Router,
+    crosses: Vec<Cross>,
+    stage: CallStage,
+    /// Step 1's answer for each cross.
+    prepared: Vec<R>,
+    /// The crosses whose prepare held (`Ok` or `Exists`), in order.
+    live: Vec<usize>,
+    /// Step 2's answer for each live cross.
+    votes: Vec<R>,
+}
+
+impl CallMachine {
+    /// The machine for `crosses` (prechecked, their bridges created), with its first action:
+    /// the prepares.
+    pub fn new(router: Router, crosses: Vec<Cross>) -> (Self, Action<CallOutcome>) {
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &crosses,
+            |cross| cross.debit_shard,
+            |cross| coordinator_leg(router, cross),
+        );
+        let machine = Self {
+            router,
+            crosses,
+            stage: CallStage::Preparing(positions),
+            prepared: Vec::new(),
+            live: Vec::new(),
+            votes: Vec::new(),
+        };
+        let action = Action::Submit {
+            phase: Phase::Prepare,
+            per_shard,
+        };
+        (machine, action)
+    }
+
+    /// The coordinator shard of the first transfer still in the protocol after step 1.
+    pub fn first_live_coordinator(&self) -> Option<usize> {
+        self.live
+            .first()
+            .map(|&index| self.crosses[index].debit_shard)
+    }
+}
+
+impl Machine for CallMachine {
+    type Outcome = CallOutcome;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<CallOutcome>> {
+        match std::mem::replace(&mut self.stage, CallStage::Done) {
+            CallStage::Preparing(positions) => {
+                self.prepared = gather(&positions, reply, self.crosses.len())?;
+                Ok(self.on_prepared())
+            }
+            CallStage::Voting(positions) => {
+                self.votes = gather(&positions, reply, self.live.len())?;
+                let proposed = self.votes.iter().map(|&vote| vote_decision(vote)).collect();
+                let live = self.live.iter().map(|&index| self.crosses[index]).collect();
+                let (decide, phase, per_shard) = Decide::start(self.router, live, proposed);
+                self.stage = CallStage::Deciding(decide);
+                Ok(Action::Submit { phase, per_shard })
+            }
+            CallStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
+                Some(per_shard) => {
+                    self.stage = CallStage::ReadingDecisions(decide);
+                    Ok(Action::Lookup { per_shard })
+                }
+                None => Ok(Action::Done(self.outcome(&decide))),
+            },
+            CallStage::ReadingDecisions(mut decide) => {
+                decide.on_found(reply)?;
+                Ok(Action::Done(self.outcome(&decide)))
+            }
+            CallStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
+    }
+}
+
+impl CallMachine {
+    /// After step 1: the votes of the live crosses, or done if none is.
+    fn on_prepared(&mut self) -> Action<CallOutcome> {
+        self.live = (0..self.crosses.len())
+            .filter(|&index| self.prepared[index].is_ok() || self.prepared[index].is_exists())
+            .collect();
+        if self.live.is_empty() {
+            return Action::Done(self.results(&[]));
+        }
+        let router = self.router;
+        let live: Vec<Cross> = self.live.iter().map(|&index| self.crosses[index]).collect();
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &live,
+            |cross| cross.credit_shard,
+            |cross| participant_leg(router, cross),
+        );
+        self.stage = CallStage::Voting(positions);
+        Action::Submit {
+            phase: Phase::Vote,
+            per_shard,
+        }
+    }
+
+    fn outcome(&self, decide: &Decide) -> CallOutcome {
+        let mut outcome = self.results(&decide.decisions);
+        outcome.finishes = decide
+            .crosses
+            .iter()
+            .copied()
+            .zip(decide.decisions.iter().copied())
+            .collect();
+        outcome
+    }
+
+    /// The callers' results given the decisions of the live crosses.
+    fn results(&self, decisions: &[Decision]) -> CallOutcome {
+        let mut results: Vec<R> = self
+            .prepared
+            .iter()
+            .zip(&self.crosses)
+            .map(|(&result, cross)| match result {
+                // A plain transfer's coordinator leg holds B in user_data_128.
+                R::ExistsWithDifferentUserData128 if !cross.transfer.flags.pending() => {
+                    R::ExistsWithDifferentCreditAccountId
+                }
+                other => other,
+            })
+            .collect();
+        for ((&index, &vote), &decision) in self.live.iter().zip(&self.votes).zip(decisions) {
+            let first_time = self.prepared[index].is_ok();
+            results[index] = match decision {
+                Decision::Commit if is_exists_with_different(vote) => vote,
+                Decision::Commit if first_time => R::Ok,
+                Decision::Commit => R::Exists,
+                Decision::Abort(reason) if first_time => reason,
+                Decision::Abort(reason) if reason.is_transient() => R::IdAlreadyFailed,
+                Decision::Abort(reason) => reason,
+            };
+        }
+        CallOutcome {
+            results,
+            finishes: Vec::new(),
+        }
+    }
+}
+
+// ---- step 4 --------------------------------------------------------------------------------
+
+/// Step 4 for decided transfers: post a committed leg at its participant; fence and void an
+/// aborted one (the fence burns the leg id if the leg does not exist).
+#[derive(Debug)]
+pub struct FinishMachine {
+    /// Per participant shard, the decision behind each submitted event.
+    kinds: Vec<Vec<Decision>>,
+    done: bool,
+}
+
+impl FinishMachine {
+    /// The machine for `work`, with its one action: the finishes.
+    pub fn new(router: Router, work: &[(Cross, Decision)]) -> (Self, Action<()>) {
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
+        let mut kinds: Vec<Vec<Decision>> = vec![Vec::new(); router.shard_count()];
+        for &(cross, decision) in work {
+            let shard = cross.credit_shard;
+            let t = cross.transfer.id;
+            if let Decision::Abort(_) = decision {
+                per_shard[shard].push(fence(router, t, shard));
+                kinds[shard].push(decision);
+            }
+            per_shard[shard].push(match decision {
+                Decision::Commit => commit_event(router, &cross),
+                Decision::Abort(_) => resolution(t, decision),
+            });
+            kinds[shard].push(decision);
+        }
+        let action = Action::Submit {
+            phase: Phase::Finish,
+            per_shard,
+        };
+        (Self { kinds, done: false }, action)
+    }
+}
+
+impl Machine for FinishMachine {
+    type Outcome = ();
+
+    fn step(&mut self, reply: Reply) -> Result<Action<()>> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(protocol("a reply to a machine that is done"));
+        }
+        let Reply::Submitted(answers) = reply else {
+            return Err(protocol("a lookup's answer to a submission"));
+        };
+        if answers.len() != self.kinds.len() {
+            return Err(protocol("one answer per shard"));
+        }
+        for (kinds, answers) in self.kinds.iter().zip(answers) {
+            if kinds.len() != answers.len() {
+                return Err(protocol("one result per event"));
+            }
+            for (&decision, answer) in kinds.iter().zip(answers) {
+                // A commit's post must land; an abort's fence and void may find the leg
+                // missing or burnt, which is the point.
+                if decision == Decision::Commit && !(answer.is_ok() || answer.is_exists()) {
+                    return Err(protocol(&format!("participant post: {answer:?}")));
+                }
+            }
+        }
+        Ok(Action::Done(()))
+    }
+}
+
+// ---- the resolver --------------------------------------------------------------------------
+
+/// The resolver's timing. [`Default`] is the cluster's, with the default request timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverTiming {
+    /// How often a pass runs.
+    pub interval: Duration,
+    /// A participant leg (a yes vote) unresolved this long is committed.
+    pub vote_age: Duration,
+    /// A coordinator leg unresolved this long (its caller has given up) commits if the
+    /// participant voted yes and is aborted otherwise; the cluster uses its request timeout.
+    pub coordinator_age: Duration,
+}
+
+impl ResolverTiming {
+    /// The cluster's timing for a request timeout of `request_timeout`.
+    pub fn with_request_timeout(request_timeout: Duration) -> Self {
+        Self {
+            interval: RESOLVER_INTERVAL,
+            vote_age: RESOLVER_VOTE_AGE,
+            coordinator_age: request_timeout,
+        }
+    }
+}
+
+impl Default for ResolverTiming {
+    fn default() -> Self {
+        Self::with_request_timeout(crate::config::REQUEST_TIMEOUT_DEFAULT)
+    }
+}
+
+/// Recovery work between one coordinator and one participant shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The coordinator.
+    pub debit_shard: usize,
+    /// The participant.
+    pub credit_shard: usize,
+    /// The user transfer ids `t` to drive to their end, ascending and unique; `true` marks one
+    /// whose participant leg (a yes vote) was seen.
+    pub transfers: Vec<(u128, bool)>,
+    /// Among `transfers`, the users' pending transfers (their legs go through pending bridges:
+    /// a commit keeps them pending), with their ledger.
+    pub pending_ledgers: BTreeMap<u128, u32>,
+    /// Users' posts and voids of cross-shard pending transfers that the coordinator logged
+    /// and the participant has yet to apply (as the coordinator logged them).
+    pub posts: Vec<Transfer>,
+}
+
+/// What one pass found due for a pair of shards.
+#[derive(Debug, Default)]
+struct Due {
+    transfers: Vec<(u128, bool)>,
+    pending_ledgers: BTreeMap<u128, u32>,
+    posts: Vec<Transfer>,
+}
+
+/// The resolver's memory between passes: when each unresolved leg was first seen.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    timing: ResolverTiming,
+    first_seen: HashMap<(usize, u128), Duration>,
+}
+
+impl Resolver {
+    /// A resolver that has seen nothing yet.
+    pub fn new(timing: ResolverTiming) -> Self {
+        Self {
+            timing,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    /// Its timing.
+    pub fn timing(&self) -> ResolverTiming {
+        self.timing
+    }
+
+    /// One pass at time `now` (since any fixed origin, not decreasing between passes):
+    /// `legs[s]` holds the unresolved legs shard `s` reported (`Read::Unresolved`), or `None`
+    /// when it could not be read (what was known of it is kept). Yields the work due, one
+    /// [`Recovery`] per coordinator and participant pair, ordered by the pair; drive each with
+    /// a [`RecoveryMachine`] (a failed one is retried by a later pass).
+    pub fn pass(
+        &mut self,
+        router: Router,
+        now: Duration,
+        legs: &[Option<Vec<Transfer>>],
+    ) -> Vec<Recovery> {
+        let mut still: HashMap<(usize, u128), Duration> = HashMap::new();
+        let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
+        for (shard, legs) in legs.iter().enumerate() {
+            let Some(legs) = legs else {
+                still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
+                continue;
+            };
+            for leg in legs {
+                let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
+                still.insert((shard, leg.id), seen);
+                let age = now.saturating_sub(seen);
+                if !is_reserved(leg.id) {
+                    // A user's post of a coordinator leg, for the participant to apply.
+                    if age >= self.timing.vote_age {
+                        let peer = bridge_peer(router, leg.credit_account_id);
+                        due.entry((shard, peer)).or_default().posts.push(*leg);
+                    }
+                    continue;
+                }
+                let t = leg.id - LEG_ID_MIN;
+                let (bridge, pair, voted, age_due) = if is_reserved(leg.credit_account_id) {
+                    let bridge = leg.credit_account_id;
+                    let pair = (shard, bridge_peer(router, bridge));
+                    (bridge, pair, false, self.timing.coordinator_age)
+                } else {
+                    let bridge = leg.debit_account_id;
+                    let pair = (bridge_peer(router, bridge), shard);
+                    (bridge, pair, true, self.timing.vote_age)
+                };
+                if age >= age_due {
+                    let due = due.entry(pair).or_default();
+                    due.transfers.push((t, voted));
+                    if is_pending_bridge(router, bridge) {
+                        due.pending_ledgers.insert(t, bridge_ledger(router, bridge));
+                    }
+                }
+            }
+        }
+        self.first_seen = still;
+        due.into_iter()
+            .map(|((debit_shard, credit_shard), mut due)| {
+                due.transfers.sort_unstable();
+                due.transfers.dedup_by_key(|(t, _)| *t);
+                Recovery {
+                    debit_shard,
+                    credit_shard,
+                    transfers: due.transfers,
+                    pending_ledgers: due.pending_ledgers,
+                    posts: due.posts,
+                }
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+enum RecoveryStage {
+    ReadingVotes,
+    Deciding(Decide),
+    ReadingDecisions(Decide),
+    Finishing(FinishMachine),
+    FinishingPosts(PostFinishMachine),
+    Done,
+}
+
+/// Drives one [`Recovery`] to its end: reads the participant's legs it has not seen, decides
+/// (commit after a yes vote, presumed abort without one; a decision logged before wins), then
+/// applies the decisions at the participant.
+#[derive(Debug)]
+pub struct RecoveryMachine {
+    router: Router,
+    recovery: Recovery,
+    stage: RecoveryStage,
+}
+
+impl RecoveryMachine {
+    /// The machine for `recovery`, with its first action.
+    pub fn new(router: Router, recovery: Recovery) -> (Self, Action<()>) {
+        let unknown: Vec<u128> = recovery
+            .transfers
+            .iter()
+            .filter(|(_, voted)| !voted)
+            .map(|(t, _)| leg_id(*t))
+            .collect();
+        let mut machine = Self {
+            router,
+            recovery,
+            stage: RecoveryStage::ReadingVotes,
+        };
+        if machine.recovery.transfers.is_empty() {
+            let action = machine.finish_posts();
+            return (machine, action);
+        }
+        if unknown.is_empty() {
+            let action = machine.decide(&HashSet::new());
+            return (machine, action);
+        }
+        let mut per_shard = vec![Vec::new(); router.shard_count()];
+        per_shard[machine.recovery.credit_shard] = unknown;
+        (machine, Action::Lookup { per_shard })
+    }
+}
+
+impl Machine for RecoveryMachine {
+    type Outcome = ();
+
+    fn step(&mut self, reply: Reply) -> Result<Action<()>> {
+        match std::mem::replace(&mut self.stage, RecoveryStage::Done) {
+            RecoveryStage::ReadingVotes => {
+                let found = found(reply, self.router.shard_count())?;
+                let voted: HashSet<u128> = found[self.recovery.credit_shard]
+                    .keys()
+                    .map(|leg| leg - LEG_ID_MIN)
+                    .collect();
+                Ok(self.decide(&voted))
+            }
+            RecoveryStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
+                Some(per_shard) => {
+                    self.stage = RecoveryStage::ReadingDecisions(decide);
+                    Ok(Action::Lookup { per_shard })
+                }
+                None => Ok(self.finish(&decide)),
+            },
+            RecoveryStage::ReadingDecisions(mut decide) => {
+                decide.on_found(reply)?;
+                Ok(self.finish(&decide))
+            }
+            RecoveryStage::Finishing(mut finish) => match finish.step(reply)? {
+                Action::Done(()) => Ok(self.finish_posts()),
+                action => {
+                    self.stage = RecoveryStage::Finishing(finish);
+                    Ok(action)
+                }
+            },
+            RecoveryStage::FinishingPosts(mut finish) => {
+                let action = finish.step(reply)?;
+                if !matches!(action, Action::Done(())) {
+                    self.stage = RecoveryStage::FinishingPosts(finish);
+                }
+                Ok(action)
+            }
+            RecoveryStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
+    }
+}
+
+impl RecoveryMachine {
+    fn decide(&mut self, voted: &HashSet<u128>) -> Action<()> {
+        let (debit_shard, credit_shard) = (self.recovery.debit_shard, self.recovery.credit_shard);
+        let crosses = self
+            .recovery
+            .transfers
+            .iter()
+            .map(|&(t, _)| {
+                let pending = self.recovery.pending_ledgers.get(&t);
+                Cross {
+                    transfer: Transfer {
+                        id: t,
+                        ledger: pending.copied().unwrap_or(0),
+                        flags: if pending.is_some() {
+                            TransferFlags::PENDING
+                        } else {
+                            TransferFlags::empty()
+                        },
+                        ..Transfer::default()
+                    },
+                    debit_shard,
+                    credit_shard,
+                }
+            })
+            .collect();
+        let proposed = self
+            .recovery
+            .transfers
+            .iter()
+            .map(|&(t, seen_vote)| {
+                if seen_vote || voted.contains(&t) {
+                    Decision::Commit
+                } else {
+                    // Presumed abort: the caller gave up before the participant voted.
+                    Decision::Abort(R::IdAlreadyFailed)
+                }
+            })
+            .collect();
+        let (decide, phase, per_shard) = Decide::start(self.router, crosses, proposed);
+        self.stage = RecoveryStage::Deciding(decide);
+        Action::Submit { phase, per_shard }
+    }
+
+    fn finish(&mut self, decide: &Decide) -> Action<()> {
+        let work: Vec<(Cross, Decision)> = decide
+            .crosses
+            .iter()
+            .copied()
+            .zip(decide.decisions.iter().copied())
+            .collect();
+        let (finish, action) = FinishMachine::new(self.router, &work);
+        self.stage = RecoveryStage::Finishing(finish);
+        action
+    }
+
+    /// After the transfers: the users' posts the participant has yet to apply, if any.
+    fn finish_posts(&mut self) -> Action<()> {
+        if self.recovery.posts.is_empty() {
+            return Action::Done(());
+        }
+        let posts = std::mem::take(&mut self.recovery.posts);
+        let (finish, action) = PostFinishMachine::new(self.router, posts);
+        self.stage = RecoveryStage::FinishingPosts(finish);
+        action
+    }
+}
+
+// ---- users' posts and voids of cross-shard pending transfers ----------------------------
+
+/// Where a user's post or void goes once its pending transfer is located
+/// ([`LocateMachine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Located {
+    /// To one shard, as this event: the caller's, or with a pending id chosen so that the
+    /// shard answers the rejection one ledger would (`PendingTransferNotFound` for a
+    /// cross-shard transfer not committed, `PendingTransferNotPending` for a plain one).
+    Local {
+        /// The shard.
+        shard: usize,
+        /// The event to submit there.
+        event: Transfer,
+    },
+    /// Across shards: the pending transfer is a committed cross-shard pending transfer.
+    Cross(CrossPost),
+}
+
+/// A user's post or void `P` (id `p`) of the cross-shard pending transfer `T` (id `t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossPost {
+    /// What the coordinator logs: `P` itself resolving `leg(t)`, its credit account the
+    /// coordinator's bridge (or the caller's, if it is not `B`, so the ledger says so).
+    event: Transfer,
+    /// The coordinator: the shard of `T`'s debit account.
+    debit_shard: usize,
+    /// The participant: the shard of `T`'s credit account.
+    credit_shard: usize,
+}
+
+impl CrossPost {
+    /// The shards of `T`'s debit and credit accounts.
+    pub fn shards(&self) -> (usize, usize) {
+        (self.debit_shard, self.credit_shard)
+    }
+
+    /// The event the coordinator logs.
+    pub fn event(&self) -> Transfer {
+        self.event
+    }
+}
+
+/// Locates the pending transfers of users' posts and voids: one lookup of every shard for
+/// `t`, `leg(t)` and `res(t)` of each; ends with one [`Located`] per post, in order.
+#[derive(Debug)]
+pub struct LocateMachine {
+    router: Router,
+    posts: Vec<Transfer>,
+    done: bool,
+}
+
+impl LocateMachine {
+    /// The machine for `posts` (events with a post or void flag), with its first action.
+    pub fn new(router: Router, posts: Vec<Transfer>) -> (Self, Action<Vec<Located>>) {
+        let mut ids: Vec<u128> = posts
+            .iter()
+            .map(|post| post.pending_id)
+            .filter(|&t| t != 0 && t < SYSTEM_ID_MIN)
+            .flat_map(|t| [t, leg_id(t), resolution_id(t)])
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut machine = Self {
+            router,
+            posts,
+            done: false,
+        };
+        if ids.is_empty() {
+            // Nothing to look up: every post goes where it names.
+            machine.done = true;
+            let action = machine.located(&vec![HashMap::new(); router.shard_count()]);
+            return (machine, action);
+        }
+        let per_shard = vec![ids; router.shard_count()];
+        (machine, Action::Lookup { per_shard })
+    }
+
+    fn located(&self, per_shard: &[HashMap<u128, Transfer>]) -> Action<Vec<Located>> {
+        Action::Done(
+            self.posts
+                .iter()
+                .map(|post| locate_post(self.router, per_shard, post))
+                .collect(),
+        )
+    }
+}
+
+impl Machine for LocateMachine {
+    type Outcome = Vec<Located>;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<Vec<Located>>> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(protocol("a reply to a machine that is done"));
+        }
+        let found = found(reply, self.router.shard_count())?;
+        Ok(self.located(&found))
+    }
+}
+
+/// Where one post or void goes, given what every shard holds of its pending transfer.
+fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Transfer) -> Located {
+    let named_shard = match router.route(post) {
+        Route::Shard(shard) => shard,
+        Route::Cross { debit_shard, .. } => debit_shard,
+        Route::Unknown => 0,
+    };
+    let t = post.pending_id;
+    let local = |shard, pending_id| Located::Local {
+        shard,
+        event: Transfer {
+            pending_id,
+            ..*post
+        },
+    };
+    if t == 0 || t >= SYSTEM_ID_MIN {
+        return local(named_shard, t);
+    }
+    if let Some(shard) = per_shard.iter().position(|found| found.contains_key(&t)) {
+        return local(shard, t);
+    }
+    let coordinator = per_shard.iter().enumerate().find_map(|(shard, found)| {
+        let leg = found
+            .get(&leg_id(t))
+            .filter(|leg| is_reserved(leg.credit_account_id))?;
+        Some((shard, *leg))
+    });
+    let Some((debit_shard, leg)) = coordinator else {
+        return local(named_shard, t);
+    };
+    match per_shard[debit_shard].get(&resolution_id(t)) {
+        // A plain transfer, committed: the shard answers PendingTransferNotPending.
+        Some(res) if res.flags.post_pending_transfer() => local(debit_shard, resolution_id(t)),
+        // A pending transfer, committed (its decision is a marker).
+        Some(res) if !res.flags.void_pending_transfer() => {
+            let credit_shard = bridge_peer(router, leg.credit_account_id);
+            let credit = per_shard[credit_shard]
+                .get(&leg_id(t))
+                .map_or(0, |leg| leg.credit_account_id);
+            let named_credit = post.credit_account_id;
+            Located::Cross(CrossPost {
+                event: Transfer {
+                    pending_id: leg_id(t),
+                    credit_account_id: if named_credit == 0 || named_credit == credit {
+                        leg.credit_account_id
+                    } else {
+                        named_credit
+                    },
+                    ..*post
+                },
+                debit_shard,
+                credit_shard,
+            })
+        }
+        // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
+        // which burns the post's id as on one shard).
+        _ => local(debit_shard, t),
+    }
+}
+
+/// What a [`PostMachine`] ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostOutcome {
+    /// The caller's result for each post, in the order given.
+    pub results: Vec<R>,
+    /// The posts logged now, for a [`PostFinishMachine`] (should it never run, the
+    /// [`Resolver`] finishes them from the coordinator's index).
+    pub finishes: Vec<Transfer>,
+}
+
+/// Users' posts and voids of cross-shard pending transfers: each coordinator logs its posts
+/// (the decision: the ledger checks `P` against `leg(t)` with its own rules, precedence and
+/// idempotency); the results are the caller's.
+#[derive(Debug)]
+pub struct PostMachine {
+    posts: Vec<CrossPost>,
+    positions: Vec<Vec<usize>>,
+    done: bool,
+}
+
+impl PostMachine {
+    /// The machine for `posts`, with its first action: the coordinators' submissions.
+    pub fn new(router: Router, posts: Vec<CrossPost>) -> (Self, Action<PostOutcome>) {
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &posts,
+            |post| post.debit_shard,
+            |post| post.event,
+        );
+        let machine = Self {
+            posts,
+            positions,
+            done: false,
+        };
+        let action = Action::Submit {
+            phase: Phase::Decide,
+            per_shard,
+        };
+        (machine, action)
+    }
+}
+
+impl Machine for PostMachine {
+    type Outcome = PostOutcome;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<PostOutcome>> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(protocol("a reply to a machine that is done"));
+        }
+        let results = gather(&self.positions, reply, self.posts.len())?;
+        // A retry answering Exists leaves the finishing to the resolver: it works from the
+        // post as logged, whose zero fields may differ from the retry's.
+        let finishes = self
+            .posts
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .map(|(post, _)| post.event)
+            .collect();
+        Ok(Action::Done(PostOutcome { results, finishes }))
+    }
+}
+
+/// Applies posts logged by coordinators at their participants (`x(t)`, [`Phase::Finish`]),
+/// then acknowledges them at the coordinators (`x(t)` there, [`Phase::Acknowledge`]), which
+/// takes them out of the coordinator's index. Both idempotent by id.
+#[derive(Debug)]
+pub struct PostFinishMachine {
+    router: Router,
+    logged: Vec<Transfer>,
+    positions: Vec<Vec<usize>>,
+    acknowledging: bool,
+    done: bool,
+}
+
+impl PostFinishMachine {
+    /// The machine for `logged` (users' posts as their coordinators logged them).
+    pub fn new(router: Router, logged: Vec<Transfer>) -> (Self, Action<()>) {
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &logged,
+            |post| bridge_peer(router, post.credit_account_id),
+            |post| applied_event(router, post),
+        );
+        let machine = Self {
+            router,
+            logged,
+            positions,
+            acknowledging: false,
+            done: false,
+        };
+        let action = Action::Submit {
+            phase: Phase::Finish,
+            per_shard,
+        };
+        (machine, action)
+    }
+}
+
+impl Machine for PostFinishMachine {
+    type Outcome = ();
+
+    fn step(&mut self, reply: Reply) -> Result<Action<()>> {
+        if self.done {
+            return Err(protocol("a reply to a machine that is done"));
+        }
+        for result in gather(&self.positions, reply, self.logged.len())? {
+            // x(t) cannot fail: only the protocol touches a leg (see `applied_event`).
+            if !(result.is_ok() || result.is_exists()) {
+                self.done = true;
+                return Err(protocol(&format!("applying a user's post: {result:?}")));
+            }
+        }
+        if self.acknowledging {
+            self.done = true;
+            return Ok(Action::Done(()));
+        }
+        let router = self.router;
+        let (per_shard, positions) = scatter(
+            router.shard_count(),
+            &self.logged,
+            |post| router.shard_of(post.credit_account_id),
+            |post| acknowledgement(router, post),
+        );
+        self.positions = positions;
+        self.acknowledging = true;
+        Ok(Action::Submit {
+            phase: Phase::Acknowledge,
+            per_shard,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger_core::SYSTEM_ID_MIN;
+
+    use super::*;
+
+    const SHARDS: usize = 2;
+
+    fn router() -> Router {
+        Router::new(SHARDS)
+    }
+
+    /// `t: A → B` with `A` on shard 1 (the coordinator) and `B` on shard 0.
+    fn cross(t: u128) -> Cross {
+        let cross = Cross::new(router(), Transfer::new(t, 2 * t + 1, 2 * t + 2, 10, 1, 1));
+        assert_eq!((cross.debit_shard, cross.credit_shard), (1, 0));
+        cross
+    }
+
+    /// The answer to a submission: `results` for `shard`, nothing for the others.
+    fn submitted(shard: usize, results: &[R]) -> Reply {
+        let mut answers = vec![Vec::new(); SHARDS];
+        answers[shard] = results.to_vec();
+        Reply::Submitted(answers)
+    }
+
+    fn submit<T: std::fmt::Debug>(action: Action<T>, phase: Phase) -> Vec<Vec<Transfer>> {
+        match action {
+            Action::Submit {
+                phase: got,
+                per_shard,
+            } if got == phase => per_shard,
+            other => panic!("expected a {phase:?} submission, got {other:?}"),
+        }
+    }
+
+    fn done<T: std::fmt::Debug>(action: Action<T>) -> T {
+        match action {
+            Action::Done(outcome) => outcome,
+            other => panic!("expected done, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_call_commits_in_three_steps_and_hands_over_the_finish() {
+        let (t, router) = (cross(7), router());
+        let (mut call, action) = CallMachine::new(router, vec![t]);
+        let prepares = submit(action, Phase::Prepare);
+        assert!(prepares[0].is_empty());
+        assert_eq!(prepares[1], [coordinator_leg(router, &t)]);
+        assert_eq!(prepares[1][0].id, leg_id(7));
+        assert!(prepares[1][0].flags.pending());
+        assert_eq!(prepares[1][0].user_data_128, t.transfer.credit_account_id);
+        assert_eq!(call.first_live_coordinator(), None);
+
+        let votes = submit(call.step(submitted(1, &[R::Ok])).unwrap(), Phase::Vote);
+        assert_eq!(call.first_live_coordinator(), Some(1));
+        assert_eq!(votes[0], [participant_leg(router, &t)]);
+        assert!(votes[1].is_empty());
+
+        let decisions = submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [resolution(7, Decision::Commit)]);
+        assert!(decisions[1][0].flags.post_pending_transfer());
+
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [R::Ok]);
+        assert_eq!(outcome.finishes, [(t, Decision::Commit)]);
+        assert!(call.step(submitted(1, &[R::Ok])).is_err(), "done");
+
+        let (mut finish, action) = FinishMachine::new(router, &outcome.finishes);
+        let posts = submit(action, Phase::Finish);
+        assert_eq!(posts[0], [resolution(7, Decision::Commit)]);
+        assert!(posts[1].is_empty());
+        done(finish.step(submitted(0, &[R::Exists])).unwrap());
+    }
+
+    #[test]
+    fn a_rejected_prepare_ends_its_transfer_at_once() {
+        let (mut call, action) = CallMachine::new(router(), vec![cross(1), cross(2), cross(3)]);
+        assert_eq!(submit(action, Phase::Prepare)[1].len(), 3);
+        // Only transfer 2 goes on; a retry with another B shows as the credit account.
+        let prepared = [R::ExceedsCredits, R::Ok, R::ExistsWithDifferentUserData128];
+        let votes = submit(call.step(submitted(1, &prepared)).unwrap(), Phase::Vote);
+        assert_eq!(
+            votes[0].iter().map(|leg| leg.id).collect::<Vec<_>>(),
+            [leg_id(2)]
+        );
+        submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        let expected = [
+            R::ExceedsCredits,
+            R::Ok,
+            R::ExistsWithDifferentCreditAccountId,
+        ];
+        assert_eq!(outcome.results, expected);
+        assert_eq!(outcome.finishes, [(cross(2), Decision::Commit)]);
+
+        // Nothing prepared: no vote, no decision, nothing to finish.
+        let (mut call, action) = CallMachine::new(router(), vec![cross(4)]);
+        submit(action, Phase::Prepare);
+        let outcome = done(call.step(submitted(1, &[R::ExceedsDebits])).unwrap());
+        assert_eq!(outcome.results, [R::ExceedsDebits]);
+        assert!(outcome.finishes.is_empty());
+    }
+
+    #[test]
+    fn a_no_vote_aborts_and_the_finish_fences_the_leg() {
+        let router = router();
+        let (mut call, action) = CallMachine::new(router, vec![cross(5)]);
+        submit(action, Phase::Prepare);
+        submit(call.step(submitted(1, &[R::Ok])).unwrap(), Phase::Vote);
+        let reason = R::CreditAccountNotFound;
+        let decisions = submit(call.step(submitted(0, &[reason])).unwrap(), Phase::Decide);
+        let void = decisions[1][0];
+        assert!(void.flags.void_pending_transfer());
+        assert_eq!((void.id, void.pending_id), (resolution_id(5), leg_id(5)));
+        assert_eq!(void.user_data_64, u64::from(reason.code()));
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [reason]);
+        assert_eq!(outcome.finishes, [(cross(5), Decision::Abort(reason))]);
+
+        let (mut finish, action) = FinishMachine::new(router, &outcome.finishes);
+        let events = submit(action, Phase::Finish);
+        assert_eq!(events[0], [fence(router, 5, 0), void]);
+        // The fence and the void may find no leg: that is no error for an abort.
+        let answers = [R::DebitAccountNotFound, R::PendingTransferNotFound];
+        done(finish.step(submitted(0, &answers)).unwrap());
+        // A commit whose post is refused is.
+        let (mut finish, _) = FinishMachine::new(router, &[(cross(6), Decision::Commit)]);
+        assert!(
+            finish
+                .step(submitted(0, &[R::PendingTransferNotFound]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_decision_logged_first_by_another_driver_wins() {
+        let (mut call, action) = CallMachine::new(router(), vec![cross(8), cross(9)]);
+        submit(action, Phase::Prepare);
+        // Both are retries: the prepares exist, the votes too.
+        let exists = [R::Exists, R::Exists];
+        submit(call.step(submitted(1, &exists)).unwrap(), Phase::Vote);
+        submit(call.step(submitted(0, &exists)).unwrap(), Phase::Decide);
+        // 8's decision is logged as proposed; 9's commit finds a void logged before.
+        let answers = [R::Exists, R::ExistsWithDifferentFlags];
+        let Action::Lookup { per_shard } = call.step(submitted(1, &answers)).unwrap() else {
+            panic!("the logged decision is read back");
+        };
+        assert_eq!(per_shard, [vec![], vec![resolution_id(9)]]);
+        let logged = resolution(9, Decision::Abort(R::DebitAccountNotFound));
+        let outcome = done(call.step(Reply::Found(vec![vec![], vec![logged]])).unwrap());
+        // A retry answers the original failure; a transient one as IdAlreadyFailed.
+        assert_eq!(outcome.results, [R::Exists, R::IdAlreadyFailed]);
+        let abort = Decision::Abort(R::DebitAccountNotFound);
+        assert_eq!(
+            outcome.finishes,
+            [(cross(8), Decision::Commit), (cross(9), abort)]
+        );
+    }
+
+    #[test]
+    fn a_decision_that_is_neither_logged_nor_found_is_a_protocol_error() {
+        let (mut call, action) = CallMachine::new(router(), vec![cross(8)]);
+        submit(action, Phase::Prepare);
+        submit(call.step(submitted(1, &[R::Ok])).unwrap(), Phase::Vote);
+        submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
+        assert!(
+            call.step(submitted(1, &[R::PendingTransferNotFound]))
+                .is_err()
+        );
+
+        let (mut call, action) = CallMachine::new(router(), vec![cross(8)]);
+        submit(action, Phase::Prepare);
+        // Answers of the wrong shape.
+        assert!(call.step(submitted(1, &[R::Ok, R::Ok])).is_err());
+        let (mut call, _) = CallMachine::new(router(), vec![cross(8)]);
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
+        let (mut call, _) = CallMachine::new(router(), vec![cross(8)]);
+        submit(call.step(submitted(1, &[R::Ok])).unwrap(), Phase::Vote);
+        submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
+        call.step(submitted(1, &[R::ExistsWithDifferentFlags]))
+            .unwrap();
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
+    }
+
+    /// The legs shard `s` holds for `cross`: the coordinator's on its debit shard, the
+    /// participant's on its credit shard.
+    fn legs(coordinator: &[Cross], participant: &[Cross]) -> Vec<Option<Vec<Transfer>>> {
+        let router = router();
+        let mut legs = vec![Some(Vec::new()); SHARDS];
+        for cross in coordinator {
+            legs[cross.debit_shard]
+                .as_mut()
+                .unwrap()
+                .push(coordinator_leg(router, cross));
+        }
+        for cross in participant {
+            legs[cross.credit_shard]
+                .as_mut()
+                .unwrap()
+                .push(participant_leg(router, cross));
+        }
+        legs
+    }
+
+    fn timing() -> ResolverTiming {
+        ResolverTiming {
+            interval: Duration::from_millis(10),
+            vote_age: Duration::from_millis(20),
+            coordinator_age: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn the_resolver_presumes_abort_for_an_old_leg_without_a_vote() {
+        let router = router();
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        let held = legs(&[cross(3)], &[]);
+        assert!(resolver.pass(router, at(0), &held).is_empty());
+        assert!(resolver.pass(router, at(49), &held).is_empty());
+        // Shard 1 unreadable: its leg keeps its age.
+        let mut unreadable = held.clone();
+        unreadable[1] = None;
+        assert!(resolver.pass(router, at(50), &unreadable).is_empty());
+        let due = resolver.pass(router, at(50), &held);
+        let recovery = Recovery {
+            debit_shard: 1,
+            credit_shard: 0,
+            transfers: vec![(3, false)],
+            pending_ledgers: BTreeMap::new(),
+            posts: Vec::new(),
+        };
+        assert_eq!(due, std::slice::from_ref(&recovery));
+
+        let (mut machine, action) = RecoveryMachine::new(router, recovery);
+        let Action::Lookup { per_shard } = action else {
+            panic!("the participant's vote is looked up");
+        };
+        assert_eq!(per_shard, [vec![leg_id(3)], vec![]]);
+        let decisions = submit(
+            machine.step(Reply::Found(vec![vec![]; SHARDS])).unwrap(),
+            Phase::Decide,
+        );
+        let abort = Decision::Abort(R::IdAlreadyFailed);
+        assert_eq!(decisions[1], [resolution(3, abort)]);
+        let events = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        assert_eq!(events[0], [fence(router, 3, 0), resolution(3, abort)]);
+        let answers = [R::CreditAccountNotFound, R::PendingTransferNotFound];
+        done(machine.step(submitted(0, &answers)).unwrap());
+
+        // Resolved legs are forgotten: seen again, a leg is young again.
+        assert!(resolver.pass(router, at(60), &legs(&[], &[])).is_empty());
+        assert!(resolver.pass(router, at(70), &held).is_empty());
+    }
+
+    #[test]
+    fn the_resolver_commits_after_a_vote() {
+        let router = router();
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        // Transfer 4 voted (seen at its participant); 5's vote is found by the lookup.
+        let held = legs(&[cross(4), cross(5)], &[cross(4)]);
+        assert!(resolver.pass(router, at(0), &held).is_empty());
+        let due = resolver.pass(router, at(20), &held);
+        assert_eq!(due[0].transfers, [(4, true)]);
+        let due = resolver.pass(router, at(50), &held);
+        let recovery = Recovery {
+            debit_shard: 1,
+            credit_shard: 0,
+            transfers: vec![(4, false), (5, false)],
+            pending_ledgers: BTreeMap::new(),
+            posts: Vec::new(),
+        };
+        assert_eq!(due, std::slice::from_ref(&recovery));
+
+        let (mut machine, action) = RecoveryMachine::new(router, recovery);
+        assert!(matches!(action, Action::Lookup { .. }));
+        let vote = participant_leg(router, &cross(5));
+        let found = Reply::Found(vec![vec![vote], vec![]]);
+        let decisions = submit(machine.step(found).unwrap(), Phase::Decide);
+        let abort = Decision::Abort(R::IdAlreadyFailed);
+        assert_eq!(
+            decisions[1],
+            [resolution(4, abort), resolution(5, Decision::Commit)]
+        );
+        // 4's abort loses to the commit a caller logged first.
+        let action = machine
+            .step(submitted(1, &[R::ExistsWithDifferentFlags, R::Ok]))
+            .unwrap();
+        let Action::Lookup { per_shard } = action else {
+            panic!("the logged decision is read back");
+        };
+        assert_eq!(per_shard[1], [resolution_id(4)]);
+        let logged = resolution(4, Decision::Commit);
+        let events = submit(
+            machine
+                .step(Reply::Found(vec![vec![], vec![logged]]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(
+            events[0],
+            [
+                resolution(4, Decision::Commit),
+                resolution(5, Decision::Commit)
+            ]
+        );
+        done(machine.step(submitted(0, &[R::Ok, R::Exists])).unwrap());
+
+        // A seen vote alone needs no lookup: the decision is submitted at once.
+        let recovery = Recovery {
+            debit_shard: 1,
+            credit_shard: 0,
+            transfers: vec![(4, true)],
+            pending_ledgers: BTreeMap::new(),
+            posts: Vec::new(),
+        };
+        let (_, action) = RecoveryMachine::new(router, recovery);
+        let decisions = submit(action, Phase::Decide);
+        assert_eq!(decisions[1], [resolution(4, Decision::Commit)]);
+    }
+
+    #[test]
+    fn missing_bridges_names_each_side_once_and_skips_known_ones() {
+        let router = router();
+        let missing = missing_bridges(router, &[cross(1), cross(2)], |_| false);
+        let ids = |shard: usize| missing[shard].iter().map(|a| a.id).collect::<Vec<_>>();
+        assert_eq!(ids(1), [bridge_id(router, 1, 1, 0)]);
+        assert_eq!(ids(0), [bridge_id(router, 1, 0, 1)]);
+        assert!(missing[0][0].id >= SYSTEM_ID_MIN && missing[0][0].code == BRIDGE_CODE);
+        let known = bridge_id(router, 1, 1, 0);
+        let missing = missing_bridges(router, &[cross(1)], |id| id == known);
+        assert!(missing[1].is_empty() && missing[0].len() == 1);
+    }
+}
