@@ -99,15 +99,17 @@ impl Client {
     /// A transfer whose accounts live on two shards commits by two-phase commit across the two
     /// shards' Paxos groups (see `docs/crossshard.md`): its result is known once the debit
     /// shard has logged the decision durably, and it is as atomic and idempotent as any other
-    /// (I3, I10). Events naming an id in the system range ([`ledger_core::SYSTEM_ID_MIN`] and
+    /// (I3, I10). A pending one is then posted or voided the same way, on both shards. A post
+    /// or void whose accounts do not name one shard is located first (one read of every
+    /// shard). Events naming an id in the system range ([`ledger_core::SYSTEM_ID_MIN`] and
     /// up) answer `IdReservedForSystem` (their chain `LinkedEventFailed`) without submission.
     ///
     /// # Errors
     ///
     /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
-    /// transfer that is linked, in a chain, or not plain (pending, post, void, balancing,
-    /// closing): those are not supported across shards yet, and nothing of the call is
-    /// submitted.
+    /// transfer that is linked or in a chain, balancing, closing, or pending with a timeout,
+    /// or a post or void of a cross-shard pending transfer in a chain: those are not supported
+    /// across shards yet, and nothing of the call is submitted.
     ///
     /// # Panics
     ///

@@ -12,8 +12,11 @@
 //! ```
 //!
 //! `Err` is for the system (no quorum, timeout, I/O, shutdown, bad configuration); a business
-//! rejection is a per-event result. Cross-shard transfers are not supported yet: a call holding
-//! one fails with [`ShardError::CrossShard`] before anything is submitted.
+//! rejection is a per-event result. A transfer between accounts of two shards (plain or
+//! pending, and a post or void of a pending one) commits by two-phase commit across the two
+//! shards (`docs/crossshard.md`); what does not cross shards yet (balancing, closing, a timeout,
+//! linked chains spanning shards) fails with [`ShardError::CrossShard`] before anything is
+//! submitted.
 //!
 //! # Examples
 //!
