@@ -145,6 +145,16 @@ impl Client {
         } else {
             crossshard::execute_posts(&self.inner, &cross_posts, deadline)?
         };
+        let chain_results = if plan.chains.is_empty() {
+            Vec::new()
+        } else {
+            let chains = plan
+                .chains
+                .iter()
+                .map(|chain| transfers[chain.clone()].to_vec())
+                .collect();
+            crossshard::execute_chains(&self.inner, chains, deadline)?
+        };
         let parts = self.wait_split(waiting)?;
         let local_results = merge(local.len(), parts, |results| match results {
             Results::Transfers(results) => results,
@@ -159,6 +169,11 @@ impl Client {
         }
         for (index, result) in cross_post_indexes.into_iter().zip(cross_post_results) {
             results[index] = Some(result);
+        }
+        for (chain, chain_results) in plan.chains.into_iter().zip(chain_results) {
+            for (index, result) in chain.zip(chain_results) {
+                results[index] = Some(result);
+            }
         }
         Ok(results
             .into_iter()

@@ -141,13 +141,15 @@ fn cross_shard_transfer_is_rejected_before_anything_is_submitted() {
 }
 
 #[test]
-fn linked_chain_across_shards_is_rejected() {
+fn linked_chain_across_shards_with_a_balancing_event_is_rejected() {
     let (cluster, _) = local_cluster(2);
     let client = cluster.client();
     client.create_accounts(&accounts(1..=4)).unwrap();
     let mut first = Transfer::new(10, 2, 4, 1, 1, 1);
     first.flags = TransferFlags::LINKED;
-    let batch = [first, Transfer::new(11, 1, 3, 1, 1, 1)];
+    let mut balancing = Transfer::new(11, 1, 3, 1, 1, 1);
+    balancing.flags = TransferFlags::BALANCING_DEBIT;
+    let batch = [first, balancing];
     assert!(matches!(
         client.create_transfers(&batch),
         Err(ShardError::CrossShard { index: 1, .. })

@@ -52,8 +52,8 @@ use crate::router::Router;
 use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
 use protocol::{
-    Action, CallMachine, FinishMachine, LocateMachine, Machine, Phase, PostFinishMachine,
-    PostMachine, RecoveryMachine, Reply, Resolver, ResolverTiming,
+    Action, CallMachine, ChainMachine, FinishMachine, LocateMachine, Machine, Phase,
+    PostFinishMachine, PostMachine, RecoveryMachine, Reply, Resolver, ResolverTiming,
 };
 pub(crate) use protocol::{CrossPost, Located};
 
@@ -131,9 +131,10 @@ pub fn pending_bridge_id(router: Router, ledger: u32, local: usize, peer: usize)
     bridge_id(router, ledger, local, peer) + PENDING_BRIDGE_BIT * router.shard_count() as u128
 }
 
+/// The key a bridge's id encodes (0 for an id below the bridges: a user account).
 fn bridge_key(router: Router, bridge: u128) -> u128 {
     let shards = router.shard_count() as u128;
-    bridge / shards - (SYSTEM_ID_MIN / shards + 1)
+    (bridge / shards).saturating_sub(SYSTEM_ID_MIN / shards + 1)
 }
 
 /// The peer shard a bridge account books for.
@@ -152,6 +153,27 @@ fn bridge_ledger(router: Router, bridge: u128) -> u32 {
 fn is_pending_bridge(router: Router, bridge: u128) -> bool {
     bridge_key(router, bridge) & PENDING_BRIDGE_BIT != 0
 }
+
+/// The bit of a bridge's key that marks a *chain* bridge: the cross-shard legs of a linked
+/// chain spanning shards go through chain bridges, so the per-leg rules of the resolver leave
+/// them alone (a chain's legs are resolved together, from its coordinator's chain record).
+const CHAIN_BRIDGE_BIT: u128 = 1 << 49;
+
+/// The chain bridge on shard `local` for peer `peer` (see [`bridge_id`]); with `peer == local`
+/// it is the debit side of the shard's chain records.
+pub fn chain_bridge_id(router: Router, ledger: u32, local: usize, peer: usize) -> u128 {
+    bridge_id(router, ledger, local, peer) + CHAIN_BRIDGE_BIT * router.shard_count() as u128
+}
+
+/// Whether a bridge account is a chain bridge (see [`chain_bridge_id`]).
+fn is_chain_bridge(router: Router, bridge: u128) -> bool {
+    bridge_key(router, bridge) & CHAIN_BRIDGE_BIT != 0
+}
+
+/// The `user_data_32` that turns a chain record into its acknowledgement: resubmitted with it,
+/// the record answers `ExistsWithDifferentUserData32`, which stores nothing and takes the
+/// record out of the leg index (the chain is finished everywhere).
+pub(crate) const CHAIN_RECORD_DONE: u32 = u32::MAX;
 
 // ---- the replicated index of unresolved legs --------------------------------------------
 
@@ -196,14 +218,24 @@ impl LegIndex {
     ///   participant's application, or the coordinator's acknowledgement) removes it.
     pub fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
         for (transfer, result) in transfers.iter().zip(results) {
+            let id = transfer.id;
+            if is_applied_id(id)
+                && *result == R::ExistsWithDifferentUserData32
+                && transfer.user_data_32 == CHAIN_RECORD_DONE
+            {
+                // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
+                self.legs.remove(&id);
+                continue;
+            }
             if !result.is_ok() {
                 continue;
             }
-            let id = transfer.id;
             if is_leg_id(id) {
                 self.legs.insert(id, *transfer);
             } else if is_resolution_id(id) {
                 self.legs.remove(&leg_id(id - RESOLUTION_ID_MIN));
+            } else if is_chain_record(transfer) {
+                self.legs.insert(id, *transfer);
             } else if is_applied_id(id) {
                 self.legs.remove(&id);
             } else if let Some(key) = applied_key(transfer) {
@@ -247,7 +279,7 @@ impl LegIndex {
         let mut legs = HashMap::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
-            let key = if is_leg_id(transfer.id) {
+            let key = if is_leg_id(transfer.id) || is_chain_record(&transfer) {
                 transfer.id
             } else {
                 applied_key(&transfer)?
@@ -258,6 +290,12 @@ impl LegIndex {
         }
         Some(Self { legs })
     }
+}
+
+/// Whether a transfer is a chain record (`x(t)` on a chain's coordinator, naming its head in
+/// `user_data_128`; see [`chain_record`]).
+fn is_chain_record(transfer: &Transfer) -> bool {
+    is_applied_id(transfer.id) && transfer.pending_id == 0 && transfer.user_data_128 != 0
 }
 
 /// The key `x(t)` of a user's post or void of the coordinator leg `leg(t)`, if it is one.
@@ -351,6 +389,8 @@ pub(crate) struct Plan {
     /// Indexes of the posts and voids whose pending transfer must be located first: it may
     /// be a cross-shard one (see [`locate_posts`]).
     pub(crate) posts: Vec<usize>,
+    /// Linked chains spanning shards (index ranges), run by [`execute_chains`].
+    pub(crate) chains: Vec<std::ops::Range<usize>>,
 }
 
 fn names_reserved_id(transfer: &Transfer) -> bool {
@@ -429,6 +469,10 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
             }
             continue;
         }
+        if chain.len() > 1 && spans_shards(router, &transfers[chain.clone()]) {
+            plan_chain(router, transfers, chain, &mut plan)?;
+            continue;
+        }
         for index in chain.clone() {
             let transfer = &transfers[index];
             let flags = transfer.flags;
@@ -467,6 +511,79 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
         }
     }
     Ok(plan)
+}
+
+/// Whether a linked chain's events live on more than one shard.
+fn spans_shards(router: Router, events: &[Transfer]) -> bool {
+    let mut shards = events.iter().flat_map(|event| {
+        [event.debit_account_id, event.credit_account_id]
+            .into_iter()
+            .filter(|&id| id != 0)
+            .map(|id| router.shard_of(id))
+    });
+    let first = shards.next();
+    shards.any(|shard| Some(shard) != first)
+}
+
+/// Plans a linked chain spanning shards: its events must be plain (or it is refused with
+/// [`ShardError::CrossShard`]); one failing the checks its legs would not make fails the chain
+/// before submission; otherwise it is run by [`execute_chains`].
+fn plan_chain(
+    router: Router,
+    transfers: &[Transfer],
+    chain: std::ops::Range<usize>,
+    plan: &mut Plan,
+) -> Result<()> {
+    for index in chain.clone() {
+        let transfer = &transfers[index];
+        if !TransferFlags::LINKED.contains(transfer.flags) && !transfer.flags.has_reserved() {
+            return Err(ShardError::CrossShard {
+                index,
+                debit_shard: router.shard_of(transfer.debit_account_id),
+                credit_shard: router.shard_of(transfer.credit_account_id),
+            });
+        }
+    }
+    if let Some((bad, code)) = chain
+        .clone()
+        .find_map(|index| chain_precheck(&transfers[index]).map(|code| (index, code)))
+    {
+        for index in chain {
+            plan.preset[index] = Some(if index == bad {
+                code
+            } else {
+                R::LinkedEventFailed
+            });
+        }
+        return Ok(());
+    }
+    plan.chains.push(chain);
+    Ok(())
+}
+
+/// The rules of a chain event's own fields that its legs would not enforce, in ledger-core's
+/// precedence order: a leg gets timestamp 0, `PENDING` and an id derived from the event's.
+fn chain_precheck(transfer: &Transfer) -> Option<R> {
+    if transfer.timestamp != 0 {
+        Some(R::TimestampMustBeZero)
+    } else if transfer.flags.has_reserved() {
+        Some(R::ReservedFlag)
+    } else if transfer.id == 0 {
+        Some(R::IdMustNotBeZero)
+    } else if transfer.id == u128::MAX {
+        Some(R::IdMustNotBeIntMax)
+    } else if transfer.id == SYSTEM_ID_MIN - 1 {
+        // Its chain record x(t) would be u128::MAX.
+        Some(R::IdReservedForSystem)
+    } else if transfer.pending_id != 0 {
+        Some(R::PendingIdMustBeZero)
+    } else if transfer.timeout != 0 {
+        Some(R::TimeoutReservedForPendingTransfer)
+    } else if transfer.ledger == 0 {
+        Some(R::LedgerMustNotBeZero)
+    } else {
+        None
+    }
 }
 
 /// Whether a post or void names two accounts on one shard: its pending transfer, if it
@@ -580,6 +697,15 @@ fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) ->
         let known = inner.crossshard.bridges.lock();
         protocol::missing_bridges(inner.router, crosses, |id| known.contains(&id))
     };
+    create_bridges(inner, missing, deadline)
+}
+
+/// Creates bridge accounts (`Ok` or `Exists`), `missing[s]` on shard `s`, and remembers them.
+fn create_bridges(
+    inner: &ClusterInner,
+    missing: Vec<Vec<Account>>,
+    deadline: Instant,
+) -> Result<()> {
     if missing.iter().all(Vec::is_empty) {
         return Ok(());
     }
@@ -696,6 +822,74 @@ fn resolution(t: u128, decision: Decision) -> Transfer {
             user_data_64: u64::from(reason.code()),
             ..Transfer::new(resolution_id(t), 0, 0, 0, 0, 0)
         },
+    }
+}
+
+/// The legs of one event of a linked chain spanning shards, with their shards: a same-shard
+/// event is one pending leg `A → B`; a cross-shard one a coordinator leg `A → chain
+/// bridge(d→c)` (`B` in `user_data_128`) and a participant leg `chain bridge(c←d) → B`.
+fn chain_legs(router: Router, event: &Transfer) -> Vec<(usize, Transfer)> {
+    let d = router.shard_of(event.debit_account_id);
+    let c = router.shard_of(event.credit_account_id);
+    let leg = Transfer {
+        id: leg_id(event.id),
+        flags: TransferFlags::PENDING,
+        timestamp: 0,
+        ..*event
+    };
+    if d == c {
+        return vec![(d, leg)];
+    }
+    vec![
+        (
+            d,
+            Transfer {
+                credit_account_id: chain_bridge_id(router, event.ledger, d, c),
+                user_data_128: event.credit_account_id,
+                ..leg
+            },
+        ),
+        (
+            c,
+            Transfer {
+                debit_account_id: chain_bridge_id(router, event.ledger, c, d),
+                ..leg
+            },
+        ),
+    ]
+}
+
+/// The chain record of member `index` (user transfer `t`, legs on `debit_shard` and
+/// `credit_shard`) of the chain whose head is `head`, logged on the chain's coordinator
+/// `coordinator` before any leg: a zero-amount `x(t)` from the coordinator's chain bridge to
+/// its marker account, in `ledger` (the head's).
+fn chain_record(
+    router: Router,
+    (head, coordinator, ledger): (u128, usize, u32),
+    index: u32,
+    (t, debit_shard, credit_shard): (u128, usize, usize),
+) -> Transfer {
+    Transfer {
+        user_data_128: head,
+        user_data_64: ((debit_shard as u64) << 32) | credit_shard as u64,
+        user_data_32: index,
+        ..Transfer::new(
+            applied_id(t),
+            chain_bridge_id(router, ledger, coordinator, coordinator),
+            pending_bridge_id(router, ledger, coordinator, coordinator),
+            0,
+            ledger,
+            BRIDGE_CODE,
+        )
+    }
+}
+
+/// A chain's abort at its coordinator: the void of the head's leg, with the reason in
+/// `user_data_64` and the failing event's index in `user_data_32`.
+fn chain_abort(head: u128, reason: R, index: u32) -> Transfer {
+    Transfer {
+        user_data_32: index,
+        ..resolution(head, Decision::Abort(reason))
     }
 }
 
@@ -887,6 +1081,36 @@ pub(crate) fn locate_posts(
     run(inner, &mut machine, action, |_, _| Ok(()), deadline)
 }
 
+/// Runs a call's linked chains spanning shards (see [`ChainMachine`]): one result per event
+/// per chain, in order. The test checkpoints of `Cluster::stop_cross_shard_after`: `Prepared`
+/// stops after the coordinators' records, `Voted` after the parts, `Decided` after the
+/// decisions.
+pub(crate) fn execute_chains(
+    inner: &ClusterInner,
+    chains: Vec<Vec<Transfer>>,
+    deadline: Instant,
+) -> Result<Vec<Vec<R>>> {
+    let missing = {
+        let known = inner.crossshard.bridges.lock();
+        protocol::missing_chain_bridges(inner.router, &chains, |id| known.contains(&id))
+    };
+    create_bridges(inner, missing, deadline)?;
+    let (mut machine, action) = ChainMachine::new(inner.router, chains);
+    let before = |machine: &ChainMachine, phase| {
+        let step = match phase {
+            Phase::Prepare => CrossShardStep::Prepared,
+            Phase::Decide => CrossShardStep::Voted,
+            Phase::Finish => CrossShardStep::Decided,
+            _ => return Ok(()),
+        };
+        match machine.first_coordinator() {
+            Some(shard) => inner.crossshard.checkpoint(step, shard),
+            None => Ok(()),
+        }
+    };
+    run(inner, &mut machine, action, before, deadline)
+}
+
 /// Runs users' posts and voids of cross-shard pending transfers (see [`PostMachine`]): one
 /// result per post, in order, once the coordinators logged them; then the participants apply
 /// the logged ones and the coordinators acknowledge ([`PostFinishMachine`]). Should that fail,
@@ -1004,6 +1228,9 @@ pub(crate) fn lookup_committed(
             Some((*leg, res.timestamp))
         });
         let Some((coordinator_leg, decided_at)) = coordinator else {
+            if let Some(local) = committed_chain_member(&per_shard, t) {
+                committed.insert(t, local);
+            }
             continue;
         };
         let credit_shard = bridge_peer(router, coordinator_leg.credit_account_id);
@@ -1028,6 +1255,24 @@ pub(crate) fn lookup_committed(
         );
     }
     Ok(committed)
+}
+
+/// A same-shard event `t` of a chain spanning shards, committed: one leg, posted.
+fn committed_chain_member(per_shard: &[HashMap<u128, Transfer>], t: u128) -> Option<Transfer> {
+    per_shard.iter().find_map(|found| {
+        let leg = found.get(&leg_id(t)).filter(|leg| {
+            !is_reserved(leg.debit_account_id) && !is_reserved(leg.credit_account_id)
+        })?;
+        let res = found
+            .get(&resolution_id(t))
+            .filter(|res| res.flags.post_pending_transfer())?;
+        Some(Transfer {
+            id: t,
+            flags: TransferFlags::empty(),
+            timestamp: res.timestamp,
+            ..*leg
+        })
+    })
 }
 
 /// Shows users' posts and voids of cross-shard pending transfers as they submitted them: the
@@ -1295,11 +1540,28 @@ mod tests {
         let plan =
             plan_transfers(router, &[post(0, 0), post(1, 3), post(1, 2), post(1, 0)]).unwrap();
         assert_eq!((plan.posts, plan.local), (vec![0, 2, 3], vec![1]));
+        // A chain spanning shards is run as a whole; with a non-plain event it is refused;
+        // one failing a field its legs would not check fails before submission.
         let linked = Transfer {
             flags: TransferFlags::LINKED,
             ..local
         };
-        assert!(plan_transfers(router, &[linked, plain]).is_err());
+        let plan = plan_transfers(router, &[linked, plain, local]).unwrap();
+        assert_eq!((plan.chains, plan.local), (vec![0..2], vec![2]));
+        assert!(plan_transfers(router, &[linked, pending]).is_err());
+        let expiring_plain = Transfer {
+            timeout: 1,
+            ..plain
+        };
+        let plan = plan_transfers(router, &[linked, expiring_plain]).unwrap();
+        assert!(plan.chains.is_empty());
+        assert_eq!(
+            plan.preset,
+            [
+                Some(R::LinkedEventFailed),
+                Some(R::TimeoutReservedForPendingTransfer)
+            ]
+        );
         let (preset, submit) =
             plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
         assert_eq!(submit, [1]);

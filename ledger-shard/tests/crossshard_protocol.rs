@@ -830,3 +830,196 @@ fn credit_account_closed_after_the_vote_still_receives() {
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
 }
+
+// ---- linked chains spanning shards -------------------------------------------------------
+
+/// `events` as one linked chain (`LINKED` on all but the last).
+fn linked(events: &[Transfer]) -> Vec<Transfer> {
+    let count = events.len();
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| Transfer {
+            flags: if index + 1 < count {
+                event.flags.union(TransferFlags::LINKED)
+            } else {
+                event.flags
+            },
+            ..*event
+        })
+        .collect()
+}
+
+const LEF: R = R::LinkedEventFailed;
+
+#[test]
+fn chain_spanning_shards_commits_whole() {
+    let dir = temp_dir("chain");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // 1 → 2 crosses (shard 1 → 0), 3 → 5 stays on shard 1, 4 → 6 on shard 0.
+    let chain = linked(&[
+        Transfer::new(900, 1, 2, 10, 1, 1),
+        Transfer::new(901, 3, 5, 20, 1, 1),
+        Transfer::new(902, 4, 6, 30, 1, 1),
+    ]);
+    assert_eq!(client.create_transfers(&chain).unwrap(), [R::Ok; 3]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 6, 30)] {
+        assert_eq!(balances(&client, debit), (0, amount, 0, INITIAL));
+        assert_eq!(balances(&client, credit), (0, 0, 0, INITIAL + amount));
+    }
+    let found = client.lookup_transfers(&[900, 901, 902]).unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|t| (t.id, t.debit_account_id, t.credit_account_id, t.amount))
+            .collect::<Vec<_>>(),
+        [(900, 1, 2, 10), (901, 3, 5, 20), (902, 4, 6, 30)]
+    );
+    // A retry is the ledger's: the first event exists, which fails the chain (I3).
+    assert_eq!(
+        client.create_transfers(&chain).unwrap(),
+        [R::Exists, LEF, LEF]
+    );
+    // A linked chain holding a cross-shard pending transfer is not built.
+    let with_pending = linked(&[Transfer::new(903, 7, 9, 1, 1, 1), pending(904, 7, 8, 1)]);
+    assert!(matches!(
+        client.create_transfers(&with_pending),
+        Err(ShardError::CrossShard { index: 1, .. })
+    ));
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn chain_spanning_shards_fails_whole() {
+    let dir = temp_dir("chain-fail");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // The coordinator of the second event refuses it (too little money): nothing applies.
+    let overdraft = linked(&[
+        Transfer::new(910, 1, 2, 10, 1, 1),
+        Transfer::new(911, 3, 4, INITIAL + 1, 1, 1),
+        Transfer::new(912, 5, 6, 10, 1, 1),
+    ]);
+    assert_eq!(
+        client.create_transfers(&overdraft).unwrap(),
+        [LEF, R::ExceedsCredits, LEF]
+    );
+    // The retry never flips: the failing leg's id is burnt.
+    assert_eq!(
+        client.create_transfers(&overdraft).unwrap(),
+        [LEF, R::IdAlreadyFailed, LEF]
+    );
+    // A remote shard refuses: the credit account of a cross-shard event does not exist, or a
+    // same-shard event on the other shard overdraws; the whole chain rolls back.
+    let remote = linked(&[
+        Transfer::new(920, 7, 8, 10, 1, 1),
+        Transfer::new(921, 9, 50, 10, 1, 1),
+    ]);
+    assert_eq!(
+        client.create_transfers(&remote).unwrap(),
+        [LEF, R::CreditAccountNotFound]
+    );
+    let local_overdraft = linked(&[
+        Transfer::new(930, 11, 12, 10, 1, 1),
+        Transfer::new(931, 2, 4, INITIAL + 1, 1, 1),
+    ]);
+    assert_eq!(
+        client.create_transfers(&local_overdraft).unwrap(),
+        [LEF, R::ExceedsCredits]
+    );
+    // A field the legs would not check fails the chain before anything is submitted.
+    let with_timeout = linked(&[
+        Transfer::new(940, 1, 2, 10, 1, 1),
+        Transfer {
+            timeout: 5,
+            ..Transfer::new(941, 3, 4, 10, 1, 1)
+        },
+    ]);
+    assert_eq!(
+        client.create_transfers(&with_timeout).unwrap(),
+        [LEF, R::TimeoutReservedForPendingTransfer]
+    );
+    wait_resolved(&cluster, Duration::from_secs(5));
+    for id in 1..=ACCOUNTS {
+        assert_eq!(balances(&client, id), (0, 0, 0, INITIAL), "account {id}");
+    }
+    assert!(
+        client
+            .lookup_transfers(&[910, 911, 912, 920, 921, 930, 931, 940, 941])
+            .unwrap()
+            .is_empty()
+    );
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// The caller's driver stops after the chain's records, its parts, or its decision, while a
+/// leader crashes; the resolver ends the chain alone from the records: every event or none.
+fn chain_stop_after(step: CrossShardStep, crash_shard: usize) {
+    let dir = temp_dir(&format!("chain-stop-{}-{crash_shard}", step as u8));
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    cluster.stop_cross_shard_after(Some(step));
+    let chain = linked(&[
+        Transfer::new(950, 1, 2, 10, 1, 1),
+        Transfer::new(951, 3, 5, 20, 1, 1),
+        Transfer::new(952, 4, 7, 30, 1, 1),
+    ]);
+    let error = client.create_transfers(&chain).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    if step != CrossShardStep::Prepared {
+        // In flight, every amount is pending on both of its accounts.
+        for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 7, 30)] {
+            let debit = balances(&client, debit);
+            let credit = balances(&client, credit);
+            assert_eq!(debit.0 + debit.1, amount);
+            assert_eq!(credit.2 + credit.3, INITIAL + amount);
+        }
+    }
+    assert_money_in_flight(&client, 2, 0);
+    let leader = cluster.leader(crash_shard).unwrap();
+    cluster.crash_replica(crash_shard, leader).unwrap();
+    wait_resolved(&cluster, Duration::from_secs(15));
+    cluster.restart_replica(crash_shard, leader).unwrap();
+    let committed = step != CrossShardStep::Prepared;
+    for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 7, 30)] {
+        let moved = if committed { amount } else { 0 };
+        assert_eq!(balances(&client, debit), (0, moved, 0, INITIAL));
+        assert_eq!(balances(&client, credit), (0, 0, 0, INITIAL + moved));
+    }
+    let expected = if committed {
+        [R::Exists, LEF, LEF]
+    } else {
+        [R::IdAlreadyFailed, LEF, LEF]
+    };
+    assert_eq!(client.create_transfers(&chain).unwrap(), expected);
+    assert_eq!(
+        client.lookup_transfers(&[950, 951, 952]).unwrap().len(),
+        if committed { 3 } else { 0 }
+    );
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+#[test]
+fn chain_coordinator_leader_crash_after_records() {
+    chain_stop_after(CrossShardStep::Prepared, 1);
+}
+
+#[test]
+fn chain_participant_leader_crash_after_parts() {
+    chain_stop_after(CrossShardStep::Voted, 0);
+}
+
+#[test]
+fn chain_coordinator_leader_crash_after_decision() {
+    chain_stop_after(CrossShardStep::Decided, 1);
+}

@@ -47,13 +47,16 @@ use std::time::Duration;
 use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
 
 use super::{
+    APPLIED_ID_MIN, CHAIN_RECORD_DONE, acknowledgement, applied_event, chain_abort,
+    chain_bridge_id, chain_legs, chain_record, is_chain_bridge, is_chain_record,
+};
+use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
     bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_exists_with_different,
     is_pending_bridge, is_reserved, leg_id, logged_decision, participant_leg, pending_bridge_id,
     protocol, resolution, resolution_id, vote_decision,
 };
 pub use super::{Cross, Decision};
-use super::{acknowledgement, applied_event};
 use crate::error::Result;
 use crate::router::Route;
 use crate::router::Router;
@@ -71,8 +74,11 @@ pub enum Phase {
     /// Step 4: the participants apply the decisions (post, or fence and void); for a user's
     /// post or void of a cross-shard pending transfer, the participant applies it (`x(t)`).
     Finish,
-    /// The coordinators acknowledge that the participants applied users' posts (`x(t)`).
+    /// The coordinators acknowledge that the participants applied users' posts (`x(t)`), or
+    /// that a chain spanning shards ended everywhere (its records).
     Acknowledge,
+    /// A chain's coordinator logs the chain's records (`x(t)` of each event), before any leg.
+    Record,
 }
 
 /// What a machine asks its driver to do next.
@@ -154,6 +160,38 @@ pub fn missing_bridges(
             }
         }
         for (local, id) in ids {
+            if !known(id) && wanted.insert(id) {
+                missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
+            }
+        }
+    }
+    missing
+}
+
+/// The bridge accounts `chains` need that `known` does not hold, indexed by shard: each cross-
+/// shard event's chain bridges, and on each coordinator its chain bridge and marker account.
+pub fn missing_chain_bridges(
+    router: Router,
+    chains: &[Vec<Transfer>],
+    known: impl Fn(u128) -> bool,
+) -> Vec<Vec<Account>> {
+    let mut missing: Vec<Vec<Account>> = vec![Vec::new(); router.shard_count()];
+    let mut wanted = HashSet::new();
+    for events in chains {
+        let shape = ChainShape::new(router, events);
+        let (k, head_ledger) = (shape.coordinator, shape.ledger);
+        let mut ids = vec![
+            (k, head_ledger, chain_bridge_id(router, head_ledger, k, k)),
+            (k, head_ledger, pending_bridge_id(router, head_ledger, k, k)),
+        ];
+        for (event, member) in events.iter().zip(&shape.members) {
+            let (d, c) = (member.debit_shard, member.credit_shard);
+            if d != c {
+                ids.push((d, event.ledger, chain_bridge_id(router, event.ledger, d, c)));
+                ids.push((c, event.ledger, chain_bridge_id(router, event.ledger, c, d)));
+            }
+        }
+        for (local, ledger, id) in ids {
             if !known(id) && wanted.insert(id) {
                 missing[local].push(Account::new(id, ledger, BRIDGE_CODE));
             }
@@ -588,7 +626,13 @@ pub struct Recovery {
     /// Users' posts and voids of cross-shard pending transfers that the coordinator logged
     /// and the participant has yet to apply (as the coordinator logged them).
     pub posts: Vec<Transfer>,
+    /// Linked chains spanning shards whose coordinator is `debit_shard` (then equal to
+    /// `credit_shard`) and whose caller gave up, as its records describe them.
+    pub chains: Vec<ChainShape>,
 }
+
+/// Chain records by coordinator and head: the records and their youngest age.
+type ChainRecords = BTreeMap<(usize, u128), (Vec<Transfer>, Duration)>;
 
 /// What one pass found due for a pair of shards.
 #[derive(Debug, Default)]
@@ -596,6 +640,7 @@ struct Due {
     transfers: Vec<(u128, bool)>,
     pending_ledgers: BTreeMap<u128, u32>,
     posts: Vec<Transfer>,
+    chains: Vec<ChainShape>,
 }
 
 /// The resolver's memory between passes: when each unresolved leg was first seen.
@@ -606,6 +651,20 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The chains whose records are old enough (their caller gave up), due at their
+    /// coordinator.
+    fn pass_chains(&self, records: ChainRecords, due: &mut BTreeMap<(usize, usize), Due>) {
+        for ((shard, _), (mut records, age)) in records {
+            if age >= self.timing.coordinator_age {
+                records.sort_unstable_by_key(|record| record.user_data_32);
+                due.entry((shard, shard))
+                    .or_default()
+                    .chains
+                    .push(chain_from_records(&records));
+            }
+        }
+    }
+
     /// A resolver that has seen nothing yet.
     pub fn new(timing: ResolverTiming) -> Self {
         Self {
@@ -632,6 +691,7 @@ impl Resolver {
     ) -> Vec<Recovery> {
         let mut still: HashMap<(usize, u128), Duration> = HashMap::new();
         let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
+        let mut records: ChainRecords = BTreeMap::new();
         for (shard, legs) in legs.iter().enumerate() {
             let Some(legs) = legs else {
                 still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
@@ -641,6 +701,14 @@ impl Resolver {
                 let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
                 still.insert((shard, leg.id), seen);
                 let age = now.saturating_sub(seen);
+                if is_chain_record(leg) {
+                    let entry = records
+                        .entry((shard, leg.user_data_128))
+                        .or_insert((Vec::new(), age));
+                    entry.0.push(*leg);
+                    entry.1 = entry.1.min(age);
+                    continue;
+                }
                 if !is_reserved(leg.id) {
                     // A user's post of a coordinator leg, for the participant to apply.
                     if age >= self.timing.vote_age {
@@ -650,6 +718,14 @@ impl Resolver {
                     continue;
                 }
                 let t = leg.id - LEG_ID_MIN;
+                let chain_leg = (!is_reserved(leg.credit_account_id)
+                    && !is_reserved(leg.debit_account_id))
+                    || is_chain_bridge(router, leg.credit_account_id)
+                    || is_chain_bridge(router, leg.debit_account_id);
+                if chain_leg {
+                    // A leg of a chain spanning shards: resolved from its chain's records.
+                    continue;
+                }
                 let (bridge, pair, voted, age_due) = if is_reserved(leg.credit_account_id) {
                     let bridge = leg.credit_account_id;
                     let pair = (shard, bridge_peer(router, bridge));
@@ -669,6 +745,7 @@ impl Resolver {
             }
         }
         self.first_seen = still;
+        self.pass_chains(records, &mut due);
         due.into_iter()
             .map(|((debit_shard, credit_shard), mut due)| {
                 due.transfers.sort_unstable();
@@ -679,6 +756,7 @@ impl Resolver {
                     transfers: due.transfers,
                     pending_ledgers: due.pending_ledgers,
                     posts: due.posts,
+                    chains: due.chains,
                 }
             })
             .collect()
@@ -692,6 +770,7 @@ enum RecoveryStage {
     ReadingDecisions(Decide),
     Finishing(FinishMachine),
     FinishingPosts(PostFinishMachine),
+    EndingChains(ChainRecoveryMachine),
     Done,
 }
 
@@ -764,10 +843,17 @@ impl Machine for RecoveryMachine {
                     Ok(action)
                 }
             },
-            RecoveryStage::FinishingPosts(mut finish) => {
-                let action = finish.step(reply)?;
-                if !matches!(action, Action::Done(())) {
+            RecoveryStage::FinishingPosts(mut finish) => match finish.step(reply)? {
+                Action::Done(()) => Ok(self.end_chains()),
+                action => {
                     self.stage = RecoveryStage::FinishingPosts(finish);
+                    Ok(action)
+                }
+            },
+            RecoveryStage::EndingChains(mut chains) => {
+                let action = chains.step(reply)?;
+                if !matches!(action, Action::Done(())) {
+                    self.stage = RecoveryStage::EndingChains(chains);
                 }
                 Ok(action)
             }
@@ -834,11 +920,22 @@ impl RecoveryMachine {
     /// After the transfers: the users' posts the participant has yet to apply, if any.
     fn finish_posts(&mut self) -> Action<()> {
         if self.recovery.posts.is_empty() {
-            return Action::Done(());
+            return self.end_chains();
         }
         let posts = std::mem::take(&mut self.recovery.posts);
         let (finish, action) = PostFinishMachine::new(self.router, posts);
         self.stage = RecoveryStage::FinishingPosts(finish);
+        action
+    }
+
+    /// Last: the chains whose caller gave up, if any.
+    fn end_chains(&mut self) -> Action<()> {
+        if self.recovery.chains.is_empty() {
+            return Action::Done(());
+        }
+        let chains = std::mem::take(&mut self.recovery.chains);
+        let (machine, action) = ChainRecoveryMachine::new(self.router, chains);
+        self.stage = RecoveryStage::EndingChains(machine);
         action
     }
 }
@@ -1136,6 +1233,643 @@ impl Machine for PostFinishMachine {
     }
 }
 
+// ---- linked chains spanning shards --------------------------------------------------------
+
+/// One event of a chain spanning shards: its id and the shards of its accounts (equal for a
+/// same-shard event, which has one leg).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainMember {
+    /// The event's id `t`.
+    pub t: u128,
+    /// The shard of its debit account.
+    pub debit_shard: usize,
+    /// The shard of its credit account.
+    pub credit_shard: usize,
+}
+
+impl ChainMember {
+    /// The shards holding the member's legs: its debit shard first.
+    fn shards(&self) -> Vec<usize> {
+        if self.debit_shard == self.credit_shard {
+            vec![self.debit_shard]
+        } else {
+            vec![self.debit_shard, self.credit_shard]
+        }
+    }
+}
+
+/// A linked chain spanning shards, as its coordinator's records describe it: every event
+/// commits or none. The coordinator is the shard of the first event's debit account; the
+/// chain's decision is the resolution `res(head)` of the first event's leg there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainShape {
+    /// The first event's id.
+    pub head: u128,
+    /// The coordinator shard.
+    pub coordinator: usize,
+    /// The first event's ledger (the records' ledger).
+    pub ledger: u32,
+    /// The events, in chain order.
+    pub members: Vec<ChainMember>,
+}
+
+/// A chain's shape from its coordinator's records (sorted by index).
+fn chain_from_records(records: &[Transfer]) -> ChainShape {
+    let first = records.first().copied().unwrap_or_default();
+    ChainShape {
+        head: first.user_data_128,
+        coordinator: usize::try_from(first.user_data_64 >> 32).unwrap_or(0),
+        ledger: first.ledger,
+        members: records
+            .iter()
+            .map(|record| ChainMember {
+                t: record.id - APPLIED_ID_MIN,
+                debit_shard: usize::try_from(record.user_data_64 >> 32).unwrap_or(0),
+                credit_shard: usize::try_from(record.user_data_64 & u64::from(u32::MAX))
+                    .unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+impl ChainShape {
+    /// The shape of a chain of (prechecked, plain) events.
+    pub fn new(router: Router, events: &[Transfer]) -> Self {
+        let members: Vec<ChainMember> = events
+            .iter()
+            .map(|event| ChainMember {
+                t: event.id,
+                debit_shard: router.shard_of(event.debit_account_id),
+                credit_shard: router.shard_of(event.credit_account_id),
+            })
+            .collect();
+        Self {
+            head: events.first().map_or(0, |event| event.id),
+            coordinator: members.first().map_or(0, |member| member.debit_shard),
+            ledger: events.first().map_or(0, |event| event.ledger),
+            members,
+        }
+    }
+
+    fn records(&self, router: Router) -> Vec<Transfer> {
+        let chain = (self.head, self.coordinator, self.ledger);
+        (0u32..)
+            .zip(&self.members)
+            .map(|(index, member)| {
+                let legs = (member.t, member.debit_shard, member.credit_shard);
+                chain_record(router, chain, index, legs)
+            })
+            .collect()
+    }
+}
+
+/// What the coordinator holds of a chain's head leg when the chain is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// The head's leg exists (its part was logged): an abort voids it.
+    Held,
+    /// The coordinator's part failed, for good (its failing leg's id is burnt, or its failure
+    /// is a property of the events): nothing can ever commit, nothing to log there.
+    Failed,
+    /// Not known to exist (the resolver, whose caller gave up): an abort fences it, so a late
+    /// part can never create it.
+    Unknown,
+}
+
+/// A chain's decision: commit, or abort with the failing event's code and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainDecision {
+    /// Every event commits.
+    Commit,
+    /// No event commits; the event at `index` failed with `reason`.
+    Abort {
+        /// The failing event's code.
+        reason: R,
+        /// The failing event's index in the chain.
+        index: u32,
+    },
+}
+
+fn logged_chain_decision(resolution: &Transfer) -> ChainDecision {
+    match logged_decision(resolution) {
+        Decision::Commit => ChainDecision::Commit,
+        Decision::Abort(reason) => ChainDecision::Abort {
+            reason,
+            index: resolution.user_data_32,
+        },
+    }
+}
+
+/// The end of chains, shared by callers and the resolver: the coordinators log the decisions
+/// (a decision logged first wins and is read back), every other leg follows (post, or fence
+/// and void), and the coordinators acknowledge their records.
+#[derive(Debug)]
+struct ChainEnd {
+    router: Router,
+    chains: Vec<ChainShape>,
+    decisions: Vec<ChainDecision>,
+    stage: ChainEndStage,
+}
+
+#[derive(Debug)]
+enum ChainEndStage {
+    /// Per shard, the chain of each decision event (fences are not answered for).
+    Deciding(Vec<Vec<Option<usize>>>),
+    ReadingDecisions(Vec<usize>),
+    /// Per shard, whether each event is a commit's post (which must land).
+    Finishing(Vec<Vec<bool>>),
+    Acknowledging,
+    Done,
+}
+
+impl ChainEnd {
+    fn start(
+        router: Router,
+        chains: Vec<ChainShape>,
+        proposed: Vec<(ChainDecision, Head)>,
+    ) -> (Self, Action<Vec<ChainDecision>>) {
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
+        let mut tags: Vec<Vec<Option<usize>>> = vec![Vec::new(); router.shard_count()];
+        for (position, (chain, &(decision, head))) in chains.iter().zip(&proposed).enumerate() {
+            let shard = chain.coordinator;
+            match (decision, head) {
+                (ChainDecision::Commit, _) => {
+                    per_shard[shard].push(resolution(chain.head, Decision::Commit));
+                }
+                (ChainDecision::Abort { .. }, Head::Failed) => continue,
+                (ChainDecision::Abort { reason, index }, Head::Held | Head::Unknown) => {
+                    if head == Head::Unknown {
+                        per_shard[shard].push(fence(router, chain.head, shard));
+                        tags[shard].push(None);
+                    }
+                    per_shard[shard].push(chain_abort(chain.head, reason, index));
+                }
+            }
+            tags[shard].push(Some(position));
+        }
+        let proposed = proposed.into_iter().map(|(decision, _)| decision).collect();
+        let end = Self {
+            router,
+            chains,
+            decisions: proposed,
+            stage: ChainEndStage::Deciding(tags),
+        };
+        let action = Action::Submit {
+            phase: Phase::Decide,
+            per_shard,
+        };
+        (end, action)
+    }
+
+    fn step(&mut self, reply: Reply) -> Result<Action<Vec<ChainDecision>>> {
+        match std::mem::replace(&mut self.stage, ChainEndStage::Done) {
+            ChainEndStage::Deciding(tags) => self.on_decided(&tags, reply),
+            ChainEndStage::ReadingDecisions(unknown) => {
+                let found = found(reply, self.router.shard_count())?;
+                for position in unknown {
+                    let chain = &self.chains[position];
+                    let logged = found[chain.coordinator]
+                        .get(&resolution_id(chain.head))
+                        .ok_or_else(|| protocol("a chain's decision is not found"))?;
+                    self.decisions[position] = logged_chain_decision(logged);
+                }
+                Ok(self.finish())
+            }
+            ChainEndStage::Finishing(commits) => {
+                let answers = submitted(reply, &commits)?;
+                for (commits, answers) in commits.iter().zip(answers) {
+                    for (&commit, answer) in commits.iter().zip(answers) {
+                        if commit && !(answer.is_ok() || answer.is_exists()) {
+                            return Err(protocol(&format!("chain post: {answer:?}")));
+                        }
+                    }
+                }
+                Ok(self.acknowledge())
+            }
+            ChainEndStage::Acknowledging => Ok(Action::Done(self.decisions.clone())),
+            ChainEndStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
+    }
+
+    fn on_decided(
+        &mut self,
+        tags: &[Vec<Option<usize>>],
+        reply: Reply,
+    ) -> Result<Action<Vec<ChainDecision>>> {
+        let answers = submitted(reply, tags)?;
+        let mut unknown = vec![Vec::new(); self.router.shard_count()];
+        let mut unknown_positions = Vec::new();
+        for (tags, answers) in tags.iter().zip(answers) {
+            for (&tag, answer) in tags.iter().zip(answers) {
+                let Some(position) = tag else { continue };
+                let chain = &self.chains[position];
+                let aborting = matches!(self.decisions[position], ChainDecision::Abort { .. });
+                if answer.is_ok() || answer.is_exists() {
+                    continue;
+                }
+                if aborting && matches!(answer, R::PendingTransferNotFound | R::IdAlreadyFailed) {
+                    // The fence burnt the head's leg (now or before): it can never exist, so
+                    // the chain never commits.
+                    continue;
+                }
+                if !is_exists_with_different(answer) {
+                    return Err(protocol(&format!("chain decision: {answer:?}")));
+                }
+                unknown[chain.coordinator].push(resolution_id(chain.head));
+                unknown_positions.push(position);
+            }
+        }
+        if unknown_positions.is_empty() {
+            return Ok(self.finish());
+        }
+        self.stage = ChainEndStage::ReadingDecisions(unknown_positions);
+        Ok(Action::Lookup { per_shard: unknown })
+    }
+
+    /// Every leg but the head's at the coordinator (the decision itself) follows it.
+    fn finish(&mut self) -> Action<Vec<ChainDecision>> {
+        let router = self.router;
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
+        let mut commits: Vec<Vec<bool>> = vec![Vec::new(); router.shard_count()];
+        for (chain, decision) in self.chains.iter().zip(&self.decisions) {
+            for member in &chain.members {
+                for shard in member.shards() {
+                    if member.t == chain.head && shard == chain.coordinator {
+                        continue;
+                    }
+                    match *decision {
+                        ChainDecision::Commit => {
+                            per_shard[shard].push(resolution(member.t, Decision::Commit));
+                            commits[shard].push(true);
+                        }
+                        ChainDecision::Abort { reason, .. } => {
+                            per_shard[shard].push(fence(router, member.t, shard));
+                            per_shard[shard].push(resolution(member.t, Decision::Abort(reason)));
+                            commits[shard].extend([false, false]);
+                        }
+                    }
+                }
+            }
+        }
+        self.stage = ChainEndStage::Finishing(commits);
+        Action::Submit {
+            phase: Phase::Finish,
+            per_shard,
+        }
+    }
+
+    /// The coordinators take the chains' records out of their indexes.
+    fn acknowledge(&mut self) -> Action<Vec<ChainDecision>> {
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); self.router.shard_count()];
+        for chain in &self.chains {
+            per_shard[chain.coordinator].extend(chain.records(self.router).into_iter().map(
+                |record| Transfer {
+                    user_data_32: CHAIN_RECORD_DONE,
+                    ..record
+                },
+            ));
+        }
+        self.stage = ChainEndStage::Acknowledging;
+        Action::Submit {
+            phase: Phase::Acknowledge,
+            per_shard,
+        }
+    }
+}
+
+/// The answers of a submission shaped like `shape` (one per event, per shard).
+fn submitted<T>(reply: Reply, shape: &[Vec<T>]) -> Result<Vec<Vec<R>>> {
+    let Reply::Submitted(answers) = reply else {
+        return Err(protocol("a lookup's answer to a submission"));
+    };
+    if answers.len() != shape.len()
+        || answers
+            .iter()
+            .zip(shape)
+            .any(|(answers, shape)| answers.len() != shape.len())
+    {
+        return Err(protocol("one result per event"));
+    }
+    Ok(answers)
+}
+
+/// How one shard's part of a chain answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartAnswer {
+    /// Every leg created now.
+    Created,
+    /// The part exists from before (its first leg answered `Exists…`: a part is atomic).
+    Held,
+    /// The part failed (one leg with its own code, the others `LinkedEventFailed`).
+    Failed,
+}
+
+fn part_answer(answers: &[R]) -> PartAnswer {
+    match answers.first() {
+        _ if answers.iter().all(|answer| answer.is_ok()) => PartAnswer::Created,
+        Some(&first) if first.is_exists() || is_exists_with_different(first) => PartAnswer::Held,
+        _ => PartAnswer::Failed,
+    }
+}
+
+/// Runs one call's linked chains spanning shards: the coordinators log each chain's records
+/// ([`Phase::Record`]), every shard logs its part of each chain as one linked chain of pending
+/// legs ([`Phase::Prepare`]), then [`ChainEnd`]: decisions, finish, acknowledgements. Ends
+/// with one result per event per chain, following ledger-core's linked semantics.
+#[derive(Debug)]
+pub struct ChainMachine {
+    router: Router,
+    chains: Vec<Vec<Transfer>>,
+    shapes: Vec<ChainShape>,
+    stage: ChainStage,
+    /// Per chain, per event, the answers of its legs (debit shard first).
+    answers: Vec<Vec<Vec<R>>>,
+    /// Per chain, whether every part was created now.
+    created: Vec<bool>,
+}
+
+#[derive(Debug)]
+enum ChainStage {
+    Recording,
+    /// Per shard, the (chain, event) of each leg.
+    Preparing(Vec<Vec<(usize, usize)>>),
+    Ending(ChainEnd),
+    Done,
+}
+
+impl ChainMachine {
+    /// The machine for `chains` (each at least two prechecked plain events, spanning shards;
+    /// their bridges created), with its first action: the coordinators' records.
+    pub fn new(router: Router, chains: Vec<Vec<Transfer>>) -> (Self, Action<Vec<Vec<R>>>) {
+        let shapes: Vec<ChainShape> = chains
+            .iter()
+            .map(|events| ChainShape::new(router, events))
+            .collect();
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
+        for shape in &shapes {
+            per_shard[shape.coordinator].extend(shape.records(router));
+        }
+        let machine = Self {
+            router,
+            chains,
+            shapes,
+            stage: ChainStage::Recording,
+            answers: Vec::new(),
+            created: Vec::new(),
+        };
+        let action = Action::Submit {
+            phase: Phase::Record,
+            per_shard,
+        };
+        (machine, action)
+    }
+
+    /// The coordinator of the first chain (for the test checkpoints).
+    pub fn first_coordinator(&self) -> Option<usize> {
+        self.shapes.first().map(|shape| shape.coordinator)
+    }
+
+    fn prepare(&mut self) -> Action<Vec<Vec<R>>> {
+        let router = self.router;
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
+        let mut tags: Vec<Vec<(usize, usize)>> = vec![Vec::new(); router.shard_count()];
+        for (chain_index, events) in self.chains.iter().enumerate() {
+            let start: Vec<usize> = per_shard.iter().map(Vec::len).collect();
+            for (event_index, event) in events.iter().enumerate() {
+                for (shard, leg) in chain_legs(router, event) {
+                    per_shard[shard].push(leg);
+                    tags[shard].push((chain_index, event_index));
+                }
+            }
+            // Each shard's part of the chain is one linked chain in the ledger: all or none.
+            for (shard, legs) in per_shard.iter_mut().enumerate() {
+                let part = &mut legs[start[shard]..];
+                let count = part.len();
+                for (position, leg) in part.iter_mut().enumerate() {
+                    if position + 1 < count {
+                        leg.flags = leg.flags.union(TransferFlags::LINKED);
+                    }
+                }
+            }
+        }
+        self.stage = ChainStage::Preparing(tags);
+        Action::Submit {
+            phase: Phase::Prepare,
+            per_shard,
+        }
+    }
+
+    fn on_prepared(
+        &mut self,
+        tags: &[Vec<(usize, usize)>],
+        reply: Reply,
+    ) -> Result<Action<Vec<Vec<R>>>> {
+        let answers = submitted(reply, tags)?;
+        self.answers = self
+            .chains
+            .iter()
+            .map(|events| vec![Vec::new(); events.len()])
+            .collect();
+        let mut parts: Vec<BTreeMap<usize, Vec<R>>> = vec![BTreeMap::new(); self.chains.len()];
+        for (shard, (tags, answers)) in tags.iter().zip(answers).enumerate() {
+            for (&(chain, event), answer) in tags.iter().zip(answers) {
+                self.answers[chain][event].push(answer);
+                parts[chain].entry(shard).or_default().push(answer);
+            }
+        }
+        let mut proposed = Vec::with_capacity(self.chains.len());
+        for (chain, parts) in parts.iter().enumerate() {
+            let kinds: Vec<PartAnswer> = parts.values().map(|part| part_answer(part)).collect();
+            self.created
+                .push(kinds.iter().all(|&kind| kind == PartAnswer::Created));
+            let coordinator = self.shapes[chain].coordinator;
+            let head = match parts.get(&coordinator).map(|part| part_answer(part)) {
+                Some(PartAnswer::Failed) => Head::Failed,
+                _ => Head::Held,
+            };
+            proposed.push(if kinds.contains(&PartAnswer::Failed) {
+                let (index, reason) = self.failing_event(chain);
+                (ChainDecision::Abort { reason, index }, head)
+            } else {
+                (ChainDecision::Commit, head)
+            });
+        }
+        let (end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
+        self.stage = ChainStage::Ending(end);
+        let decisions = &self.shapes;
+        Ok(map_done(action, |_| vec![Vec::new(); decisions.len()]))
+    }
+
+    /// The first event of `chain` whose legs answered a failure of their own (not `Ok`, not
+    /// `LinkedEventFailed`), with that code (the debit shard's first); failing that, the first
+    /// whose leg exists from before (`Exists…`: a retry). A leg left from an earlier attempt
+    /// answers `Exists…` even when that attempt failed elsewhere, so a genuine failure wins.
+    fn failing_event(&self, chain: usize) -> (u32, R) {
+        let existing = |answer: R| answer.is_exists() || is_exists_with_different(answer);
+        let genuine =
+            |answer: R| !answer.is_ok() && answer != R::LinkedEventFailed && !existing(answer);
+        let first = |wanted: &dyn Fn(R) -> bool| {
+            (0u32..)
+                .zip(&self.answers[chain])
+                .find_map(|(index, answers)| {
+                    let code = answers.iter().copied().find(|&answer| wanted(answer))?;
+                    Some((index, answers.len(), code))
+                })
+        };
+        let Some((index, leg_count, code)) = first(&genuine).or_else(|| first(&existing)) else {
+            return (0, R::IdAlreadyFailed);
+        };
+        let code = match code {
+            // A cross-shard event's coordinator leg holds B in user_data_128.
+            R::ExistsWithDifferentUserData128 if leg_count == 2 => {
+                R::ExistsWithDifferentCreditAccountId
+            }
+            other => other,
+        };
+        (index, code)
+    }
+
+    fn results(&self, decisions: &[ChainDecision]) -> Vec<Vec<R>> {
+        let mut results = Vec::with_capacity(self.chains.len());
+        for (chain, &decision) in decisions.iter().enumerate() {
+            let count = self.chains[chain].len();
+            let mut codes = vec![R::LinkedEventFailed; count];
+            match decision {
+                ChainDecision::Commit if self.created[chain] => codes = vec![R::Ok; count],
+                ChainDecision::Commit => {
+                    // A retry: the ledger would answer the first existing event's code.
+                    let (index, code) = self.failing_event(chain);
+                    codes[index as usize] = code;
+                }
+                ChainDecision::Abort { reason, index } => {
+                    let same = self.failing_event(chain) == (index, reason);
+                    codes[(index as usize).min(count - 1)] = if same || !reason.is_transient() {
+                        reason
+                    } else {
+                        R::IdAlreadyFailed
+                    };
+                }
+            }
+            results.push(codes);
+        }
+        results
+    }
+}
+
+impl Machine for ChainMachine {
+    type Outcome = Vec<Vec<R>>;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<Vec<Vec<R>>>> {
+        match std::mem::replace(&mut self.stage, ChainStage::Done) {
+            ChainStage::Recording => {
+                let shape: Vec<Vec<()>> = {
+                    let mut shape = vec![Vec::new(); self.router.shard_count()];
+                    for chain in &self.shapes {
+                        shape[chain.coordinator].extend(chain.members.iter().map(|_| ()));
+                    }
+                    shape
+                };
+                for answer in submitted(reply, &shape)?.into_iter().flatten() {
+                    if !(answer.is_ok() || answer.is_exists()) {
+                        return Err(protocol(&format!("chain record: {answer:?}")));
+                    }
+                }
+                Ok(self.prepare())
+            }
+            ChainStage::Preparing(tags) => self.on_prepared(&tags, reply),
+            ChainStage::Ending(mut end) => {
+                let action = end.step(reply)?;
+                if !matches!(action, Action::Done(_)) {
+                    self.stage = ChainStage::Ending(end);
+                }
+                Ok(map_done(action, |decisions| self.results(&decisions)))
+            }
+            ChainStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
+    }
+}
+
+/// Drives chains whose caller gave up to their end, from their coordinator's records: reads
+/// every member's legs and the decision; commits if every part holds (every member's legs
+/// exist), aborts otherwise (presumed abort); then [`ChainEnd`].
+#[derive(Debug)]
+pub struct ChainRecoveryMachine {
+    router: Router,
+    chains: Vec<ChainShape>,
+    end: Option<ChainEnd>,
+}
+
+impl ChainRecoveryMachine {
+    /// The machine for `chains`, with its first action: the lookups.
+    pub fn new(router: Router, chains: Vec<ChainShape>) -> (Self, Action<()>) {
+        let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
+        for chain in &chains {
+            per_shard[chain.coordinator].push(resolution_id(chain.head));
+            for member in &chain.members {
+                for shard in member.shards() {
+                    per_shard[shard].push(leg_id(member.t));
+                }
+            }
+        }
+        let machine = Self {
+            router,
+            chains,
+            end: None,
+        };
+        (machine, Action::Lookup { per_shard })
+    }
+}
+
+impl Machine for ChainRecoveryMachine {
+    type Outcome = ();
+
+    fn step(&mut self, reply: Reply) -> Result<Action<()>> {
+        if let Some(end) = self.end.as_mut() {
+            return Ok(map_done(end.step(reply)?, |_| ()));
+        }
+        let found = found(reply, self.router.shard_count())?;
+        let proposed = self
+            .chains
+            .iter()
+            .map(|chain| (recovered_decision(chain, &found), Head::Unknown))
+            .collect();
+        let (end, action) = ChainEnd::start(self.router, self.chains.clone(), proposed);
+        self.end = Some(end);
+        Ok(map_done(action, |_| ()))
+    }
+}
+
+/// The decision for a chain whose caller gave up: the one logged, else commit if every
+/// member's legs exist (every part was logged), else abort (presumed abort).
+fn recovered_decision(chain: &ChainShape, found: &[HashMap<u128, Transfer>]) -> ChainDecision {
+    if let Some(logged) = found[chain.coordinator].get(&resolution_id(chain.head)) {
+        return logged_chain_decision(logged);
+    }
+    let held = chain.members.iter().all(|member| {
+        member
+            .shards()
+            .into_iter()
+            .all(|shard| found[shard].contains_key(&leg_id(member.t)))
+    });
+    if held {
+        ChainDecision::Commit
+    } else {
+        ChainDecision::Abort {
+            reason: R::IdAlreadyFailed,
+            index: 0,
+        }
+    }
+}
+
+/// `action` with its outcome (if done) mapped by `f`.
+fn map_done<A, B>(action: Action<A>, f: impl FnOnce(A) -> B) -> Action<B> {
+    match action {
+        Action::Done(outcome) => Action::Done(f(outcome)),
+        Action::Submit { phase, per_shard } => Action::Submit { phase, per_shard },
+        Action::Lookup { per_shard } => Action::Lookup { per_shard },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ledger_core::SYSTEM_ID_MIN;
@@ -1369,6 +2103,7 @@ mod tests {
             transfers: vec![(3, false)],
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
+            chains: Vec::new(),
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -1410,6 +2145,7 @@ mod tests {
             transfers: vec![(4, false), (5, false)],
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
+            chains: Vec::new(),
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -1454,6 +2190,7 @@ mod tests {
             transfers: vec![(4, true)],
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
+            chains: Vec::new(),
         };
         let (_, action) = RecoveryMachine::new(router, recovery);
         let decisions = submit(action, Phase::Decide);
