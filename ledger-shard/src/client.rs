@@ -107,9 +107,11 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
-    /// transfer that is linked or in a chain, balancing, closing, or pending with a timeout,
-    /// or a post or void of a cross-shard pending transfer in a chain: those are not supported
-    /// across shards yet, and nothing of the call is submitted.
+    /// transfer that is balancing, closing, or pending with a timeout, a linked chain spanning
+    /// shards with an event that is not a plain transfer, or a post or void of a cross-shard
+    /// pending transfer in a chain: those are not supported across shards yet, and nothing of
+    /// the call is submitted. (A linked chain of plain transfers spanning shards commits all
+    /// or none.)
     ///
     /// # Panics
     ///
@@ -432,8 +434,9 @@ fn check_event_count(event_count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Rejects a linked chain whose events live on different shards: committing it atomically
-/// needs the cross-shard protocol.
+/// Rejects a linked chain whose events go to different shards (accounts, or transfers whose
+/// chain was planned for one shard but whose post was located on another): only chains of
+/// plain transfers run across shards (`crossshard::execute_chains`).
 fn check_chains(shards: &[usize], linked: impl Fn(usize) -> bool) -> Result<()> {
     let mut chain_shard: Option<usize> = None;
     for (index, &shard) in shards.iter().enumerate() {
