@@ -1874,6 +1874,7 @@ fn map_done<A, B>(action: Action<A>, f: impl FnOnce(A) -> B) -> Action<B> {
 mod tests {
     use ledger_core::SYSTEM_ID_MIN;
 
+    use super::super::applied_id;
     use super::*;
 
     const SHARDS: usize = 2;
@@ -2208,5 +2209,266 @@ mod tests {
         let known = bridge_id(router, 1, 1, 0);
         let missing = missing_bridges(router, &[cross(1)], |id| id == known);
         assert!(missing[1].is_empty() && missing[0].len() == 1);
+    }
+    /// A user's pending `t: A → B` (A on shard 1, B on shard 0).
+    fn pending_cross(t: u128) -> Cross {
+        let mut cross = cross(t);
+        cross.transfer.flags = TransferFlags::PENDING;
+        cross
+    }
+
+    #[test]
+    fn a_pending_transfer_commits_by_markers_and_stays_pending() {
+        let (t, router) = (pending_cross(7), router());
+        let (mut call, action) = CallMachine::new(router, vec![t]);
+        let prepares = submit(action, Phase::Prepare);
+        let leg = prepares[1][0];
+        assert!(is_pending_bridge(router, leg.credit_account_id));
+        assert_eq!(leg.user_data_128, t.transfer.user_data_128, "the caller's");
+        let votes = submit(call.step(submitted(1, &[R::Ok])).unwrap(), Phase::Vote);
+        assert!(is_pending_bridge(router, votes[0][0].debit_account_id));
+        let decisions = submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
+        let marker = decisions[1][0];
+        assert_eq!(
+            (marker.id, marker.amount, marker.pending_id),
+            (resolution_id(7), 0, 0)
+        );
+        assert!(!marker.flags.post_pending_transfer() && !marker.flags.void_pending_transfer());
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [R::Ok]);
+        let (mut finish, action) = FinishMachine::new(router, &outcome.finishes);
+        let events = submit(action, Phase::Finish);
+        assert_eq!(events[0].len(), 1);
+        assert_eq!(events[0][0].id, resolution_id(7));
+        assert_eq!(router.shard_of(events[0][0].debit_account_id), 0);
+        assert_eq!(events[0][0].amount, 0);
+        done(finish.step(submitted(0, &[R::Ok])).unwrap());
+
+        // The coordinator leg of a pending transfer keeps the caller's user data: a retry
+        // with other user data says so (not "another credit account").
+        let (mut call, action) = CallMachine::new(router, vec![t]);
+        submit(action, Phase::Prepare);
+        let outcome = done(
+            call.step(submitted(1, &[R::ExistsWithDifferentUserData128]))
+                .unwrap(),
+        );
+        assert_eq!(outcome.results, [R::ExistsWithDifferentUserData128]);
+    }
+
+    #[test]
+    fn a_users_post_is_located_logged_applied_and_acknowledged() {
+        let router = router();
+        let t = pending_cross(7);
+        let coordinator = coordinator_leg(router, &t);
+        let participant = participant_leg(router, &t);
+        let decided = decision_event(router, &t, Decision::Commit);
+        let post = Transfer {
+            pending_id: 7,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 4, 0, 0)
+        };
+        let unknown = Transfer {
+            pending_id: 8,
+            ..post
+        };
+        let (mut locate, action) = LocateMachine::new(router, vec![post, unknown]);
+        let Action::Lookup { per_shard } = action else {
+            panic!("every shard is asked");
+        };
+        assert_eq!(per_shard[0], per_shard[1]);
+        assert!(per_shard[0].contains(&leg_id(7)) && per_shard[0].contains(&resolution_id(8)));
+        let found = Reply::Found(vec![vec![participant], vec![coordinator, decided]]);
+        let located = done(locate.step(found).unwrap());
+        let Located::Cross(cross_post) = located[0] else {
+            panic!("a cross-shard pending transfer: {:?}", located[0]);
+        };
+        assert_eq!(cross_post.shards(), (1, 0));
+        assert_eq!(cross_post.event().pending_id, leg_id(7));
+        assert_eq!(
+            cross_post.event().credit_account_id,
+            coordinator.credit_account_id
+        );
+        assert_eq!(
+            located[1],
+            Located::Local {
+                shard: 0,
+                event: unknown
+            }
+        );
+
+        let (mut posts, action) = PostMachine::new(router, vec![cross_post]);
+        let logged = submit(action, Phase::Decide);
+        assert_eq!(logged[1], [cross_post.event()]);
+        let outcome = done(posts.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [R::Ok]);
+        assert_eq!(outcome.finishes, [cross_post.event()]);
+        let (mut finish, action) = PostFinishMachine::new(router, outcome.finishes);
+        let applied = submit(action, Phase::Finish);
+        assert_eq!(applied[0][0].id, applied_id(7));
+        assert_eq!(applied[0][0].amount, 4);
+        let acknowledged = submit(
+            finish.step(submitted(0, &[R::Ok])).unwrap(),
+            Phase::Acknowledge,
+        );
+        assert_eq!(acknowledged[1][0].id, applied_id(7));
+        done(finish.step(submitted(1, &[R::Ok])).unwrap());
+
+        // A retry answering Exists hands nothing over (the resolver works from the log).
+        let (mut posts, _) = PostMachine::new(router, vec![cross_post]);
+        let outcome = done(posts.step(submitted(1, &[R::Exists])).unwrap());
+        assert!(outcome.finishes.is_empty());
+        // The resolver finishes a logged post it finds in the coordinator's index.
+        let mut resolver = Resolver::new(timing());
+        let index = vec![Some(vec![]), Some(vec![cross_post.event()])];
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router, at(0), &index).is_empty());
+        let due = resolver.pass(router, at(20), &index);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].posts, [cross_post.event()]);
+        let (_, action) = RecoveryMachine::new(router, due[0].clone());
+        assert_eq!(submit(action, Phase::Finish), applied);
+    }
+
+    /// A chain: 1 → 2 (shards 1 → 0), 3 → 5 (shard 1), 4 → 6 (shard 0).
+    fn chain() -> Vec<Transfer> {
+        vec![
+            Transfer::new(30, 1, 2, 10, 1, 1),
+            Transfer::new(31, 3, 5, 10, 1, 1),
+            Transfer::new(32, 4, 6, 10, 1, 1),
+        ]
+    }
+
+    #[test]
+    fn a_chain_records_prepares_decides_finishes_and_acknowledges() {
+        let router = router();
+        let (mut machine, action) = ChainMachine::new(router, vec![chain()]);
+        assert_eq!(machine.first_coordinator(), Some(1));
+        let records = submit(action, Phase::Record);
+        assert_eq!(records[1].len(), 3);
+        assert!(records[1].iter().all(is_chain_record));
+        let parts = submit(
+            machine.step(submitted(1, &[R::Ok; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        // Shard 1: 30's coordinator leg, 31's leg; shard 0: 30's participant leg, 32's leg.
+        assert_eq!(
+            parts[1].iter().map(|leg| leg.id).collect::<Vec<_>>(),
+            [leg_id(30), leg_id(31)]
+        );
+        assert!(parts[1][0].flags.linked() && !parts[1][1].flags.linked());
+        assert!(is_chain_bridge(router, parts[1][0].credit_account_id));
+        assert!(parts[0][0].flags.linked() && !parts[0][1].flags.linked());
+        let answers = Reply::Submitted(vec![vec![R::Ok; 2], vec![R::Ok; 2]]);
+        let decisions = submit(machine.step(answers).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [resolution(30, Decision::Commit)]);
+        let finish = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        assert_eq!(finish[1], [resolution(31, Decision::Commit)]);
+        assert_eq!(
+            finish[0],
+            [
+                resolution(30, Decision::Commit),
+                resolution(32, Decision::Commit)
+            ]
+        );
+        let answers = Reply::Submitted(vec![vec![R::Ok; 2], vec![R::Ok]]);
+        let acks = submit(machine.step(answers).unwrap(), Phase::Acknowledge);
+        assert!(
+            acks[1]
+                .iter()
+                .all(|ack| ack.user_data_32 == CHAIN_RECORD_DONE)
+        );
+        let done_answers = submitted(1, &[R::ExistsWithDifferentUserData32; 3]);
+        assert_eq!(done(machine.step(done_answers).unwrap()), [vec![R::Ok; 3]]);
+    }
+
+    #[test]
+    fn a_chain_failing_on_a_remote_shard_aborts_whole() {
+        let router = router();
+        let (mut machine, action) = ChainMachine::new(router, vec![chain()]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Ok; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        // Shard 0 refuses 32 (its second leg there): its part fails whole.
+        let answers = Reply::Submitted(vec![
+            vec![R::LinkedEventFailed, R::ExceedsCredits],
+            vec![R::Ok; 2],
+        ]);
+        let decisions = submit(machine.step(answers).unwrap(), Phase::Decide);
+        let abort = chain_abort(30, R::ExceedsCredits, 2);
+        assert_eq!(decisions[1], [abort]);
+        let finish = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        let void = |t| resolution(t, Decision::Abort(R::ExceedsCredits));
+        assert_eq!(finish[1], [fence(router, 31, 1), void(31)]);
+        assert_eq!(
+            finish[0],
+            [
+                fence(router, 30, 0),
+                void(30),
+                fence(router, 32, 0),
+                void(32)
+            ]
+        );
+        let answers = Reply::Submitted(vec![vec![R::Ok; 4], vec![R::Ok; 2]]);
+        submit(machine.step(answers).unwrap(), Phase::Acknowledge);
+        let results = done(
+            machine
+                .step(submitted(1, &[R::ExistsWithDifferentUserData32; 3]))
+                .unwrap(),
+        );
+        assert_eq!(
+            results,
+            [vec![
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::ExceedsCredits
+            ]]
+        );
+    }
+
+    #[test]
+    fn the_resolver_ends_a_chain_from_its_records_and_leaves_its_legs_alone() {
+        let router = router();
+        let shape = ChainShape::new(router, &chain());
+        let records = shape.records(router);
+        let mut index = vec![Some(Vec::new()), Some(records.clone())];
+        // Chain legs on both shards: no per-leg rule applies to them.
+        for (shard, leg) in chain().iter().flat_map(|event| chain_legs(router, event)) {
+            index[shard].as_mut().unwrap().push(leg);
+        }
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router, at(0), &index).is_empty());
+        assert!(resolver.pass(router, at(20), &index).is_empty());
+        let due = resolver.pass(router, at(50), &index);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 1));
+        assert!(due[0].transfers.is_empty());
+        assert_eq!(due[0].chains, std::slice::from_ref(&shape));
+        // Every leg exists and nothing was decided: commit.
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let Action::Lookup { per_shard } = action else {
+            panic!("the legs and the decision are read");
+        };
+        assert!(per_shard[1].contains(&resolution_id(30)));
+        let found: Vec<Vec<Transfer>> = index
+            .iter()
+            .map(|legs| legs.clone().unwrap_or_default())
+            .collect();
+        let decisions = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [resolution(30, Decision::Commit)]);
+        // Missing a leg: presumed abort, the head fenced first.
+        let (mut machine, _) = ChainRecoveryMachine::new(router, vec![shape]);
+        let decisions = submit(
+            machine
+                .step(Reply::Found(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Decide,
+        );
+        assert_eq!(
+            decisions[1],
+            [fence(router, 30, 1), chain_abort(30, R::IdAlreadyFailed, 0)]
+        );
     }
 }
