@@ -562,27 +562,17 @@ fn plan_chain(
 }
 
 /// The rules of a chain event's own fields that its legs would not enforce, in ledger-core's
-/// precedence order: a leg gets timestamp 0, `PENDING` and an id derived from the event's.
+/// precedence order: [`precheck`]'s, and a leg's flags are its own (`PENDING`) and the event's
+/// chain record `x(t)` must be a valid id.
 fn chain_precheck(transfer: &Transfer) -> Option<R> {
-    if transfer.timestamp != 0 {
-        Some(R::TimestampMustBeZero)
-    } else if transfer.flags.has_reserved() {
-        Some(R::ReservedFlag)
-    } else if transfer.id == 0 {
-        Some(R::IdMustNotBeZero)
-    } else if transfer.id == u128::MAX {
-        Some(R::IdMustNotBeIntMax)
-    } else if transfer.id == SYSTEM_ID_MIN - 1 {
+    if transfer.timestamp == 0 && transfer.flags.has_reserved() {
+        return Some(R::ReservedFlag);
+    }
+    match precheck(transfer) {
+        early @ Some(R::TimestampMustBeZero | R::IdMustNotBeZero | R::IdMustNotBeIntMax) => early,
         // Its chain record x(t) would be u128::MAX.
-        Some(R::IdReservedForSystem)
-    } else if transfer.pending_id != 0 {
-        Some(R::PendingIdMustBeZero)
-    } else if transfer.timeout != 0 {
-        Some(R::TimeoutReservedForPendingTransfer)
-    } else if transfer.ledger == 0 {
-        Some(R::LedgerMustNotBeZero)
-    } else {
-        None
+        _ if transfer.id == SYSTEM_ID_MIN - 1 => Some(R::IdReservedForSystem),
+        other => other,
     }
 }
 

@@ -282,34 +282,51 @@ fn reserved_ids_are_the_clusters() {
     finish(cluster, &dir);
 }
 
-/// The caller's driver stops after each step while a leader crashes there; the resolver (or
-/// the caller's retry) finishes every transfer, atomically.
-fn stop_after(step: CrossShardStep, crash_participant: bool) {
-    let dir = temp_dir(&format!("stop-{}-{crash_participant}", step as u8));
+/// Opens a 2-shard cluster and makes the caller's driver stop after `step` while it submits
+/// `batch` (the call fails with `Timeout`, as if the caller had died there); crashes the leader
+/// of `crash_shard`, runs `in_flight` on what is left, lets the resolver end everything alone
+/// and restarts the replica.
+fn interrupted(
+    name: &str,
+    step: CrossShardStep,
+    batch: &[Transfer],
+    crash_shard: usize,
+    in_flight: impl FnOnce(&Client),
+) -> (Cluster, Client, PathBuf) {
+    let dir = temp_dir(&format!("{name}-{}-{crash_shard}", step as u8));
     let cluster = Cluster::open(config(&dir, 2)).unwrap();
     let client = cluster.client();
     setup(&client, 2);
     cluster.stop_cross_shard_after(Some(step));
+    let error = client.create_transfers(batch).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    let leader = cluster.leader(crash_shard).unwrap();
+    cluster.crash_replica(crash_shard, leader).unwrap();
+    in_flight(&client);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    cluster.restart_replica(crash_shard, leader).unwrap();
+    (cluster, client, dir)
+}
+
+/// The caller's driver stops after each step while a leader crashes there; the resolver (or
+/// the caller's retry) finishes every transfer, atomically.
+fn stop_after(step: CrossShardStep, crash_participant: bool) {
     // Odd → even: shard 1 coordinates, shard 0 participates.
     let batch: Vec<Transfer> = (0..5u128)
         .map(|i| Transfer::new(200 + i, 2 * i + 1, 2 * i + 2, 10 + i, 1, 1))
         .collect();
-    let error = client.create_transfers(&batch).unwrap_err();
-    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
-    cluster.stop_cross_shard_after(None);
-    let shard = usize::from(!crash_participant);
-    let leader = cluster.leader(shard).unwrap();
-    cluster.crash_replica(shard, leader).unwrap();
-    // In flight: the amounts are pending on the debit side; money is conserved meanwhile.
-    let pending: u128 = (0..5u128)
-        .map(|i| account(&client, 2 * i + 1).debits_pending)
-        .sum();
-    assert!(pending <= 60, "{pending}");
-    assert_money_in_flight(&client, 2, 60);
     // A prepared transfer nobody asks about again resolves through the resolver alone; with
     // a vote it commits, without one it aborts after the request timeout.
-    wait_resolved(&cluster, Duration::from_secs(15));
-    cluster.restart_replica(shard, leader).unwrap();
+    let crash_shard = usize::from(!crash_participant);
+    let (cluster, client, dir) = interrupted("stop", step, &batch, crash_shard, |client| {
+        // In flight: the amounts are pending on the debit side; money is conserved meanwhile.
+        let pending: u128 = (0..5u128)
+            .map(|i| account(client, 2 * i + 1).debits_pending)
+            .sum();
+        assert!(pending <= 60, "{pending}");
+        assert_money_in_flight(client, 2, 60);
+    });
     let committed = step != CrossShardStep::Prepared;
     for (i, transfer) in (0..5u128).zip(&batch) {
         let (debit, credit) = (
@@ -666,23 +683,13 @@ fn posts_of_what_is_no_cross_shard_pending_transfer() {
 /// the resolver finishes alone: committed transfers stay pending on both sides until the
 /// user posts them, aborted ones release the debit account.
 fn pending_stop_after(step: CrossShardStep, crash_participant: bool) {
-    let dir = temp_dir(&format!("pending-stop-{}-{crash_participant}", step as u8));
-    let cluster = Cluster::open(config(&dir, 2)).unwrap();
-    let client = cluster.client();
-    setup(&client, 2);
-    cluster.stop_cross_shard_after(Some(step));
     let batch: Vec<Transfer> = (0..5u128)
         .map(|i| pending(600 + i, 2 * i + 1, 2 * i + 2, 10 + i))
         .collect();
-    let error = client.create_transfers(&batch).unwrap_err();
-    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
-    cluster.stop_cross_shard_after(None);
-    let shard = usize::from(!crash_participant);
-    let leader = cluster.leader(shard).unwrap();
-    cluster.crash_replica(shard, leader).unwrap();
-    assert_money_in_flight(&client, 2, 60);
-    wait_resolved(&cluster, Duration::from_secs(15));
-    cluster.restart_replica(shard, leader).unwrap();
+    let crash_shard = usize::from(!crash_participant);
+    let (cluster, client, dir) = interrupted("pending-stop", step, &batch, crash_shard, |client| {
+        assert_money_in_flight(client, 2, 60);
+    });
     let committed = step != CrossShardStep::Prepared;
     for (i, transfer) in (0..5u128).zip(&batch) {
         let held = if committed { 10 + i } else { 0 };
@@ -962,33 +969,24 @@ fn chain_spanning_shards_fails_whole() {
 /// The caller's driver stops after the chain's records, its parts, or its decision, while a
 /// leader crashes; the resolver ends the chain alone from the records: every event or none.
 fn chain_stop_after(step: CrossShardStep, crash_shard: usize) {
-    let dir = temp_dir(&format!("chain-stop-{}-{crash_shard}", step as u8));
-    let cluster = Cluster::open(config(&dir, 2)).unwrap();
-    let client = cluster.client();
-    setup(&client, 2);
-    cluster.stop_cross_shard_after(Some(step));
     let chain = linked(&[
         Transfer::new(950, 1, 2, 10, 1, 1),
         Transfer::new(951, 3, 5, 20, 1, 1),
         Transfer::new(952, 4, 7, 30, 1, 1),
     ]);
-    let error = client.create_transfers(&chain).unwrap_err();
-    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
-    cluster.stop_cross_shard_after(None);
-    if step != CrossShardStep::Prepared {
-        // In flight, every amount is pending on both of its accounts.
-        for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 7, 30)] {
-            let debit = balances(&client, debit);
-            let credit = balances(&client, credit);
-            assert_eq!(debit.0 + debit.1, amount);
-            assert_eq!(credit.2 + credit.3, INITIAL + amount);
+    let (cluster, client, dir) = interrupted("chain-stop", step, &chain, crash_shard, |client| {
+        if step != CrossShardStep::Prepared {
+            // In flight, every amount is held on both of its accounts (pending, or posted
+            // once the resolver ends the chain).
+            for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 7, 30)] {
+                let debit = balances(client, debit);
+                let credit = balances(client, credit);
+                assert_eq!(debit.0 + debit.1, amount);
+                assert_eq!(credit.2 + credit.3, INITIAL + amount);
+            }
         }
-    }
-    assert_money_in_flight(&client, 2, 0);
-    let leader = cluster.leader(crash_shard).unwrap();
-    cluster.crash_replica(crash_shard, leader).unwrap();
-    wait_resolved(&cluster, Duration::from_secs(15));
-    cluster.restart_replica(crash_shard, leader).unwrap();
+        assert_money_in_flight(client, 2, 0);
+    });
     let committed = step != CrossShardStep::Prepared;
     for (debit, credit, amount) in [(1, 2, 10), (3, 5, 20), (4, 7, 30)] {
         let moved = if committed { amount } else { 0 };
