@@ -314,11 +314,16 @@ fn applied_key(transfer: &Transfer) -> Option<u128> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CrossShardStep {
-    /// The coordinator logged its pending leg (funds reserved); no vote asked yet.
+    /// The coordinator logged its pending leg (funds reserved); no vote asked yet. For a
+    /// linked chain spanning shards: its coordinator logged the chain's records; no leg yet.
     Prepared = 1,
-    /// The participant logged its vote; no decision yet.
+    /// The participant logged its vote; no decision yet. For a chain: every shard logged its
+    /// part; no decision yet.
     Voted = 2,
-    /// The coordinator logged the decision; the participant has not applied it.
+    /// The coordinator logged the decision; the participant has not applied it. For a user's
+    /// post or void of a cross-shard pending transfer: the coordinator logged it; the
+    /// participant has not applied it. For a chain: the decision is logged; no other leg
+    /// follows it yet.
     Decided = 3,
 }
 

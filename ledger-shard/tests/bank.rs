@@ -6,6 +6,10 @@
 //! exactly once (I2, I3, I10), money is conserved across shards (I1), no balance is negative
 //! (I7), and every replica holds the same state (I5); the same holds after the cluster reopens.
 //!
+//! A third run mixes, across 4 shards, plain transfers, users' pending transfers then posted
+//! (partially) or voided, and linked chains spanning shards, under the same crashes: every
+//! acknowledged event applied exactly once, chains all or none, nothing left pending.
+//!
 //! `BANK_SHARDS` picks the shard count of the same-shard run (default 1).
 #![allow(
     clippy::disallowed_methods,
@@ -18,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ledger_core::{Account, AccountFlags, CreateTransferResult, Transfer};
+use ledger_core::{Account, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 use ledger_shard::{Client, Cluster, ClusterConfig};
 
 const THREADS: u64 = 16;
@@ -92,16 +96,21 @@ fn setup(client: &Client, shards: usize) {
 /// Only such a retry may answer `Exists`: inside one call, a failover retry of an entry that
 /// had committed answers its original result (I3).
 fn submit(client: &Client, transfer: Transfer) -> CreateTransferResult {
+    submit_all(client, &[transfer])[0]
+}
+
+/// [`submit`] for a batch (a linked chain): the results once they are known.
+fn submit_all(client: &Client, transfers: &[Transfer]) -> Vec<CreateTransferResult> {
     let give_up = Instant::now() + Duration::from_secs(60);
     let mut first_attempt = true;
     loop {
-        match client.create_transfers(&[transfer]) {
+        match client.create_transfers(transfers) {
             Ok(results) => {
                 assert!(
-                    !first_attempt || !results[0].is_exists(),
+                    !first_attempt || !results.iter().any(|result| result.is_exists()),
                     "a fresh id answered Exists"
                 );
-                return results[0];
+                return results;
             }
             Err(error) => {
                 assert!(error.is_transient(), "unexpected system error: {error}");
@@ -169,7 +178,39 @@ fn chaos(cluster: &Cluster, shards: usize, stop: &AtomicBool) -> usize {
     crashes
 }
 
+/// What an event did, once its fate is known: `moved` from `debit` to `credit` (posted), and
+/// whether a lookup of its id finds it.
+#[derive(Clone, Copy)]
+struct Fate {
+    id: u128,
+    debit: u128,
+    credit: u128,
+    moved: u128,
+    present: bool,
+}
+
+impl Fate {
+    /// A plain transfer: moved and present if applied.
+    fn plain(transfer: &Transfer, applied: bool) -> Self {
+        Self {
+            id: transfer.id,
+            debit: transfer.debit_account_id,
+            credit: transfer.credit_account_id,
+            moved: if applied { transfer.amount } else { 0 },
+            present: applied,
+        }
+    }
+}
+
 fn check(client: &Client, cluster: &Cluster, fates: &[(Transfer, bool)], shards: usize) {
+    let fates: Vec<Fate> = fates
+        .iter()
+        .map(|(transfer, applied)| Fate::plain(transfer, *applied))
+        .collect();
+    check_fates(client, cluster, &fates, shards);
+}
+
+fn check_fates(client: &Client, cluster: &Cluster, fates: &[Fate], shards: usize) {
     // A linearizable read of every shard, then every cross-shard leg resolved (I10).
     let funders: Vec<u128> = (0..shards as u128).map(|s| FUNDING_ID + s).collect();
     client.lookup_accounts(&funders).unwrap();
@@ -179,24 +220,24 @@ fn check(client: &Client, cluster: &Cluster, fates: &[(Transfer, bool)], shards:
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut expected: HashMap<u128, (u128, u128)> = HashMap::new();
-    for (transfer, _) in fates.iter().filter(|(_, applied)| *applied) {
-        expected.entry(transfer.debit_account_id).or_default().0 += transfer.amount;
-        expected.entry(transfer.credit_account_id).or_default().1 += transfer.amount;
+    for fate in fates {
+        expected.entry(fate.debit).or_default().0 += fate.moved;
+        expected.entry(fate.credit).or_default().1 += fate.moved;
     }
     for chunk in fates.chunks(4_000) {
-        let ids: Vec<u128> = chunk.iter().map(|(transfer, _)| transfer.id).collect();
+        let ids: Vec<u128> = chunk.iter().map(|fate| fate.id).collect();
         let found: HashMap<u128, Transfer> = client
             .lookup_transfers(&ids)
             .unwrap()
             .into_iter()
             .map(|t| (t.id, t))
             .collect();
-        for (transfer, applied) in chunk {
+        for fate in chunk {
             assert_eq!(
-                found.contains_key(&transfer.id),
-                *applied,
-                "transfer {}",
-                transfer.id
+                found.contains_key(&fate.id),
+                fate.present,
+                "event {}",
+                fate.id
             );
         }
     }
@@ -221,6 +262,13 @@ fn check(client: &Client, cluster: &Cluster, fates: &[(Transfer, bool)], shards:
             assert!(
                 account.credits_posted >= account.debits_posted,
                 "overdraft {}",
+                account.id
+            );
+            // Every pending transfer was posted or voided.
+            assert_eq!(
+                (account.debits_pending, account.credits_pending),
+                (0, 0),
+                "account {}",
                 account.id
             );
             customer_money += account.balance_posted();
@@ -310,6 +358,156 @@ fn run_bank(shards: usize, spread: Spread) {
     // Reopening recovers every acknowledged transfer (I2).
     let cluster = Cluster::open(config).unwrap();
     check(&cluster.client(), &cluster, &fates, shards);
+    cluster.shutdown().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two different accounts anywhere and an amount.
+fn pick(rng: &mut Rng) -> (u128, u128, u128) {
+    let debit = 1 + u128::from(rng.below(ACCOUNTS as u64));
+    let credit = 1 + (debit + u128::from(rng.below(ACCOUNTS as u64 - 1))) % ACCOUNTS;
+    (debit, credit, 1 + u128::from(rng.below(100)))
+}
+
+/// Fresh transfer ids of one worker thread.
+struct Ids {
+    thread: u64,
+    sequence: u128,
+}
+
+impl Ids {
+    fn next(&mut self) -> u128 {
+        self.sequence += 1;
+        (u128::from(self.thread + 1) << 64) | self.sequence
+    }
+}
+
+/// One mixed worker: plain transfers, users' pending transfers then posted (partially) or
+/// voided, and linked chains of two or three transfers, accounts anywhere; returns the fate of
+/// every event.
+fn mixed_worker(client: &Client, thread: u64, stop: &AtomicBool) -> Vec<Fate> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (thread + 1));
+    let mut ids = Ids {
+        thread,
+        sequence: 0,
+    };
+    let mut fates = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match rng.below(3) {
+            0 => {
+                let (debit, credit, amount) = pick(&mut rng);
+                let transfer = Transfer::new(ids.next(), debit, credit, amount, 1, 1);
+                let result = submit(client, transfer);
+                fates.push(Fate::plain(&transfer, result.is_ok() || result.is_exists()));
+            }
+            1 => fates.extend(pending_then_resolved(client, &mut rng, &mut ids)),
+            _ => {
+                let count = 2 + rng.below(2);
+                let mut chain: Vec<Transfer> = (0..count)
+                    .map(|_| {
+                        let (debit, credit, amount) = pick(&mut rng);
+                        Transfer {
+                            flags: TransferFlags::LINKED,
+                            ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
+                        }
+                    })
+                    .collect();
+                if let Some(last) = chain.last_mut() {
+                    last.flags = TransferFlags::empty();
+                }
+                let results = submit_all(client, &chain);
+                // Committed now, or before (a retry: the first event exists, as on one ledger).
+                let committed = results.iter().all(|result| result.is_ok())
+                    || results[0] == CreateTransferResult::Exists;
+                fates.extend(chain.iter().map(|event| Fate::plain(event, committed)));
+            }
+        }
+    }
+    fates
+}
+
+/// A user's pending transfer, then (if it committed) its post of a part, or its void.
+fn pending_then_resolved(client: &Client, rng: &mut Rng, ids: &mut Ids) -> Vec<Fate> {
+    let (debit, credit, amount) = pick(rng);
+    let pending = Transfer {
+        flags: TransferFlags::PENDING,
+        ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
+    };
+    let result = submit(client, pending);
+    let committed = result.is_ok() || result.is_exists();
+    let mut fates = vec![Fate {
+        moved: 0,
+        ..Fate::plain(&pending, committed)
+    }];
+    if !committed {
+        return fates;
+    }
+    // Only its user resolves a pending transfer: the post or void must land.
+    let post = rng.below(2) == 0;
+    let part = 1 + u128::from(rng.below(amount as u64));
+    let resolution = Transfer {
+        pending_id: pending.id,
+        flags: if post {
+            TransferFlags::POST_PENDING_TRANSFER
+        } else {
+            TransferFlags::VOID_PENDING_TRANSFER
+        },
+        ..Transfer::new(ids.next(), 0, 0, if post { part } else { 0 }, 0, 0)
+    };
+    let result = submit(client, resolution);
+    assert!(result.is_ok() || result.is_exists(), "{result:?}");
+    fates.push(Fate {
+        id: resolution.id,
+        debit,
+        credit,
+        moved: if post { part } else { 0 },
+        present: true,
+    });
+    fates
+}
+
+#[test]
+fn mixed_cross_shard_workload_survives_replica_crashes() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let shards = 4;
+    let dir = std::env::temp_dir().join(format!("ledger-shard-mixed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = ClusterConfig::new(&dir).replicas(3).shards(shards);
+    let cluster = Cluster::open(config.clone()).unwrap();
+    let client = cluster.client();
+    setup(&client, shards);
+    let stop = AtomicBool::new(false);
+    let (fates, crashes) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS / 2)
+            .map(|thread| {
+                scope.spawn({
+                    let (client, stop) = (&client, &stop);
+                    move || mixed_worker(client, thread, stop)
+                })
+            })
+            .collect();
+        let chaos = scope.spawn(|| chaos(&cluster, shards, &stop));
+        std::thread::sleep(RUN);
+        stop.store(true, Ordering::Relaxed);
+        let fates: Vec<Fate> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (fates, chaos.join().unwrap())
+    });
+    let moved = fates.iter().filter(|fate| fate.moved > 0).count();
+    println!(
+        "{} events, {moved} moved money, {crashes} crashes",
+        fates.len()
+    );
+    assert!(crashes >= 5, "the chaos thread ran");
+    assert!(moved > 50, "the workload made progress through the crashes");
+    check_fates(&client, &cluster, &fates, shards);
+    cluster.shutdown().unwrap();
+    let cluster = Cluster::open(config).unwrap();
+    check_fates(&cluster.client(), &cluster, &fates, shards);
     cluster.shutdown().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
