@@ -227,6 +227,15 @@ impl LegIndex {
                 self.legs.remove(&id);
                 continue;
             }
+            if id < SYSTEM_ID_MIN
+                && *result == R::ExistsWithDifferentPendingId
+                && is_resolution_id(transfer.pending_id)
+            {
+                // A user's post's acknowledgement (see `acknowledgement`).
+                let key = transfer.pending_id - RESOLUTION_ID_MIN + APPLIED_ID_MIN;
+                self.legs.remove(&key);
+                continue;
+            }
             if !result.is_ok() {
                 continue;
             }
@@ -300,7 +309,12 @@ fn is_chain_record(transfer: &Transfer) -> bool {
 
 /// The key `x(t)` of a user's post or void of the coordinator leg `leg(t)`, if it is one.
 fn applied_key(transfer: &Transfer) -> Option<u128> {
-    if transfer.id >= SYSTEM_ID_MIN || !is_leg_id(transfer.pending_id) {
+    // A post of a same-shard pending event of a chain names no bridge: nothing to apply
+    // elsewhere.
+    if transfer.id >= SYSTEM_ID_MIN
+        || !is_leg_id(transfer.pending_id)
+        || !is_reserved(transfer.credit_account_id)
+    {
         return None;
     }
     let key = transfer.pending_id - LEG_ID_MIN + APPLIED_ID_MIN;
@@ -483,7 +497,6 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
             let flags = transfer.flags;
             if router.shard_count() > 1
                 && (flags.post_pending_transfer() || flags.void_pending_transfer())
-                && !names_one_shard(router, transfer)
             {
                 plan.posts.push(index);
                 continue;
@@ -539,9 +552,23 @@ fn plan_chain(
     chain: std::ops::Range<usize>,
     plan: &mut Plan,
 ) -> Result<()> {
+    let shape = TransferFlags::LINKED.union(TransferFlags::PENDING);
+    let coordinator = router.shard_of(transfers[chain.start].debit_account_id);
     for index in chain.clone() {
         let transfer = &transfers[index];
-        if !TransferFlags::LINKED.contains(transfer.flags) && !transfer.flags.has_reserved() {
+        let (d, c) = (
+            router.shard_of(transfer.debit_account_id),
+            router.shard_of(transfer.credit_account_id),
+        );
+        // A pending event's participant applies its user's post under x(t), which on the
+        // coordinator is the event's chain record: such an event is refused.
+        let pending = transfer.flags.pending();
+        let colliding = pending && d != c && c == coordinator;
+        let expiring = pending && transfer.timeout != 0;
+        if expiring
+            || colliding
+            || (!shape.contains(transfer.flags) && !transfer.flags.has_reserved())
+        {
             return Err(ShardError::CrossShard {
                 index,
                 debit_shard: router.shard_of(transfer.debit_account_id),
@@ -582,8 +609,9 @@ fn chain_precheck(transfer: &Transfer) -> Option<R> {
 }
 
 /// Whether a post or void names two accounts on one shard: its pending transfer, if it
-/// matches them, lives there (a cross-shard one would name accounts on two shards).
-fn names_one_shard(router: Router, transfer: &Transfer) -> bool {
+/// matches them, lives there (a cross-shard one would name accounts on two shards), so only
+/// that shard is asked where it is.
+pub(crate) fn names_one_shard(router: Router, transfer: &Transfer) -> bool {
     transfer.debit_account_id != 0
         && transfer.credit_account_id != 0
         && router.shard_of(transfer.debit_account_id) == router.shard_of(transfer.credit_account_id)
@@ -840,7 +868,12 @@ fn chain_legs(router: Router, event: &Transfer) -> Vec<(usize, Transfer)> {
             d,
             Transfer {
                 credit_account_id: chain_bridge_id(router, event.ledger, d, c),
-                user_data_128: event.credit_account_id,
+                // A user's pending event keeps the caller's (a post inherits it).
+                user_data_128: if event.flags.pending() {
+                    event.user_data_128
+                } else {
+                    event.credit_account_id
+                },
                 ..leg
             },
         ),
@@ -854,19 +887,26 @@ fn chain_legs(router: Router, event: &Transfer) -> Vec<(usize, Transfer)> {
     ]
 }
 
-/// The chain record of member `index` (user transfer `t`, legs on `debit_shard` and
-/// `credit_shard`) of the chain whose head is `head`, logged on the chain's coordinator
-/// `coordinator` before any leg: a zero-amount `x(t)` from the coordinator's chain bridge to
-/// its marker account, in `ledger` (the head's).
+/// The `code` of a chain record whose event is a user's pending transfer (a commit keeps its
+/// legs pending); a plain event's record has [`BRIDGE_CODE`].
+pub(crate) const CHAIN_RECORD_PENDING_CODE: u16 = BRIDGE_CODE - 1;
+
+/// The chain record of member `index` (user transfer `t` in `member_ledger`, legs on
+/// `debit_shard` and `credit_shard`, pending or not) of the chain whose head is `head`, logged
+/// on the chain's coordinator `coordinator` before any leg: a zero-amount `x(t)` from the
+/// coordinator's chain bridge to its marker account, in `ledger` (the head's). Its
+/// `user_data_64` is `debit_shard << 48 | credit_shard << 32 | member_ledger`.
 fn chain_record(
     router: Router,
     (head, coordinator, ledger): (u128, usize, u32),
     index: u32,
-    (t, debit_shard, credit_shard): (u128, usize, usize),
+    (t, debit_shard, credit_shard, member_ledger, pending): (u128, usize, usize, u32, bool),
 ) -> Transfer {
     Transfer {
         user_data_128: head,
-        user_data_64: ((debit_shard as u64) << 32) | credit_shard as u64,
+        user_data_64: ((debit_shard as u64) << 48)
+            | ((credit_shard as u64) << 32)
+            | u64::from(member_ledger),
         user_data_32: index,
         ..Transfer::new(
             applied_id(t),
@@ -874,8 +914,31 @@ fn chain_record(
             pending_bridge_id(router, ledger, coordinator, coordinator),
             0,
             ledger,
-            BRIDGE_CODE,
+            if pending {
+                CHAIN_RECORD_PENDING_CODE
+            } else {
+                BRIDGE_CODE
+            },
         )
+    }
+}
+
+/// The commit of a chain member's leg on `shard`: a post, or for a user's pending transfer a
+/// marker `res(t)` (from the leg's chain bridge, or the shard's own chain bridge for a
+/// same-shard event, to the marker account) that leaves the leg pending.
+fn chain_commit(
+    router: Router,
+    (t, ledger, pending): (u128, u32, bool),
+    (shard, peer): (usize, usize),
+) -> Transfer {
+    if pending {
+        marker(
+            router,
+            chain_bridge_id(router, ledger, shard, peer),
+            resolution_id(t),
+        )
+    } else {
+        resolution(t, Decision::Commit)
     }
 }
 
@@ -1132,14 +1195,12 @@ pub(crate) fn execute_posts(
 /// The participant's `x(t)`: the same post or void of its own `leg(t)`. It cannot fail: only
 /// the protocol touches a leg, the amounts are the coordinator leg's, and a post with a system
 /// id lands even in an account closed since (ledger-core).
-fn applied_event(router: Router, post: &Transfer) -> Transfer {
+fn applied_event(post: &Transfer) -> Transfer {
     let t = post.pending_id - LEG_ID_MIN;
-    let bridge = post.credit_account_id;
-    let (debit_shard, credit_shard) = (router.shard_of(bridge), bridge_peer(router, bridge));
-    let ledger = bridge_ledger(router, bridge);
     Transfer {
         id: applied_id(t),
-        debit_account_id: pending_bridge_id(router, ledger, credit_shard, debit_shard),
+        // Inherited: the participant leg's bridge (a pending or a chain bridge).
+        debit_account_id: 0,
         credit_account_id: 0,
         pending_id: leg_id(t),
         timeout: 0,
@@ -1155,10 +1216,15 @@ fn applied_event(router: Router, post: &Transfer) -> Transfer {
     }
 }
 
-/// The coordinator's `x(t)`: a zero-amount marker saying the participant applied the post.
-fn acknowledgement(router: Router, post: &Transfer) -> Transfer {
-    let t = post.pending_id - LEG_ID_MIN;
-    marker(router, post.credit_account_id, applied_id(t))
+/// The coordinator's acknowledgement that the participant applied the post: the post as
+/// logged, resubmitted with `pending_id = res(t)`. It answers `ExistsWithDifferentPendingId`,
+/// which stores nothing (no id is taken: on a chain's coordinator `x(t)` is a chain record)
+/// and takes the post out of the coordinator's leg index.
+fn acknowledgement(post: &Transfer) -> Transfer {
+    Transfer {
+        pending_id: resolution_id(post.pending_id - LEG_ID_MIN),
+        ..*post
+    }
 }
 
 /// A zero-amount transfer `id` from the pending bridge `bridge` to its shard's marker account:
@@ -1232,7 +1298,11 @@ pub(crate) fn lookup_committed(
         let Some(participant) = per_shard[credit_shard].get(&leg).copied() else {
             continue;
         };
-        let pending = is_pending_bridge(router, coordinator_leg.credit_account_id);
+        // Pending iff committed by a marker (a user's pending transfer, alone or in a chain).
+        let pending = per_shard
+            .iter()
+            .find_map(|found| found.get(&res))
+            .is_some_and(|res| !res.flags.post_pending_transfer());
         committed.insert(
             t,
             Transfer {
@@ -1260,10 +1330,15 @@ fn committed_chain_member(per_shard: &[HashMap<u128, Transfer>], t: u128) -> Opt
         })?;
         let res = found
             .get(&resolution_id(t))
-            .filter(|res| res.flags.post_pending_transfer())?;
+            .filter(|res| !res.flags.void_pending_transfer())?;
+        let pending = !res.flags.post_pending_transfer();
         Some(Transfer {
             id: t,
-            flags: TransferFlags::empty(),
+            flags: if pending {
+                TransferFlags::PENDING
+            } else {
+                TransferFlags::empty()
+            },
             timestamp: res.timestamp,
             ..*leg
         })
@@ -1280,10 +1355,16 @@ pub(crate) fn present_posts(
 ) -> Result<()> {
     let router = inner.router;
     let mut wanted: Vec<Vec<u128>> = vec![Vec::new(); inner.shards.len()];
-    for transfer in found.values() {
-        if transfer.id < SYSTEM_ID_MIN && is_leg_id(transfer.pending_id) {
+    for transfer in found.values_mut() {
+        if transfer.id >= SYSTEM_ID_MIN || !is_leg_id(transfer.pending_id) {
+            continue;
+        }
+        if is_reserved(transfer.credit_account_id) {
             let participant = bridge_peer(router, transfer.credit_account_id);
             wanted[participant].push(transfer.pending_id);
+        } else {
+            // A post of a same-shard pending event of a chain: its accounts are the caller's.
+            transfer.pending_id -= LEG_ID_MIN;
         }
     }
     let mut credits: HashMap<u128, u128> = HashMap::new();
@@ -1480,15 +1561,20 @@ mod tests {
             LegIndex::decode(&mut Reader::new(&bytes)),
             Some(index.clone())
         );
-        let applied = applied_event(router, &post);
+        let applied = applied_event(&post);
         assert_eq!((applied.id, applied.pending_id), (applied_id(7), leg_id(7)));
-        assert_eq!(router.shard_of(applied.debit_account_id), 0);
+        assert_eq!(
+            applied.debit_account_id, 0,
+            "inherited from the participant's leg"
+        );
         assert!(applied.flags.post_pending_transfer() && applied.amount == 4);
-        let acknowledgement = acknowledgement(router, &post);
-        assert_eq!(router.shard_of(acknowledgement.debit_account_id), 1);
-        index.observe(&[acknowledgement], &[R::Exists]);
-        assert_eq!(index.len(), 1, "only a logged acknowledgement counts");
-        index.observe(&[acknowledgement], &[R::Ok]);
+        // The acknowledgement, resubmitting the post with res(t) as pending id, answers
+        // ExistsWithDifferentPendingId and removes it.
+        let acknowledgement = acknowledgement(&post);
+        assert_eq!(acknowledgement.pending_id, resolution_id(7));
+        index.observe(&[acknowledgement], &[R::PendingIdMustBeZero]);
+        assert_eq!(index.len(), 1, "only the expected answer counts");
+        index.observe(&[acknowledgement], &[R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 0);
     }
 
@@ -1526,7 +1612,8 @@ mod tests {
         };
         let plan = plan_transfers(router, &[last]).unwrap();
         assert_eq!(plan.preset[0], Some(R::IdReservedForSystem));
-        // Posts and voids are located first unless they name two accounts on one shard.
+        // Posts and voids are located first (only on their shard if they name two accounts
+        // of one shard).
         let post = |debit, credit| Transfer {
             pending_id: 1,
             flags: TransferFlags::POST_PENDING_TRANSFER,
@@ -1534,8 +1621,27 @@ mod tests {
         };
         let plan =
             plan_transfers(router, &[post(0, 0), post(1, 3), post(1, 2), post(1, 0)]).unwrap();
-        assert_eq!((plan.posts, plan.local), (vec![0, 2, 3], vec![1]));
-        // A chain spanning shards is run as a whole; with a non-plain event it is refused;
+        assert_eq!((plan.posts, plan.local), (vec![0, 1, 2, 3], vec![]));
+        let (preset, submit) =
+            plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
+        assert_eq!(submit, [1]);
+        assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
+    }
+
+    #[test]
+    fn plan_runs_chains_spanning_shards_whole() {
+        let router = Router::new(2);
+        let plain = Transfer::new(1, 1, 2, 5, 1, 1);
+        let local = Transfer::new(2, 1, 3, 5, 1, 1);
+        let pending = Transfer {
+            flags: TransferFlags::PENDING,
+            ..plain
+        };
+        let balancing = Transfer {
+            flags: TransferFlags::BALANCING_DEBIT,
+            ..plain
+        };
+        // A chain spanning shards is run as a whole; with a balancing event it is refused;
         // one failing a field its legs would not check fails before submission.
         let linked = Transfer {
             flags: TransferFlags::LINKED,
@@ -1544,7 +1650,21 @@ mod tests {
         let plan = plan_transfers(router, &[linked, plain, local]).unwrap();
         assert_eq!(plan.chains.len(), 1);
         assert_eq!((plan.chains[0].clone(), plan.local), (0..2, vec![2]));
-        assert!(plan_transfers(router, &[linked, pending]).is_err());
+        // A pending event may be in a chain, unless its credit account lives on the chain's
+        // coordinator (its user's post would collide with its chain record there).
+        assert_eq!(
+            plan_transfers(router, &[linked, pending])
+                .unwrap()
+                .chains
+                .len(),
+            1
+        );
+        let on_shard_0 = Transfer {
+            flags: TransferFlags::LINKED,
+            ..Transfer::new(3, 2, 4, 5, 1, 1)
+        };
+        assert!(plan_transfers(router, &[on_shard_0, pending]).is_err());
+        assert!(plan_transfers(router, &[linked, balancing]).is_err());
         let expiring_plain = Transfer {
             timeout: 1,
             ..plain
@@ -1558,9 +1678,5 @@ mod tests {
                 Some(R::TimeoutReservedForPendingTransfer)
             ]
         );
-        let (preset, submit) =
-            plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
-        assert_eq!(submit, [1]);
-        assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
     }
 }

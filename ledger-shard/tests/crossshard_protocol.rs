@@ -890,10 +890,14 @@ fn chain_spanning_shards_commits_whole() {
         client.create_transfers(&chain).unwrap(),
         [R::Exists, LEF, LEF]
     );
-    // A linked chain holding a cross-shard pending transfer is not built.
-    let with_pending = linked(&[Transfer::new(903, 7, 9, 1, 1, 1), pending(904, 7, 8, 1)]);
+    // A chain spanning shards with a balancing event is not built.
+    let balancing = Transfer {
+        flags: TransferFlags::BALANCING_DEBIT,
+        ..Transfer::new(904, 7, 8, 1, 1, 1)
+    };
+    let with_balancing = linked(&[Transfer::new(903, 7, 9, 1, 1, 1), balancing]);
     assert!(matches!(
-        client.create_transfers(&with_pending),
+        client.create_transfers(&with_balancing),
         Err(ShardError::CrossShard { index: 1, .. })
     ));
     wait_resolved(&cluster, Duration::from_secs(5));
@@ -1020,4 +1024,108 @@ fn chain_participant_leader_crash_after_parts() {
 #[test]
 fn chain_coordinator_leader_crash_after_decision() {
     chain_stop_after(CrossShardStep::Decided, 1);
+}
+
+/// Pending events in a chain spanning shards: a commit keeps them pending on both sides; the
+/// user then posts or voids each like any pending transfer.
+#[test]
+fn chain_with_pending_events_then_resolved() {
+    let dir = temp_dir("chain-pending");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    // Coordinator: shard 1 (account 1). 3 → 4 crosses to shard 0, 5 → 7 stays on shard 1,
+    // 6 → 8 on shard 0.
+    let chain = linked(&[
+        Transfer::new(960, 1, 2, 10, 1, 1),
+        pending(961, 3, 4, 20),
+        pending(962, 5, 7, 30),
+        pending(963, 6, 8, 40),
+    ]);
+    assert_eq!(client.create_transfers(&chain).unwrap(), [R::Ok; 4]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL + 10));
+    for (debit, credit, amount) in [(3, 4, 20), (5, 7, 30), (6, 8, 40)] {
+        assert_eq!(balances(&client, debit), (amount, 0, 0, INITIAL));
+        assert_eq!(balances(&client, credit), (0, 0, amount, INITIAL));
+    }
+    let found = client.lookup_transfers(&[960, 961, 962, 963]).unwrap();
+    assert_eq!(
+        found.iter().map(|t| (t.id, t.flags)).collect::<Vec<_>>(),
+        [
+            (960, TransferFlags::empty()),
+            (961, TransferFlags::PENDING),
+            (962, TransferFlags::PENDING),
+            (963, TransferFlags::PENDING)
+        ]
+    );
+    // The user resolves them: a partial post across shards, a void on one shard, a post
+    // naming both accounts of the other shard.
+    let by_accounts = Transfer {
+        debit_account_id: 6,
+        credit_account_id: 8,
+        ..post(966, 963, u128::MAX)
+    };
+    let resolutions = [post(964, 961, 15), void(965, 962), by_accounts];
+    assert_eq!(client.create_transfers(&resolutions).unwrap(), [R::Ok; 3]);
+    assert_eq!(
+        client.create_transfers(&resolutions).unwrap(),
+        [R::Exists; 3]
+    );
+    assert_eq!(
+        client.create_transfers(&[post(967, 960, 1)]).unwrap(),
+        [R::PendingTransferNotPending]
+    );
+    wait_resolved(&cluster, Duration::from_secs(5));
+    for (debit, credit, moved) in [(3, 4, 15), (5, 7, 0), (6, 8, 40)] {
+        assert_eq!(balances(&client, debit), (0, moved, 0, INITIAL));
+        assert_eq!(balances(&client, credit), (0, 0, 0, INITIAL + moved));
+    }
+    // A pending event whose credit account lives on the chain's coordinator is refused.
+    let colliding = linked(&[Transfer::new(970, 2, 4, 1, 1, 1), pending(971, 1, 6, 1)]);
+    assert!(matches!(
+        client.create_transfers(&colliding),
+        Err(ShardError::CrossShard { index: 1, .. })
+    ));
+    // A chain with pending events failing on a remote shard leaves nothing pending.
+    let failing = linked(&[pending(980, 9, 10, 5), Transfer::new(981, 11, 50, 5, 1, 1)]);
+    assert_eq!(
+        client.create_transfers(&failing).unwrap(),
+        [LEF, R::CreditAccountNotFound]
+    );
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 9), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 10), (0, 0, 0, INITIAL));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// A chain with pending events whose caller stops after the parts: the resolver commits it,
+/// its pending events stay pending, and the user's posts then move the money.
+#[test]
+fn chain_with_pending_events_finished_by_the_resolver() {
+    let chain = linked(&[pending(990, 1, 2, 10), pending(991, 3, 5, 20)]);
+    let (cluster, client, dir) = interrupted(
+        "chain-pending-stop",
+        CrossShardStep::Voted,
+        &chain,
+        0,
+        |client| {
+            assert_money_in_flight(client, 2, 0);
+        },
+    );
+    assert_eq!(balances(&client, 1), (10, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 10, INITIAL));
+    assert_eq!(balances(&client, 3), (20, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 5), (0, 0, 20, INITIAL));
+    assert_eq!(client.create_transfers(&chain).unwrap(), [R::Exists, LEF]);
+    let posts = [post(992, 990, u128::MAX), post(993, 991, 5)];
+    assert_eq!(client.create_transfers(&posts).unwrap(), [R::Ok; 2]);
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_eq!(balances(&client, 1), (0, 10, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL + 10));
+    assert_eq!(balances(&client, 3), (0, 5, 0, INITIAL));
+    assert_eq!(balances(&client, 5), (0, 0, 0, INITIAL + 5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
 }

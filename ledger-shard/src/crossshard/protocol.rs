@@ -47,8 +47,9 @@ use std::time::Duration;
 use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
 
 use super::{
-    APPLIED_ID_MIN, CHAIN_RECORD_DONE, acknowledgement, applied_event, chain_abort,
-    chain_bridge_id, chain_legs, chain_record, is_chain_bridge, is_chain_record,
+    APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
+    chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record, is_chain_bridge,
+    is_chain_record, names_one_shard,
 };
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
@@ -185,10 +186,22 @@ pub fn missing_chain_bridges(
             (k, head_ledger, pending_bridge_id(router, head_ledger, k, k)),
         ];
         for (event, member) in events.iter().zip(&shape.members) {
-            let (d, c) = (member.debit_shard, member.credit_shard);
+            let (d, c, ledger) = (member.debit_shard, member.credit_shard, event.ledger);
             if d != c {
-                ids.push((d, event.ledger, chain_bridge_id(router, event.ledger, d, c)));
-                ids.push((c, event.ledger, chain_bridge_id(router, event.ledger, c, d)));
+                ids.push((d, ledger, chain_bridge_id(router, ledger, d, c)));
+                ids.push((c, ledger, chain_bridge_id(router, ledger, c, d)));
+            }
+            if member.pending {
+                // The commit markers, and a user's post's acknowledgement, need on each shard
+                // the shard's chain bridge and marker account.
+                for shard in [d, c] {
+                    ids.push((shard, ledger, chain_bridge_id(router, ledger, shard, shard)));
+                    ids.push((
+                        shard,
+                        ledger,
+                        pending_bridge_id(router, ledger, shard, shard),
+                    ));
+                }
             }
         }
         for (local, ledger, id) in ids {
@@ -995,26 +1008,38 @@ pub struct LocateMachine {
 impl LocateMachine {
     /// The machine for `posts` (events with a post or void flag), with its first action.
     pub fn new(router: Router, posts: Vec<Transfer>) -> (Self, Action<Vec<Located>>) {
-        let mut ids: Vec<u128> = posts
-            .iter()
-            .map(|post| post.pending_id)
-            .filter(|&t| t != 0 && t < SYSTEM_ID_MIN)
-            .flat_map(|t| [t, leg_id(t), resolution_id(t)])
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        // A post naming two accounts of one shard asks that shard only.
+        let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
+        for post in &posts {
+            let t = post.pending_id;
+            if t == 0 || t >= SYSTEM_ID_MIN {
+                continue;
+            }
+            let shards = if names_one_shard(router, post) {
+                let shard = router.shard_of(post.debit_account_id);
+                shard..shard + 1
+            } else {
+                0..router.shard_count()
+            };
+            for shard in shards {
+                per_shard[shard].extend([t, leg_id(t), resolution_id(t)]);
+            }
+        }
+        for ids in &mut per_shard {
+            ids.sort_unstable();
+            ids.dedup();
+        }
         let mut machine = Self {
             router,
             posts,
             done: false,
         };
-        if ids.is_empty() {
+        if per_shard.iter().all(Vec::is_empty) {
             // Nothing to look up: every post goes where it names.
             machine.done = true;
             let action = machine.located(&vec![HashMap::new(); router.shard_count()]);
             return (machine, action);
         }
-        let per_shard = vec![ids; router.shard_count()];
         (machine, Action::Lookup { per_shard })
     }
 
@@ -1068,7 +1093,22 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
         Some((shard, *leg))
     });
     let Some((debit_shard, leg)) = coordinator else {
-        return local(named_shard, t);
+        // A same-shard event of a chain spanning shards: one leg between the caller's accounts.
+        let chain_leg = per_shard.iter().position(|found| {
+            found.get(&leg_id(t)).is_some_and(|leg| {
+                !is_reserved(leg.debit_account_id) && !is_reserved(leg.credit_account_id)
+            })
+        });
+        let Some(shard) = chain_leg else {
+            return local(named_shard, t);
+        };
+        return match per_shard[shard].get(&resolution_id(t)) {
+            // Committed plain: PendingTransferNotPending.
+            Some(res) if res.flags.post_pending_transfer() => local(shard, resolution_id(t)),
+            // Committed pending: the shard posts or voids its leg itself.
+            Some(res) if !res.flags.void_pending_transfer() => local(shard, leg_id(t)),
+            _ => local(shard, t),
+        };
     };
     match per_shard[debit_shard].get(&resolution_id(t)) {
         // A plain transfer, committed: the shard answers PendingTransferNotPending.
@@ -1182,7 +1222,7 @@ impl PostFinishMachine {
             router.shard_count(),
             &logged,
             |post| bridge_peer(router, post.credit_account_id),
-            |post| applied_event(router, post),
+            applied_event,
         );
         let machine = Self {
             router,
@@ -1207,8 +1247,14 @@ impl Machine for PostFinishMachine {
             return Err(protocol("a reply to a machine that is done"));
         }
         for result in gather(&self.positions, reply, self.logged.len())? {
-            // x(t) cannot fail: only the protocol touches a leg (see `applied_event`).
-            if !(result.is_ok() || result.is_exists()) {
+            // x(t) cannot fail: only the protocol touches a leg (see `applied_event`); the
+            // acknowledgement answers `ExistsWithDifferentPendingId` (see `acknowledgement`).
+            let expected = if self.acknowledging {
+                result == R::ExistsWithDifferentPendingId
+            } else {
+                result.is_ok() || result.is_exists()
+            };
+            if !expected {
                 self.done = true;
                 return Err(protocol(&format!("applying a user's post: {result:?}")));
             }
@@ -1222,7 +1268,7 @@ impl Machine for PostFinishMachine {
             router.shard_count(),
             &self.logged,
             |post| router.shard_of(post.credit_account_id),
-            |post| acknowledgement(router, post),
+            acknowledgement,
         );
         self.positions = positions;
         self.acknowledging = true;
@@ -1245,16 +1291,27 @@ pub struct ChainMember {
     pub debit_shard: usize,
     /// The shard of its credit account.
     pub credit_shard: usize,
+    /// The event's ledger.
+    pub ledger: u32,
+    /// Whether the event is a user's pending transfer (a commit keeps its legs pending).
+    pub pending: bool,
 }
 
 impl ChainMember {
-    /// The shards holding the member's legs: its debit shard first.
-    fn shards(&self) -> Vec<usize> {
-        if self.debit_shard == self.credit_shard {
-            vec![self.debit_shard]
+    /// The shards holding the member's legs, each with its peer (itself for a same-shard
+    /// event): its debit shard first.
+    fn shards(&self) -> Vec<(usize, usize)> {
+        let (d, c) = (self.debit_shard, self.credit_shard);
+        if d == c {
+            vec![(d, d)]
         } else {
-            vec![self.debit_shard, self.credit_shard]
+            vec![(d, c), (c, d)]
         }
+    }
+
+    /// The commit of its leg on `shard` (whose peer is `peer`).
+    fn commit(&self, router: Router, (shard, peer): (usize, usize)) -> Transfer {
+        chain_commit(router, (self.t, self.ledger, self.pending), (shard, peer))
     }
 }
 
@@ -1276,17 +1333,20 @@ pub struct ChainShape {
 /// A chain's shape from its coordinator's records (sorted by index).
 fn chain_from_records(records: &[Transfer]) -> ChainShape {
     let first = records.first().copied().unwrap_or_default();
+    // Shards are below SHARD_COUNT_MAX (16 bits); the ledger is the low 32 bits.
+    let shard = |record: &Transfer, shift: u32| ((record.user_data_64 >> shift) & 0xffff) as usize;
     ChainShape {
         head: first.user_data_128,
-        coordinator: usize::try_from(first.user_data_64 >> 32).unwrap_or(0),
+        coordinator: shard(&first, 48),
         ledger: first.ledger,
         members: records
             .iter()
             .map(|record| ChainMember {
                 t: record.id - APPLIED_ID_MIN,
-                debit_shard: usize::try_from(record.user_data_64 >> 32).unwrap_or(0),
-                credit_shard: usize::try_from(record.user_data_64 & u64::from(u32::MAX))
-                    .unwrap_or(0),
+                debit_shard: shard(record, 48),
+                credit_shard: shard(record, 32),
+                ledger: (record.user_data_64 & u64::from(u32::MAX)) as u32,
+                pending: record.code == CHAIN_RECORD_PENDING_CODE,
             })
             .collect(),
     }
@@ -1301,6 +1361,8 @@ impl ChainShape {
                 t: event.id,
                 debit_shard: router.shard_of(event.debit_account_id),
                 credit_shard: router.shard_of(event.credit_account_id),
+                ledger: event.ledger,
+                pending: event.flags.pending(),
             })
             .collect();
         Self {
@@ -1316,7 +1378,13 @@ impl ChainShape {
         (0u32..)
             .zip(&self.members)
             .map(|(index, member)| {
-                let legs = (member.t, member.debit_shard, member.credit_shard);
+                let legs = (
+                    member.t,
+                    member.debit_shard,
+                    member.credit_shard,
+                    member.ledger,
+                    member.pending,
+                );
                 chain_record(router, chain, index, legs)
             })
             .collect()
@@ -1394,7 +1462,8 @@ impl ChainEnd {
             let shard = chain.coordinator;
             match (decision, head) {
                 (ChainDecision::Commit, _) => {
-                    per_shard[shard].push(resolution(chain.head, Decision::Commit));
+                    let first = &chain.members[0];
+                    per_shard[shard].push(first.commit(router, first.shards()[0]));
                 }
                 (ChainDecision::Abort { .. }, Head::Failed) => continue,
                 (ChainDecision::Abort { reason, index }, Head::Held | Head::Unknown) => {
@@ -1472,6 +1541,15 @@ impl ChainEnd {
                     // the chain never commits.
                     continue;
                 }
+                if !aborting && answer == R::IdAlreadyFailed {
+                    // A pending head's commit marker finds res(head) burnt: an abort fenced
+                    // the head's leg first.
+                    self.decisions[position] = ChainDecision::Abort {
+                        reason: R::IdAlreadyFailed,
+                        index: 0,
+                    };
+                    continue;
+                }
                 if !is_exists_with_different(answer) {
                     return Err(protocol(&format!("chain decision: {answer:?}")));
                 }
@@ -1493,13 +1571,13 @@ impl ChainEnd {
         let mut commits: Vec<Vec<bool>> = vec![Vec::new(); router.shard_count()];
         for (chain, decision) in self.chains.iter().zip(&self.decisions) {
             for member in &chain.members {
-                for shard in member.shards() {
+                for (shard, peer) in member.shards() {
                     if member.t == chain.head && shard == chain.coordinator {
                         continue;
                     }
                     match *decision {
                         ChainDecision::Commit => {
-                            per_shard[shard].push(resolution(member.t, Decision::Commit));
+                            per_shard[shard].push(member.commit(router, (shard, peer)));
                             commits[shard].push(true);
                         }
                         ChainDecision::Abort { reason, .. } => {
@@ -1719,9 +1797,10 @@ impl ChainMachine {
         let Some((index, leg_count, code)) = first(&genuine).or_else(|| first(&existing)) else {
             return (0, R::IdAlreadyFailed);
         };
+        let pending = self.chains[chain][index as usize].flags.pending();
         let code = match code {
-            // A cross-shard event's coordinator leg holds B in user_data_128.
-            R::ExistsWithDifferentUserData128 if leg_count == 2 => {
+            // A plain cross-shard event's coordinator leg holds B in user_data_128.
+            R::ExistsWithDifferentUserData128 if leg_count == 2 && !pending => {
                 R::ExistsWithDifferentCreditAccountId
             }
             other => other,
@@ -1806,7 +1885,7 @@ impl ChainRecoveryMachine {
         for chain in &chains {
             per_shard[chain.coordinator].push(resolution_id(chain.head));
             for member in &chain.members {
-                for shard in member.shards() {
+                for (shard, _) in member.shards() {
                     per_shard[shard].push(leg_id(member.t));
                 }
             }
@@ -1849,7 +1928,7 @@ fn recovered_decision(chain: &ChainShape, found: &[HashMap<u128, Transfer>]) -> 
         member
             .shards()
             .into_iter()
-            .all(|shard| found[shard].contains_key(&leg_id(member.t)))
+            .all(|(shard, _)| found[shard].contains_key(&leg_id(member.t)))
     });
     if held {
         ChainDecision::Commit
@@ -2310,23 +2389,49 @@ mod tests {
             finish.step(submitted(0, &[R::Ok])).unwrap(),
             Phase::Acknowledge,
         );
-        assert_eq!(acknowledged[1][0].id, applied_id(7));
-        done(finish.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(acknowledged[1][0].id, 20, "the post itself, resubmitted");
+        assert_eq!(acknowledged[1][0].pending_id, resolution_id(7));
+        done(
+            finish
+                .step(submitted(1, &[R::ExistsWithDifferentPendingId]))
+                .unwrap(),
+        );
 
         // A retry answering Exists hands nothing over (the resolver works from the log).
         let (mut posts, _) = PostMachine::new(router, vec![cross_post]);
         let outcome = done(posts.step(submitted(1, &[R::Exists])).unwrap());
         assert!(outcome.finishes.is_empty());
-        // The resolver finishes a logged post it finds in the coordinator's index.
+    }
+
+    #[test]
+    fn the_resolver_applies_a_logged_post() {
+        let router = router();
+        // User post 20 of pending transfer 7, as its coordinator (shard 1) logged it.
+        let leg = coordinator_leg(router, &pending_cross(7));
+        let logged = Transfer {
+            pending_id: leg_id(7),
+            credit_account_id: leg.credit_account_id,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 0, 0, 0)
+        };
         let mut resolver = Resolver::new(timing());
-        let index = vec![Some(vec![]), Some(vec![cross_post.event()])];
+        let index = vec![Some(vec![]), Some(vec![logged])];
         let at = Duration::from_millis;
         assert!(resolver.pass(router, at(0), &index).is_empty());
         let due = resolver.pass(router, at(20), &index);
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].posts, [cross_post.event()]);
-        let (_, action) = RecoveryMachine::new(router, due[0].clone());
-        assert_eq!(submit(action, Phase::Finish), applied);
+        assert_eq!(due[0].posts, [logged]);
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let applied = submit(action, Phase::Finish);
+        assert_eq!(applied[0], [applied_event(&logged)]);
+        assert!(applied[0][0].flags.void_pending_transfer());
+        let acknowledged = submit(
+            machine.step(submitted(0, &[R::Exists])).unwrap(),
+            Phase::Acknowledge,
+        );
+        assert_eq!(acknowledged[1], [acknowledgement(&logged)]);
+        // Anything but ExistsWithDifferentPendingId is a protocol error.
+        assert!(machine.step(submitted(1, &[R::Exists])).is_err());
     }
 
     /// A chain: 1 → 2 (shards 1 → 0), 3 → 5 (shard 1), 4 → 6 (shard 0).
