@@ -108,10 +108,10 @@ impl Client {
     ///
     /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
     /// transfer that is balancing, closing, or pending with a timeout, a linked chain spanning
-    /// shards with an event that is not a plain transfer, or a post or void of a cross-shard
-    /// pending transfer in a chain: those are not supported across shards yet, and nothing of
-    /// the call is submitted. (A linked chain of plain transfers spanning shards commits all
-    /// or none.)
+    /// shards with an event that is not a plain or pending transfer, or a post or void of a
+    /// cross-shard pending transfer in a chain: those are not supported across shards yet,
+    /// and nothing of the call is submitted. (A linked chain of plain and pending transfers
+    /// spanning shards commits all or none.)
     ///
     /// # Panics
     ///

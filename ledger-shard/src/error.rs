@@ -54,15 +54,16 @@ pub enum ShardError {
     },
     /// The event at `index` spans shards in a way not supported yet: a cross-shard transfer
     /// that is balancing, closing or pending with a timeout, a post or void of a cross-shard
-    /// pending transfer inside a chain, or an event other than a plain transfer in a linked
-    /// chain spanning shards (plain and pending cross-shard transfers, posts and voids of the
-    /// latter, and chains of plain transfers spanning shards are supported, by two-phase
-    /// commit). The whole call is rejected before anything is submitted: no event of the call
-    /// was applied, none half-applied.
+    /// pending transfer inside a chain, or in a linked chain spanning shards an event that is
+    /// not a plain or pending transfer (or a pending one whose credit account lives on the
+    /// shard of the chain's first debit account). Plain and pending cross-shard transfers,
+    /// posts and voids of the latter, and chains of plain and pending transfers spanning
+    /// shards are supported, by two-phase commit. The whole call is rejected before anything
+    /// is submitted: no event of the call was applied, none half-applied.
     #[error(
         "event {index} spans shards (debit on shard {debit_shard}, credit on shard \
          {credit_shard}) in a way not supported yet (balancing, closing, a pending timeout, or \
-         not plain in a chain); nothing was submitted"
+         this event in a chain spanning shards); nothing was submitted"
     )]
     CrossShard {
         /// The index of the offending event in the caller's batch.
