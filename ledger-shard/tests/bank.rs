@@ -7,8 +7,9 @@
 //! (I7), and every replica holds the same state (I5); the same holds after the cluster reopens.
 //!
 //! A third run mixes, across 4 shards, plain transfers, users' pending transfers then posted
-//! (partially) or voided, and linked chains spanning shards, under the same crashes: every
-//! acknowledged event applied exactly once, chains all or none, nothing left pending.
+//! (partially) or voided, and linked chains spanning shards (some of their events pending, then
+//! posted or voided), under the same crashes: every acknowledged event applied exactly once,
+//! chains all or none, nothing left pending.
 //!
 //! `BANK_SHARDS` picks the shard count of the same-shard run (default 1).
 #![allow(
@@ -400,41 +401,78 @@ fn mixed_worker(client: &Client, thread: u64, stop: &AtomicBool) -> Vec<Fate> {
                 let result = submit(client, transfer);
                 fates.push(Fate::plain(&transfer, result.is_ok() || result.is_exists()));
             }
-            1 => fates.extend(pending_then_resolved(client, &mut rng, &mut ids)),
-            _ => {
-                let count = 2 + rng.below(2);
-                let mut chain: Vec<Transfer> = (0..count)
-                    .map(|_| {
-                        let (debit, credit, amount) = pick(&mut rng);
-                        Transfer {
-                            flags: TransferFlags::LINKED,
-                            ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
-                        }
-                    })
-                    .collect();
-                if let Some(last) = chain.last_mut() {
-                    last.flags = TransferFlags::empty();
-                }
-                let results = submit_all(client, &chain);
-                // Committed now, or before (a retry: the first event exists, as on one ledger).
-                let committed = results.iter().all(|result| result.is_ok())
-                    || results[0] == CreateTransferResult::Exists;
-                fates.extend(chain.iter().map(|event| Fate::plain(event, committed)));
+            1 => {
+                let (debit, credit, amount) = pick(&mut rng);
+                let pending = Transfer {
+                    flags: TransferFlags::PENDING,
+                    ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
+                };
+                let result = submit(client, pending);
+                let committed = result.is_ok() || result.is_exists();
+                fates.extend(pending_then_resolved(
+                    client, &mut rng, &mut ids, pending, committed,
+                ));
             }
+            _ => fates.extend(chain(client, &mut rng, &mut ids)),
         }
     }
     fates
 }
 
-/// A user's pending transfer, then (if it committed) its post of a part, or its void.
-fn pending_then_resolved(client: &Client, rng: &mut Rng, ids: &mut Ids) -> Vec<Fate> {
-    let (debit, credit, amount) = pick(rng);
-    let pending = Transfer {
-        flags: TransferFlags::PENDING,
-        ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
-    };
-    let result = submit(client, pending);
-    let committed = result.is_ok() || result.is_exists();
+/// A linked chain of two or three transfers anywhere, some pending (not those whose credit
+/// account lives on the chain's coordinator, which the cluster refuses); then each committed
+/// pending one posted in part or voided.
+fn chain(client: &Client, rng: &mut Rng, ids: &mut Ids) -> Vec<Fate> {
+    const SHARDS: u128 = 4;
+    let count = 2 + rng.below(2);
+    let mut chain: Vec<Transfer> = Vec::new();
+    for _ in 0..count {
+        let (debit, credit, amount) = pick(rng);
+        let coordinator = chain.first().map_or(debit, |first| first.debit_account_id) % SHARDS;
+        let crosses_to_coordinator =
+            debit % SHARDS != credit % SHARDS && credit % SHARDS == coordinator;
+        let pending = rng.below(3) == 0 && !crosses_to_coordinator;
+        chain.push(Transfer {
+            flags: if pending {
+                TransferFlags::LINKED.union(TransferFlags::PENDING)
+            } else {
+                TransferFlags::LINKED
+            },
+            ..Transfer::new(ids.next(), debit, credit, amount, 1, 1)
+        });
+    }
+    if let Some(last) = chain.last_mut() {
+        last.flags = last.flags.difference(TransferFlags::LINKED);
+    }
+    let results = submit_all(client, &chain);
+    // Committed now, or before (a retry: the first event exists, as on one ledger).
+    let committed =
+        results.iter().all(|result| result.is_ok()) || results[0] == CreateTransferResult::Exists;
+    let mut fates = Vec::new();
+    for event in &chain {
+        if event.flags.pending() {
+            fates.extend(pending_then_resolved(client, rng, ids, *event, committed));
+        } else {
+            fates.push(Fate::plain(event, committed));
+        }
+    }
+    fates
+}
+
+/// The fates of a user's pending transfer and (if it committed) of its post of a part, or its
+/// void.
+fn pending_then_resolved(
+    client: &Client,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    pending: Transfer,
+    committed: bool,
+) -> Vec<Fate> {
+    let (debit, credit, amount) = (
+        pending.debit_account_id,
+        pending.credit_account_id,
+        pending.amount,
+    );
     let mut fates = vec![Fate {
         moved: 0,
         ..Fate::plain(&pending, committed)
