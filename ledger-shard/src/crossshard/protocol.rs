@@ -1652,7 +1652,7 @@ fn part_answer(answers: &[R]) -> PartAnswer {
 
 /// Runs one call's linked chains spanning shards: the coordinators log each chain's records
 /// ([`Phase::Record`]), every shard logs its part of each chain as one linked chain of pending
-/// legs ([`Phase::Prepare`]), then [`ChainEnd`]: decisions, finish, acknowledgements. Ends
+/// legs ([`Phase::Prepare`]), then the decisions, the finish and the acknowledgements. Ends
 /// with one result per event per chain, following ledger-core's linked semantics.
 #[derive(Debug)]
 pub struct ChainMachine {
@@ -1870,7 +1870,7 @@ impl Machine for ChainMachine {
 
 /// Drives chains whose caller gave up to their end, from their coordinator's records: reads
 /// every member's legs and the decision; commits if every part holds (every member's legs
-/// exist), aborts otherwise (presumed abort); then [`ChainEnd`].
+/// exist), aborts otherwise (presumed abort); then the decision, finish and acknowledgements.
 #[derive(Debug)]
 pub struct ChainRecoveryMachine {
     router: Router,
