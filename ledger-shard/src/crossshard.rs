@@ -214,8 +214,13 @@ impl LegIndex {
     /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
     ///   removes it;
     /// - a user's post or void of a coordinator leg (a user id whose `pending_id` is `leg(t)`)
-    ///   enters under the key `x(t)`: the participant has to apply it; `x(t)` logged (the
-    ///   participant's application, or the coordinator's acknowledgement) removes it.
+    ///   enters: the participant has to apply it; its acknowledgement (the post resubmitted
+    ///   with `pending_id = res(t)`, answering `ExistsWithDifferentPendingId`) removes it;
+    /// - a chain record `x(t)` enters; its acknowledgement (resubmitted with
+    ///   `user_data_32 = CHAIN_RECORD_DONE`, answering `ExistsWithDifferentUserData32`) removes
+    ///   it.
+    ///
+    /// Every key is the id of a transfer this shard's ledger stores.
     pub fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
         for (transfer, result) in transfers.iter().zip(results) {
             let id = transfer.id;
@@ -232,8 +237,7 @@ impl LegIndex {
                 && is_resolution_id(transfer.pending_id)
             {
                 // A user's post's acknowledgement (see `acknowledgement`).
-                let key = transfer.pending_id - RESOLUTION_ID_MIN + APPLIED_ID_MIN;
-                self.legs.remove(&key);
+                self.legs.remove(&id);
                 continue;
             }
             if !result.is_ok() {
@@ -243,12 +247,8 @@ impl LegIndex {
                 self.legs.insert(id, *transfer);
             } else if is_resolution_id(id) {
                 self.legs.remove(&leg_id(id - RESOLUTION_ID_MIN));
-            } else if is_chain_record(transfer) {
+            } else if is_chain_record(transfer) || is_users_post_of_leg(transfer) {
                 self.legs.insert(id, *transfer);
-            } else if is_applied_id(id) {
-                self.legs.remove(&id);
-            } else if let Some(key) = applied_key(transfer) {
-                self.legs.insert(key, *transfer);
             }
         }
     }
@@ -268,8 +268,7 @@ impl LegIndex {
             .collect()
     }
 
-    /// Appends `count u64 | count × 128-byte transfer` (a user's post of a leg stands for its
-    /// key `x(t)`, which its `pending_id` gives).
+    /// Appends `count u64 | count × 128-byte transfer`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         // Sorted by key: identical indexes encode to identical bytes (I5).
         let mut legs: Vec<(&u128, &Transfer)> = self.legs.iter().collect();
@@ -288,12 +287,10 @@ impl LegIndex {
         let mut legs = HashMap::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
-            let key = if is_leg_id(transfer.id) || is_chain_record(&transfer) {
-                transfer.id
-            } else {
-                applied_key(&transfer)?
-            };
-            if legs.insert(key, transfer).is_some() {
+            let known = is_leg_id(transfer.id)
+                || is_chain_record(&transfer)
+                || is_users_post_of_leg(&transfer);
+            if !known || legs.insert(transfer.id, transfer).is_some() {
                 return None;
             }
         }
@@ -307,18 +304,12 @@ fn is_chain_record(transfer: &Transfer) -> bool {
     is_applied_id(transfer.id) && transfer.pending_id == 0 && transfer.user_data_128 != 0
 }
 
-/// The key `x(t)` of a user's post or void of the coordinator leg `leg(t)`, if it is one.
-fn applied_key(transfer: &Transfer) -> Option<u128> {
-    // A post of a same-shard pending event of a chain names no bridge: nothing to apply
-    // elsewhere.
-    if transfer.id >= SYSTEM_ID_MIN
-        || !is_leg_id(transfer.pending_id)
-        || !is_reserved(transfer.credit_account_id)
-    {
-        return None;
-    }
-    let key = transfer.pending_id - LEG_ID_MIN + APPLIED_ID_MIN;
-    is_applied_id(key).then_some(key)
+/// Whether a transfer is a user's post or void of a coordinator leg `leg(t)` through a bridge
+/// (for its participant to apply); a post of a same-shard chain event's leg names no bridge.
+fn is_users_post_of_leg(transfer: &Transfer) -> bool {
+    transfer.id < SYSTEM_ID_MIN
+        && is_leg_id(transfer.pending_id)
+        && is_reserved(transfer.credit_account_id)
 }
 
 // ---- the cluster side --------------------------------------------------------------------
