@@ -1129,3 +1129,43 @@ fn chain_with_pending_events_finished_by_the_resolver() {
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
 }
+
+/// A chain and a user's post left mid-protocol when the whole cluster stops are finished after
+/// it reopens, from the replicated leg indexes alone.
+#[test]
+fn reopened_cluster_finishes_chains_and_posts() {
+    let dir = temp_dir("reopen-chain");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    assert_eq!(
+        client.create_transfers(&[pending(1000, 1, 2, 50)]).unwrap(),
+        [R::Ok]
+    );
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    let chain = linked(&[Transfer::new(1001, 3, 4, 10, 1, 1), pending(1002, 5, 6, 20)]);
+    assert!(client.create_transfers(&chain).is_err());
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Decided));
+    assert!(client.create_transfers(&[post(1003, 1000, 30)]).is_err());
+    cluster.shutdown().unwrap();
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 1), (0, 30, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL + 30));
+    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL + 10));
+    assert_eq!(balances(&client, 5), (20, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 6), (0, 0, 20, INITIAL));
+    assert_eq!(client.create_transfers(&chain).unwrap(), [R::Exists, LEF]);
+    assert_eq!(
+        client.create_transfers(&[post(1003, 1000, 30)]).unwrap(),
+        [R::Exists]
+    );
+    assert_eq!(
+        client.create_transfers(&[void(1004, 1002)]).unwrap(),
+        [R::Ok]
+    );
+    wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
