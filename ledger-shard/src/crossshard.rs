@@ -232,7 +232,7 @@ impl LegIndex {
                 self.legs.remove(&id);
                 continue;
             }
-            if id < SYSTEM_ID_MIN
+            if (id < SYSTEM_ID_MIN || is_applied_id(id))
                 && *result == R::ExistsWithDifferentPendingId
                 && is_resolution_id(transfer.pending_id)
             {
@@ -247,7 +247,15 @@ impl LegIndex {
                 self.legs.insert(id, *transfer);
             } else if is_resolution_id(id) {
                 self.legs.remove(&leg_id(id - RESOLUTION_ID_MIN));
-            } else if is_chain_record(transfer) || is_users_post_of_leg(transfer) {
+                if is_expiring_decision(transfer) {
+                    self.legs.insert(id, *transfer);
+                }
+            } else if is_users_post_of_leg(transfer) {
+                // Resolved (by its user or by expiry): no longer expiring.
+                self.legs
+                    .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
+                self.legs.insert(id, *transfer);
+            } else if is_chain_record(transfer) {
                 self.legs.insert(id, *transfer);
             }
         }
@@ -289,7 +297,8 @@ impl LegIndex {
             let transfer = Transfer::decode(chunk).ok()?;
             let known = is_leg_id(transfer.id)
                 || is_chain_record(&transfer)
-                || is_users_post_of_leg(&transfer);
+                || is_users_post_of_leg(&transfer)
+                || is_expiring_decision(&transfer);
             if !known || legs.insert(transfer.id, transfer).is_some() {
                 return None;
             }
@@ -307,9 +316,33 @@ fn is_chain_record(transfer: &Transfer) -> bool {
 /// Whether a transfer is a user's post or void of a coordinator leg `leg(t)` through a bridge
 /// (for its participant to apply); a post of a same-shard chain event's leg names no bridge.
 fn is_users_post_of_leg(transfer: &Transfer) -> bool {
-    transfer.id < SYSTEM_ID_MIN
+    (transfer.id < SYSTEM_ID_MIN || is_applied_id(transfer.id))
         && is_leg_id(transfer.pending_id)
         && is_reserved(transfer.credit_account_id)
+}
+
+/// Whether a transfer is the commit decision of a user's pending transfer with a timeout (a
+/// marker `res(t)` carrying the timeout in `user_data_64`): the resolver voids it once expired.
+fn is_expiring_decision(transfer: &Transfer) -> bool {
+    is_resolution_id(transfer.id)
+        && transfer.pending_id == 0
+        && transfer.user_data_64 != 0
+        && !transfer.flags.post_pending_transfer()
+        && !transfer.flags.void_pending_transfer()
+}
+
+/// The expiry of a user's pending transfer whose decision is `decision` (an expiring marker):
+/// the coordinator voids its leg under `x(t)`, like a user's void; the participant then
+/// applies it and the coordinator acknowledges, as for a user's post.
+fn expiry(decision: &Transfer) -> Transfer {
+    let t = decision.id - RESOLUTION_ID_MIN;
+    Transfer {
+        pending_id: leg_id(t),
+        // The coordinator's pending bridge, as a user's post carries it.
+        credit_account_id: decision.debit_account_id,
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        ..Transfer::new(applied_id(t), 0, 0, 0, 0, 0)
+    }
 }
 
 // ---- the cluster side --------------------------------------------------------------------
@@ -501,10 +534,7 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
                 continue;
             };
             let pending = flags == TransferFlags::PENDING;
-            if chain.len() > 1
-                || !(flags == TransferFlags::empty() || pending)
-                || (pending && transfer.timeout != 0)
-            {
+            if chain.len() > 1 || !(flags == TransferFlags::empty() || pending) {
                 return Err(ShardError::CrossShard {
                     index,
                     debit_shard,
@@ -767,6 +797,8 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
             id: leg_id(t.id),
             credit_account_id: pending_bridge_id(router, t.ledger, d, c),
             flags: TransferFlags::PENDING,
+            // Legs never expire by themselves: the decision carries the timeout.
+            timeout: 0,
             timestamp: 0,
             ..*t
         };
@@ -794,6 +826,7 @@ fn participant_leg(router: Router, cross: &Cross) -> Transfer {
         id: leg_id(t.id),
         debit_account_id: bridge,
         flags: TransferFlags::PENDING,
+        timeout: 0,
         timestamp: 0,
         ..*t
     }
@@ -806,7 +839,11 @@ fn decision_event(router: Router, cross: &Cross, decision: Decision) -> Transfer
     let t = &cross.transfer;
     if t.flags.pending() && decision == Decision::Commit {
         let bridge = pending_bridge_id(router, t.ledger, cross.debit_shard, cross.credit_shard);
-        return marker(router, bridge, resolution_id(t.id));
+        // The timeout (seconds) rides on the decision: the resolver voids both legs after it.
+        return Transfer {
+            user_data_64: u64::from(t.timeout),
+            ..marker(router, bridge, resolution_id(t.id))
+        };
     }
     resolution(t.id, decision)
 }
@@ -1008,7 +1045,7 @@ fn precheck(transfer: &Transfer) -> Option<R> {
         Some(R::IdMustNotBeIntMax)
     } else if transfer.pending_id != 0 {
         Some(R::PendingIdMustBeZero)
-    } else if transfer.timeout != 0 {
+    } else if transfer.timeout != 0 && !transfer.flags.pending() {
         Some(R::TimeoutReservedForPendingTransfer)
     } else if transfer.ledger == 0 {
         Some(R::LedgerMustNotBeZero)
@@ -1289,11 +1326,13 @@ pub(crate) fn lookup_committed(
         let Some(participant) = per_shard[credit_shard].get(&leg).copied() else {
             continue;
         };
-        // Pending iff committed by a marker (a user's pending transfer, alone or in a chain).
-        let pending = per_shard
-            .iter()
-            .find_map(|found| found.get(&res))
-            .is_some_and(|res| !res.flags.post_pending_transfer());
+        // Pending iff committed by a marker (a user's pending transfer, alone or in a chain),
+        // which carries its timeout.
+        let decision = per_shard.iter().find_map(|found| found.get(&res));
+        let pending = decision.is_some_and(|res| !res.flags.post_pending_transfer());
+        let timeout = decision
+            .filter(|_| pending)
+            .map_or(0, |res| u32::try_from(res.user_data_64).unwrap_or(0));
         committed.insert(
             t,
             Transfer {
@@ -1305,6 +1344,7 @@ pub(crate) fn lookup_committed(
                 } else {
                     TransferFlags::empty()
                 },
+                timeout,
                 timestamp: decided_at,
                 ..coordinator_leg
             },
@@ -1576,7 +1616,7 @@ mod tests {
         let local = Transfer::new(2, 1, 3, 5, 1, 1);
         let plan = plan_transfers(router, &[plain, local]).unwrap();
         assert_eq!((plan.cross, plan.local), (vec![0], vec![1]));
-        // A pending transfer crosses; one with a timeout or a balancing one does not (yet).
+        // A pending transfer crosses, with a timeout too; a balancing one does not (yet).
         let pending = Transfer {
             flags: TransferFlags::PENDING,
             ..plain
@@ -1587,10 +1627,8 @@ mod tests {
             timeout: 5,
             ..pending
         };
-        assert!(matches!(
-            plan_transfers(router, &[local, expiring]),
-            Err(ShardError::CrossShard { index: 1, .. })
-        ));
+        assert_eq!(plan_transfers(router, &[expiring]).unwrap().cross, [0]);
+        assert_eq!(precheck(&expiring), None);
         let balancing = Transfer {
             flags: TransferFlags::BALANCING_DEBIT,
             ..plain

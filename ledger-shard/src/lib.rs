@@ -15,8 +15,8 @@
 //! rejection is a per-event result. A transfer between accounts of two shards (plain or
 //! pending, and a post or void of a pending one) commits by two-phase commit across the two
 //! shards (`docs/crossshard.md`), and so does a linked chain of plain and pending transfers
-//! spanning shards; what does not cross shards yet (balancing, closing, a timeout, posts or
-//! voids in a chain spanning shards) fails with [`ShardError::CrossShard`] before anything is
+//! spanning shards; what does not cross shards yet (balancing, closing, posts, voids or
+//! timeouts in a chain spanning shards) fails with [`ShardError::CrossShard`] before anything is
 //! submitted.
 //!
 //! # Examples

@@ -665,15 +665,6 @@ fn posts_of_what_is_no_cross_shard_pending_transfer() {
         client.create_transfers(&[post(541, 540, 5)]).unwrap(),
         [R::PendingTransferNotFound]
     );
-    // Not built: a timeout on a cross-shard pending transfer (legs must not expire alone).
-    let expiring = Transfer {
-        timeout: 60,
-        ..pending(550, 1, 2, 1)
-    };
-    assert!(matches!(
-        client.create_transfers(&[expiring]),
-        Err(ShardError::CrossShard { index: 0, .. })
-    ));
     wait_resolved(&cluster, Duration::from_secs(5));
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
@@ -1166,6 +1157,54 @@ fn reopened_cluster_finishes_chains_and_posts() {
         [R::Ok]
     );
     wait_resolved(&cluster, Duration::from_secs(5));
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// A cross-shard pending transfer with a timeout: its legs never expire alone; the resolver
+/// voids both once the timeout has passed (measured from when it saw the decision), and a
+/// later post answers `PendingTransferExpired`. One posted in time is not voided.
+#[test]
+fn pending_timeout_across_shards() {
+    let dir = temp_dir("pending-timeout");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    let expiring = Transfer {
+        timeout: 1,
+        ..pending(1100, 1, 2, 40)
+    };
+    let lasting = Transfer {
+        timeout: 3_600,
+        ..pending(1101, 3, 4, 50)
+    };
+    assert_eq!(
+        client.create_transfers(&[expiring, lasting]).unwrap(),
+        [R::Ok; 2]
+    );
+    assert_eq!(balances(&client, 1), (40, 0, 0, INITIAL));
+    let found = client.lookup_transfers(&[1100]).unwrap();
+    assert_eq!(
+        (found[0].flags, found[0].timeout),
+        (TransferFlags::PENDING, 1)
+    );
+    // Posted in time: the money moves and nothing is left to expire.
+    assert_eq!(
+        client.create_transfers(&[post(1102, 1101, 20)]).unwrap(),
+        [R::Ok]
+    );
+    // Expired: both sides released, by the resolver alone.
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 1), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 3), (0, 20, 0, INITIAL));
+    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL + 20));
+    assert_eq!(
+        client
+            .create_transfers(&[post(1103, 1100, 1), void(1104, 1100)])
+            .unwrap(),
+        [R::PendingTransferExpired, R::PendingTransferExpired]
+    );
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
 }

@@ -48,8 +48,8 @@ use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, T
 
 use super::{
     APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
-    chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record, is_chain_bridge,
-    is_chain_record, names_one_shard,
+    applied_id, chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record, expiry,
+    is_chain_bridge, is_chain_record, is_expiring_decision, is_users_post_of_leg, names_one_shard,
 };
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
@@ -642,6 +642,9 @@ pub struct Recovery {
     /// Linked chains spanning shards whose coordinator is `debit_shard` (then equal to
     /// `credit_shard`) and whose caller gave up, as its records describe them.
     pub chains: Vec<ChainShape>,
+    /// Users' pending transfers whose timeout passed (their commit decisions, which carry the
+    /// timeout): the coordinator voids them, then as for `posts`.
+    pub expiries: Vec<Transfer>,
 }
 
 /// Chain records by coordinator and head: the records and their youngest age.
@@ -654,6 +657,7 @@ struct Due {
     pending_ledgers: BTreeMap<u128, u32>,
     posts: Vec<Transfer>,
     chains: Vec<ChainShape>,
+    expiries: Vec<Transfer>,
 }
 
 /// The resolver's memory between passes: when each unresolved leg was first seen.
@@ -664,6 +668,68 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// Files one index entry seen `age` ago on `shard` under what is due: a chain record, an
+    /// expiring decision, a user's post to apply, or a leg of a plain or pending transfer
+    /// (the legs of chains are left to their records).
+    fn pass_entry(
+        &self,
+        router: Router,
+        (shard, leg, age): (usize, &Transfer, Duration),
+        due: &mut BTreeMap<(usize, usize), Due>,
+        records: &mut ChainRecords,
+    ) {
+        if is_chain_record(leg) {
+            let entry = records
+                .entry((shard, leg.user_data_128))
+                .or_insert((Vec::new(), age));
+            entry.0.push(*leg);
+            entry.1 = entry.1.min(age);
+            return;
+        }
+        if is_expiring_decision(leg) {
+            // A user's pending transfer with a timeout: void it once expired, measured
+            // from when this resolver first saw it decided.
+            let timeout = Duration::from_secs(leg.user_data_64);
+            if age >= timeout {
+                let peer = bridge_peer(router, leg.debit_account_id);
+                due.entry((shard, peer)).or_default().expiries.push(*leg);
+            }
+            return;
+        }
+        if is_users_post_of_leg(leg) {
+            // A user's post of a coordinator leg, for the participant to apply.
+            if age >= self.timing.vote_age {
+                let peer = bridge_peer(router, leg.credit_account_id);
+                due.entry((shard, peer)).or_default().posts.push(*leg);
+            }
+            return;
+        }
+        let t = leg.id - LEG_ID_MIN;
+        let chain_leg = (!is_reserved(leg.credit_account_id) && !is_reserved(leg.debit_account_id))
+            || is_chain_bridge(router, leg.credit_account_id)
+            || is_chain_bridge(router, leg.debit_account_id);
+        if chain_leg {
+            // A leg of a chain spanning shards: resolved from its chain's records.
+            return;
+        }
+        let (bridge, pair, voted, age_due) = if is_reserved(leg.credit_account_id) {
+            let bridge = leg.credit_account_id;
+            let pair = (shard, bridge_peer(router, bridge));
+            (bridge, pair, false, self.timing.coordinator_age)
+        } else {
+            let bridge = leg.debit_account_id;
+            let pair = (bridge_peer(router, bridge), shard);
+            (bridge, pair, true, self.timing.vote_age)
+        };
+        if age >= age_due {
+            let due = due.entry(pair).or_default();
+            due.transfers.push((t, voted));
+            if is_pending_bridge(router, bridge) {
+                due.pending_ledgers.insert(t, bridge_ledger(router, bridge));
+            }
+        }
+    }
+
     /// The chains whose records are old enough (their caller gave up), due at their
     /// coordinator.
     fn pass_chains(&self, records: ChainRecords, due: &mut BTreeMap<(usize, usize), Due>) {
@@ -714,47 +780,7 @@ impl Resolver {
                 let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
                 still.insert((shard, leg.id), seen);
                 let age = now.saturating_sub(seen);
-                if is_chain_record(leg) {
-                    let entry = records
-                        .entry((shard, leg.user_data_128))
-                        .or_insert((Vec::new(), age));
-                    entry.0.push(*leg);
-                    entry.1 = entry.1.min(age);
-                    continue;
-                }
-                if !is_reserved(leg.id) {
-                    // A user's post of a coordinator leg, for the participant to apply.
-                    if age >= self.timing.vote_age {
-                        let peer = bridge_peer(router, leg.credit_account_id);
-                        due.entry((shard, peer)).or_default().posts.push(*leg);
-                    }
-                    continue;
-                }
-                let t = leg.id - LEG_ID_MIN;
-                let chain_leg = (!is_reserved(leg.credit_account_id)
-                    && !is_reserved(leg.debit_account_id))
-                    || is_chain_bridge(router, leg.credit_account_id)
-                    || is_chain_bridge(router, leg.debit_account_id);
-                if chain_leg {
-                    // A leg of a chain spanning shards: resolved from its chain's records.
-                    continue;
-                }
-                let (bridge, pair, voted, age_due) = if is_reserved(leg.credit_account_id) {
-                    let bridge = leg.credit_account_id;
-                    let pair = (shard, bridge_peer(router, bridge));
-                    (bridge, pair, false, self.timing.coordinator_age)
-                } else {
-                    let bridge = leg.debit_account_id;
-                    let pair = (bridge_peer(router, bridge), shard);
-                    (bridge, pair, true, self.timing.vote_age)
-                };
-                if age >= age_due {
-                    let due = due.entry(pair).or_default();
-                    due.transfers.push((t, voted));
-                    if is_pending_bridge(router, bridge) {
-                        due.pending_ledgers.insert(t, bridge_ledger(router, bridge));
-                    }
-                }
+                self.pass_entry(router, (shard, leg, age), &mut due, &mut records);
             }
         }
         self.first_seen = still;
@@ -770,6 +796,7 @@ impl Resolver {
                     pending_ledgers: due.pending_ledgers,
                     posts: due.posts,
                     chains: due.chains,
+                    expiries: due.expiries,
                 }
             })
             .collect()
@@ -784,6 +811,8 @@ enum RecoveryStage {
     Finishing(FinishMachine),
     FinishingPosts(PostFinishMachine),
     EndingChains(ChainRecoveryMachine),
+    /// Per coordinator, the expiries' positions.
+    Expiring(Vec<Vec<usize>>),
     Done,
 }
 
@@ -863,11 +892,30 @@ impl Machine for RecoveryMachine {
                     Ok(action)
                 }
             },
-            RecoveryStage::EndingChains(mut chains) => {
-                let action = chains.step(reply)?;
-                if !matches!(action, Action::Done(())) {
+            RecoveryStage::EndingChains(mut chains) => match chains.step(reply)? {
+                Action::Done(()) => Ok(self.expire()),
+                action => {
                     self.stage = RecoveryStage::EndingChains(chains);
+                    Ok(action)
                 }
+            },
+            RecoveryStage::Expiring(positions) => {
+                let expiries = std::mem::take(&mut self.recovery.expiries);
+                let answers = gather(&positions, reply, expiries.len())?;
+                let mut logged = Vec::new();
+                for (decision, answer) in expiries.iter().zip(answers) {
+                    match answer {
+                        _ if answer.is_ok() || answer.is_exists() => logged.push(expiry(decision)),
+                        // Its user posted or voided it first.
+                        R::PendingTransferAlreadyPosted | R::PendingTransferAlreadyVoided => {}
+                        other => return Err(protocol(&format!("expiry: {other:?}"))),
+                    }
+                }
+                if logged.is_empty() {
+                    return Ok(Action::Done(()));
+                }
+                let (finish, action) = PostFinishMachine::new(self.router, logged);
+                self.stage = RecoveryStage::FinishingPosts(finish);
                 Ok(action)
             }
             RecoveryStage::Done => Err(protocol("a reply to a machine that is done")),
@@ -941,10 +989,28 @@ impl RecoveryMachine {
         action
     }
 
-    /// Last: the chains whose caller gave up, if any.
+    /// Last: the expired pending transfers, if any: the coordinators void their legs.
+    fn expire(&mut self) -> Action<()> {
+        if self.recovery.expiries.is_empty() {
+            return Action::Done(());
+        }
+        let (per_shard, positions) = scatter(
+            self.router.shard_count(),
+            &self.recovery.expiries,
+            |decision| self.router.shard_of(decision.debit_account_id),
+            expiry,
+        );
+        self.stage = RecoveryStage::Expiring(positions);
+        Action::Submit {
+            phase: Phase::Decide,
+            per_shard,
+        }
+    }
+
+    /// Then: the chains whose caller gave up, if any.
     fn end_chains(&mut self) -> Action<()> {
         if self.recovery.chains.is_empty() {
-            return Action::Done(());
+            return self.expire();
         }
         let chains = std::mem::take(&mut self.recovery.chains);
         let (machine, action) = ChainRecoveryMachine::new(self.router, chains);
@@ -982,6 +1048,9 @@ pub struct CrossPost {
     debit_shard: usize,
     /// The participant: the shard of `T`'s credit account.
     credit_shard: usize,
+    /// Whether `T` was voided by its expiry when located (a post then answers
+    /// `PendingTransferExpired`, not `PendingTransferAlreadyVoided`).
+    expired: bool,
 }
 
 impl CrossPost {
@@ -1023,6 +1092,10 @@ impl LocateMachine {
             };
             for shard in shards {
                 per_shard[shard].extend([t, leg_id(t), resolution_id(t)]);
+                if t < SYSTEM_ID_MIN - 1 {
+                    // An expiry's void, on the coordinator.
+                    per_shard[shard].push(applied_id(t));
+                }
             }
         }
         for ids in &mut per_shard {
@@ -1132,6 +1205,9 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
                 },
                 debit_shard,
                 credit_shard,
+                expired: per_shard[debit_shard]
+                    .get(&applied_id(t))
+                    .is_some_and(|expiry| expiry.flags.void_pending_transfer()),
             })
         }
         // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
@@ -1189,7 +1265,12 @@ impl Machine for PostMachine {
         if std::mem::replace(&mut self.done, true) {
             return Err(protocol("a reply to a machine that is done"));
         }
-        let results = gather(&self.positions, reply, self.posts.len())?;
+        let mut results = gather(&self.positions, reply, self.posts.len())?;
+        for (result, post) in results.iter_mut().zip(&self.posts) {
+            if post.expired && *result == R::PendingTransferAlreadyVoided {
+                *result = R::PendingTransferExpired;
+            }
+        }
         // A retry answering Exists leaves the finishing to the resolver: it works from the
         // post as logged, whose zero fields may differ from the retry's.
         let finishes = self
@@ -1953,7 +2034,6 @@ fn map_done<A, B>(action: Action<A>, f: impl FnOnce(A) -> B) -> Action<B> {
 mod tests {
     use ledger_core::SYSTEM_ID_MIN;
 
-    use super::super::applied_id;
     use super::*;
 
     const SHARDS: usize = 2;
@@ -2184,6 +2264,7 @@ mod tests {
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
+            expiries: Vec::new(),
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -2226,6 +2307,7 @@ mod tests {
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
+            expiries: Vec::new(),
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -2271,6 +2353,7 @@ mod tests {
             pending_ledgers: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
+            expiries: Vec::new(),
         };
         let (_, action) = RecoveryMachine::new(router, recovery);
         let decisions = submit(action, Phase::Decide);
@@ -2575,5 +2658,45 @@ mod tests {
             decisions[1],
             [fence(router, 30, 1), chain_abort(30, R::IdAlreadyFailed, 0)]
         );
+    }
+
+    #[test]
+    fn the_resolver_voids_an_expired_pending_transfer() {
+        let router = router();
+        let mut t = pending_cross(7);
+        t.transfer.timeout = 1;
+        let decision = decision_event(router, &t, Decision::Commit);
+        assert_eq!(decision.user_data_64, 1, "the decision carries the timeout");
+        assert!(is_expiring_decision(&decision));
+        let mut resolver = Resolver::new(timing());
+        let index = vec![Some(vec![]), Some(vec![decision])];
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router, at(0), &index).is_empty());
+        assert!(resolver.pass(router, at(999), &index).is_empty());
+        let due = resolver.pass(router, at(1_000), &index);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 0));
+        assert_eq!(due[0].expiries, [decision]);
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let voids = submit(action, Phase::Decide);
+        let void = expiry(&decision);
+        assert_eq!(voids[1], [void]);
+        assert_eq!((void.id, void.pending_id), (applied_id(7), leg_id(7)));
+        // Logged: the participant applies it, the coordinator acknowledges.
+        let applied = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        assert_eq!(applied[0], [applied_event(&void)]);
+        submit(
+            machine.step(submitted(0, &[R::Ok])).unwrap(),
+            Phase::Acknowledge,
+        );
+        done(
+            machine
+                .step(submitted(1, &[R::ExistsWithDifferentPendingId]))
+                .unwrap(),
+        );
+        // Its user resolved it first: nothing more to do.
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        let answer = submitted(1, &[R::PendingTransferAlreadyPosted]);
+        done(machine.step(answer).unwrap());
     }
 }
