@@ -1314,9 +1314,9 @@ pub(crate) fn lookup_committed(
             let res = found
                 .get(&res)
                 .filter(|res| !res.flags.void_pending_transfer())?;
-            Some((*leg, res.timestamp))
+            Some((*leg, *res))
         });
-        let Some((coordinator_leg, decided_at)) = coordinator else {
+        let Some((coordinator_leg, decision)) = coordinator else {
             if let Some(local) = committed_chain_member(&per_shard, t) {
                 committed.insert(t, local);
             }
@@ -1328,11 +1328,12 @@ pub(crate) fn lookup_committed(
         };
         // Pending iff committed by a marker (a user's pending transfer, alone or in a chain),
         // which carries its timeout.
-        let decision = per_shard.iter().find_map(|found| found.get(&res));
-        let pending = decision.is_some_and(|res| !res.flags.post_pending_transfer());
-        let timeout = decision
-            .filter(|_| pending)
-            .map_or(0, |res| u32::try_from(res.user_data_64).unwrap_or(0));
+        let pending = !decision.flags.post_pending_transfer();
+        let timeout = if pending {
+            u32::try_from(decision.user_data_64).unwrap_or(0)
+        } else {
+            0
+        };
         committed.insert(
             t,
             Transfer {
@@ -1345,7 +1346,7 @@ pub(crate) fn lookup_committed(
                     TransferFlags::empty()
                 },
                 timeout,
-                timestamp: decided_at,
+                timestamp: decision.timestamp,
                 ..coordinator_leg
             },
         );
