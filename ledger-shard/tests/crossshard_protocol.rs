@@ -1174,7 +1174,7 @@ fn pending_timeout_across_shards() {
     let client = cluster.client();
     setup(&client, 2);
     let expiring = Transfer {
-        timeout: 1,
+        timeout: 2,
         ..pending(1100, 1, 2, 40)
     };
     let lasting = Transfer {
@@ -1189,7 +1189,7 @@ fn pending_timeout_across_shards() {
     let found = client.lookup_transfers(&[1100]).unwrap();
     assert_eq!(
         (found[0].flags, found[0].timeout),
-        (TransferFlags::PENDING, 1)
+        (TransferFlags::PENDING, 2)
     );
     // Posted in time: the money moves and nothing is left to expire.
     assert_eq!(
