@@ -203,6 +203,34 @@ impl Fate {
     }
 }
 
+/// Runs `threads` workers for [`RUN`] while [`chaos`] crashes replicas; returns what the
+/// workers return, all together, and the number of crashes.
+fn run_workers<T: Send>(
+    cluster: &Cluster,
+    client: &Client,
+    threads: u64,
+    worker: impl Fn(&Client, u64, &AtomicBool) -> Vec<T> + Sync,
+) -> (Vec<T>, usize) {
+    let shards = cluster.config().shard_count();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (worker, stop) = (&worker, &stop);
+                scope.spawn(move || worker(client, thread, stop))
+            })
+            .collect();
+        let chaos = scope.spawn(|| chaos(cluster, shards, &stop));
+        std::thread::sleep(RUN);
+        stop.store(true, Ordering::Relaxed);
+        let results: Vec<T> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (results, chaos.join().unwrap())
+    })
+}
+
 fn check(client: &Client, cluster: &Cluster, fates: &[(Transfer, bool)], shards: usize) {
     let fates: Vec<Fate> = fates
         .iter()
@@ -311,24 +339,8 @@ fn run_bank(shards: usize, spread: Spread) {
     let cluster = Cluster::open(config.clone()).unwrap();
     let client = cluster.client();
     setup(&client, shards);
-    let stop = AtomicBool::new(false);
-    let (fates, crashes) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..THREADS)
-            .map(|thread| {
-                scope.spawn({
-                    let (client, stop) = (&client, &stop);
-                    move || worker(client, thread, (shards, spread), stop)
-                })
-            })
-            .collect();
-        let chaos = scope.spawn(|| chaos(&cluster, shards, &stop));
-        std::thread::sleep(RUN);
-        stop.store(true, Ordering::Relaxed);
-        let fates: Vec<_> = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
-        (fates, chaos.join().unwrap())
+    let (fates, crashes) = run_workers(&cluster, &client, THREADS, |client, thread, stop| {
+        worker(client, thread, (shards, spread), stop)
     });
     let applied = fates.iter().filter(|(_, applied)| *applied).count();
     let crossing = fates
@@ -516,25 +528,7 @@ fn mixed_cross_shard_workload_survives_replica_crashes() {
     let cluster = Cluster::open(config.clone()).unwrap();
     let client = cluster.client();
     setup(&client, shards);
-    let stop = AtomicBool::new(false);
-    let (fates, crashes) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..THREADS / 2)
-            .map(|thread| {
-                scope.spawn({
-                    let (client, stop) = (&client, &stop);
-                    move || mixed_worker(client, thread, stop)
-                })
-            })
-            .collect();
-        let chaos = scope.spawn(|| chaos(&cluster, shards, &stop));
-        std::thread::sleep(RUN);
-        stop.store(true, Ordering::Relaxed);
-        let fates: Vec<Fate> = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
-        (fates, chaos.join().unwrap())
-    });
+    let (fates, crashes) = run_workers(&cluster, &client, THREADS / 2, mixed_worker);
     let moved = fates.iter().filter(|fate| fate.moved > 0).count();
     println!(
         "{} events, {moved} moved money, {crashes} crashes",
