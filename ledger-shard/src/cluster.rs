@@ -280,8 +280,12 @@ impl Cluster {
     }
 
     /// The number of cross-shard legs not resolved yet, summed over shards (each shard counted
-    /// by its running replica that has applied the most). Zero once every cross-shard
-    /// transfer has ended on both sides: the bridge accounts then net to zero (I1, I10).
+    /// by its running replica that has applied the most), with the protocol work still owed
+    /// to users' cross-shard pending transfers (a post not yet applied on both sides, a
+    /// timeout not yet enforced) and to chains spanning shards (records not yet acknowledged).
+    /// Zero once all of it has ended on both sides; a user's pending transfer without timeout
+    /// stays pending (on both sides) without counting here. Plain bridges then net to zero
+    /// (I1, I10).
     pub fn unresolved_cross_shard_legs(&self) -> usize {
         self.inner
             .shards
