@@ -29,6 +29,15 @@
 //! The coordinator leg keeps `B` in its `user_data_128` (it needs nothing else to finish `T`);
 //! the participant leg keeps the caller's `user_data_128`. `T` itself is never stored:
 //! [`lookup_committed`] rebuilds it from the two legs once it committed.
+//!
+//! A user's pending `T` goes through *pending bridges* and commits by a zero-amount marker
+//! `res(t)` that keeps both legs pending; the user's post or void `P` is logged by the
+//! coordinator as `P` resolving `leg(t)`, applied by the participant under `x(t)` and
+//! acknowledged without storage; a timeout rides on the decision and the resolver enforces it.
+//! A linked chain spanning shards logs *chain records* on its coordinator first, then one
+//! linked part of pending legs per shard (through *chain bridges*), decides at the head's leg
+//! and makes every other leg follow. The protocol's logic is the sans-IO core in [`protocol`];
+//! `docs/crossshard.md` describes all of it.
 
 pub mod protocol;
 
@@ -70,7 +79,8 @@ pub const RESOLVER_INTERVAL: Duration = Duration::from_millis(500);
 pub const RESOLVER_VOTE_AGE: Duration = Duration::from_secs(2);
 
 /// `x(t)`: on the participant, the post or void of `leg(t)` that applies a user's post or void
-/// of the cross-shard pending transfer `t`; on the coordinator, the acknowledgement that it did.
+/// (or the expiry) of the cross-shard pending transfer `t`; on the coordinator, the expiry's
+/// void; on a chain's coordinator, the chain record of event `t`.
 pub const APPLIED_ID_MIN: u128 = RESOLUTION_ID_MIN + SYSTEM_ID_MIN;
 
 /// The leg id of user transfer `t` (`t` below [`SYSTEM_ID_MIN`]).

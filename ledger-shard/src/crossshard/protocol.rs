@@ -75,8 +75,8 @@ pub enum Phase {
     /// Step 4: the participants apply the decisions (post, or fence and void); for a user's
     /// post or void of a cross-shard pending transfer, the participant applies it (`x(t)`).
     Finish,
-    /// The coordinators acknowledge that the participants applied users' posts (`x(t)`), or
-    /// that a chain spanning shards ended everywhere (its records).
+    /// The coordinators acknowledge that the participants applied users' posts, or that a
+    /// chain spanning shards ended everywhere (its records); neither stores anything.
     Acknowledge,
     /// A chain's coordinator logs the chain's records (`x(t)` of each event), before any leg.
     Record,
@@ -1285,8 +1285,9 @@ impl Machine for PostMachine {
 }
 
 /// Applies posts logged by coordinators at their participants (`x(t)`, [`Phase::Finish`]),
-/// then acknowledges them at the coordinators (`x(t)` there, [`Phase::Acknowledge`]), which
-/// takes them out of the coordinator's index. Both idempotent by id.
+/// then acknowledges them at the coordinators ([`Phase::Acknowledge`]: each post resubmitted
+/// with `pending_id = res(t)`, answering `ExistsWithDifferentPendingId`), which takes them out
+/// of the coordinator's index. Both idempotent.
 #[derive(Debug)]
 pub struct PostFinishMachine {
     router: Router,
