@@ -39,7 +39,7 @@ pub mod rng;
 pub mod run;
 pub mod swarm;
 
-pub use cluster::{SimOptions, SimStats, Simulator, sim_config};
+pub use cluster::{ExternalReply, SimOptions, SimStats, Simulator, sim_config};
 pub use machine::{HashChain, SimStateMachine};
 pub use rng::SimRng;
 pub use run::{
