@@ -103,3 +103,20 @@ fn a_resolver_aborting_a_committed_transfer_is_caught() {
         "caught, but by another check: {violation}"
     );
 }
+
+#[test]
+fn transfers_left_prepared_without_a_resolver_are_caught() {
+    // Clients crash right after the prepare, and nobody finishes their transfers.
+    let case = CrashCase {
+        after: Step::Prepared,
+        who: Who::Client,
+    };
+    let report = planted(13, case, PlantedBug::NoResolver);
+    let violation = report
+        .violation
+        .expect("the stuck transfers must be caught");
+    assert!(
+        violation.starts_with("resolution:"),
+        "caught, but by another check: {violation}"
+    );
+}

@@ -24,6 +24,11 @@ use crate::machine::LedgerMachine;
 use crate::sim::world::Planned;
 use crate::wire::{self, ReplyStatus};
 
+/// Balances here are far below `i128::MAX`.
+fn signed(value: u128) -> i128 {
+    i128::try_from(value).unwrap_or(i128::MAX)
+}
+
 fn leg_t(id: u128) -> Option<u128> {
     (SYSTEM_ID_MIN..2 * SYSTEM_ID_MIN)
         .contains(&id)
@@ -206,14 +211,14 @@ impl Tracker {
                 .with_ledger(|ledger| ledger.lookup_accounts(&ids));
             for account in found {
                 let entry = sums.entry(account.ledger).or_default();
-                entry.0 += account.credits_posted as i128 - account.debits_posted as i128;
+                entry.0 += signed(account.credits_posted) - signed(account.debits_posted);
             }
         }
         for account in customers {
-            sums.entry(account.ledger).or_default().1 += opening_balance as i128;
+            sums.entry(account.ledger).or_default().1 += signed(opening_balance);
         }
         for (ledger, (posted, funded)) in sums {
-            let in_flight = self.in_flight.get(&ledger).copied().unwrap_or(0) as i128;
+            let in_flight = signed(self.in_flight.get(&ledger).copied().unwrap_or(0));
             if posted + in_flight != funded {
                 return Err(format!(
                     "conservation: ledger {ledger}: customers' posted balances {posted} + in \
@@ -313,6 +318,13 @@ impl Tracker {
                 at_coordinator.is_some_and(|r| r.flags.post_pending_transfer());
             let participant_posted =
                 at_participant.is_some_and(|r| r.flags.post_pending_transfer());
+            if coordinator_posted != self.committed.contains(&t) {
+                return Err(format!(
+                    "I5: transfer {t}: the final replicas of shard {} disagree with its chosen \
+                     log on the decision",
+                    plan.debit_shard
+                ));
+            }
             if coordinator_posted != participant_posted {
                 return Err(format!(
                     "atomicity: transfer {t} is posted at its {} only",

@@ -108,7 +108,10 @@ impl<M: core::Machine> Driven<M> {
         answers: &[Response],
     ) -> Result<Option<Next<M::Outcome>>, String> {
         let (shards, is_lookup) = std::mem::take(&mut self.round);
-        if answers.iter().any(|answer| matches!(answer, Response::Failed)) {
+        if answers
+            .iter()
+            .any(|answer| matches!(answer, Response::Failed))
+        {
             return Ok(None);
         }
         let reply = if is_lookup {

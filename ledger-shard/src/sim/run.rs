@@ -8,9 +8,9 @@ use ledger_paxos::sim::FaultProfile;
 use crate::sim::world::{ClusterSim, ClusterSimOptions, ClusterStats, CrashCase};
 
 /// The first seed when `SIM_SEED_BASE` is not set.
-pub const SEED_BASE_DEFAULT: u64 = 0xC0055_0000;
-/// The number of seeds when `SIM_SEEDS` is not set: every crash case twice.
-pub const SEED_COUNT_DEFAULT: u64 = 18;
+pub const SEED_BASE_DEFAULT: u64 = 0xC055_5000;
+/// The number of seeds when `SIM_SEEDS` is not set: every crash case 30 times.
+pub const SEED_COUNT_DEFAULT: u64 = 270;
 
 /// The outcome of one seed.
 #[derive(Clone, Debug)]

@@ -20,12 +20,12 @@ use ledger_core::{
 use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, Simulator};
 
 use crate::crossshard::bridge_id;
-use crate::machine::LedgerMachine;
-use crate::router::Router;
-use crate::sim::oracle::{Oracle, Tracker};
 use crate::crossshard::protocol::{
     CallMachine, CallOutcome, FinishMachine, Phase, RecoveryMachine, Resolver, ResolverTiming,
 };
+use crate::machine::LedgerMachine;
+use crate::router::Router;
+use crate::sim::oracle::{Oracle, Tracker};
 use crate::sim::protocol::{self, Driven, Next, Request, Response, Step, completed_before};
 use crate::wire::{self, ReplyStatus};
 
@@ -76,10 +76,17 @@ impl CrashCase {
 
     /// The position of this case in [`CrashCase::ALL`].
     pub fn index(self) -> usize {
-        Self::ALL
-            .iter()
-            .position(|case| *case == self)
-            .expect("every case is listed")
+        let step = match self.after {
+            Step::Prepared => 0,
+            Step::Voted => 1,
+            Step::Decided => 2,
+        };
+        let who = match self.who {
+            Who::CoordinatorLeader => 0,
+            Who::ParticipantLeader => 1,
+            Who::Client => 2,
+        };
+        step * 3 + who
     }
 }
 
@@ -91,6 +98,8 @@ pub enum PlantedBug {
     /// The resolver aborts at the participant what it should commit (even a transfer the
     /// coordinator committed).
     ResolverAbortsCommitted,
+    /// The resolver never runs: transfers whose client died stay prepared.
+    NoResolver,
 }
 
 /// The protocol's timings, in simulated microseconds (shorter than the real ones).
@@ -216,7 +225,7 @@ pub struct ClusterStats {
     pub aborted: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Wake {
     Setup,
     Client { client: usize, generation: u64 },
@@ -600,14 +609,14 @@ impl ClusterSim {
                 }];
                 self.send_round(id, job, requests, None)
             }
-            JobKind::Call { driven, transfers } => match driven.advance(&answers)? {
-                Some(next) => self.continue_call(id, job, next),
-                None => {
-                    let transfers = std::mem::take(transfers);
-                    self.call_answered(job.owner, &transfers, Err("a request failed".into()));
-                    Ok(())
+            JobKind::Call { driven, transfers } => {
+                if let Some(next) = driven.advance(&answers)? {
+                    return self.continue_call(id, job, next);
                 }
-            },
+                let transfers = std::mem::take(transfers);
+                self.call_answered(job.owner, &transfers, Err("a request failed".into()));
+                Ok(())
+            }
             JobKind::Finish(driven) => match driven.advance(&answers)? {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) | None => Ok(()),
@@ -638,7 +647,7 @@ impl ClusterSim {
         match next {
             Next::Send { requests, phase } => {
                 if completed_before(phase) == Some(case.after)
-                    && self.inject_case(job.owner, driven.machine(), transfers)?
+                    && self.inject_case(job.owner, driven.machine(), transfers)
                 {
                     // The client crashed with the call: nothing more is sent.
                     return Ok(());
@@ -648,7 +657,7 @@ impl ClusterSim {
             Next::Done(outcome) => {
                 if !outcome.finishes.is_empty()
                     && case.after == Step::Decided
-                    && self.inject_case(job.owner, driven.machine(), transfers)?
+                    && self.inject_case(job.owner, driven.machine(), transfers)
                 {
                     return Ok(());
                 }
@@ -774,18 +783,16 @@ impl ClusterSim {
         let Some(rpc) = self.rpcs.get_mut(&id) else {
             return Ok(());
         };
-        let bytes = match reply.result {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                if rpc
-                    .attempt
-                    .is_some_and(|(r, q, _)| (r, q) == (reply.replica, reply.request_id))
-                {
-                    rpc.attempt = None;
-                    self.schedule(self.now_us + self.options.timings.poll_us, Wake::Rpc(id));
-                }
-                return Ok(());
+        let Ok(bytes) = reply.result else {
+            // Refused or not chosen: ask again (the same bytes) unless a newer attempt runs.
+            if rpc
+                .attempt
+                .is_some_and(|(r, q, _)| (r, q) == (reply.replica, reply.request_id))
+            {
+                rpc.attempt = None;
+                self.schedule(self.now_us + self.options.timings.poll_us, Wake::Rpc(id));
             }
+            return Ok(());
         };
         let response = if rpc.is_read {
             let reply = QueryReply::decode(&bytes)
@@ -1002,24 +1009,21 @@ impl ClusterSim {
         };
         self.trace
             .word(transfers[0].id as u64 ^ u64::from(results.is_ok()) << 63);
-        match results {
-            Ok(results) => {
-                for (transfer, result) in transfers.iter().zip(results) {
-                    if result.is_ok() || result.is_exists() {
-                        self.stats.acknowledged += 1;
-                    } else {
-                        self.stats.rejected += 1;
-                    }
-                    if let Some(planned) = self.planned.get_mut(&transfer.id) {
-                        planned.answered = Some(result);
-                    }
+        if let Ok(results) = results {
+            for (transfer, result) in transfers.iter().zip(results) {
+                if result.is_ok() || result.is_exists() {
+                    self.stats.acknowledged += 1;
+                } else {
+                    self.stats.rejected += 1;
+                }
+                if let Some(planned) = self.planned.get_mut(&transfer.id) {
+                    planned.answered = Some(result);
                 }
             }
-            Err(_) => {
-                self.stats.failed_calls += 1;
-                if self.random.chance(500) {
-                    self.clients[client].retry = Some(transfers.to_vec());
-                }
+        } else {
+            self.stats.failed_calls += 1;
+            if self.random.chance(500) {
+                self.clients[client].retry = Some(transfers.to_vec());
             }
         }
         if self.clients[client].generation == generation {
@@ -1031,20 +1035,15 @@ impl ClusterSim {
 
     /// Crashes whoever the case names, right after the call's step; `true` if the client
     /// itself crashed (the call is gone).
-    fn inject_case(
-        &mut self,
-        owner: Owner,
-        machine: &CallMachine,
-        transfers: &[Transfer],
-    ) -> Result<bool, String> {
+    fn inject_case(&mut self, owner: Owner, machine: &CallMachine, transfers: &[Transfer]) -> bool {
         let Owner::Client { client, .. } = owner else {
-            return Ok(false);
+            return false;
         };
         let Some(coordinator) = machine.first_live_coordinator() else {
-            return Ok(false);
+            return false;
         };
         if self.now_us >= self.options.heal_us || !self.random.chance(self.options.case_permille) {
-            return Ok(false);
+            return false;
         }
         let participant = transfers
             .iter()
@@ -1056,13 +1055,13 @@ impl ClusterSim {
                 self.stats.cases[case.index()] += 1;
                 self.trace.word(0xC11E_0000 | client as u64);
                 self.crash_client(client);
-                return Ok(true);
+                return true;
             }
             Who::CoordinatorLeader => coordinator,
             Who::ParticipantLeader => participant,
         };
         let Some(leader) = self.leader_of(shard) else {
-            return Ok(false);
+            return false;
         };
         self.stats.cases[case.index()] += 1;
         self.trace
@@ -1076,7 +1075,7 @@ impl ClusterSim {
                 replica: leader,
             },
         );
-        Ok(false)
+        false
     }
 
     /// The client process dies: its calls, their requests and its finishing work are gone.
@@ -1105,7 +1104,8 @@ impl ClusterSim {
     /// Every interval: unless the last pass's work is still running, scan every shard's
     /// unresolved legs (the core's resolver then says what is due).
     fn on_resolver_pass(&mut self) -> Result<(), String> {
-        if self.now_us + 1_000_000 > self.end_us() {
+        let stopped = self.options.planted == Some(PlantedBug::NoResolver);
+        if stopped || self.now_us + 1_000_000 > self.end_us() {
             return Ok(());
         }
         let at = self.now_us + self.options.timings.resolver_interval_us;
@@ -1151,6 +1151,7 @@ impl ClusterSim {
             PlantedBug::ResolverAbortsCommitted => {
                 owner == Owner::Resolver && phase == Some(Phase::Finish)
             }
+            PlantedBug::NoResolver => false,
         };
         if !planting {
             return requests;
@@ -1174,17 +1175,19 @@ impl ClusterSim {
                                 ..Transfer::new(0, 0, 0, u128::MAX, 0, 0)
                             });
                         }
-                        PlantedBug::ResolverAbortsCommitted => {
+                        PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
                             let post = transfer.flags.post_pending_transfer();
-                            planted.push(if post && self.is_participant_shard(shard, transfer.pending_id) {
-                                Transfer {
-                                    flags: TransferFlags::VOID_PENDING_TRANSFER,
-                                    amount: 0,
-                                    ..transfer
-                                }
-                            } else {
-                                transfer
-                            });
+                            planted.push(
+                                if post && self.is_participant_shard(shard, transfer.pending_id) {
+                                    Transfer {
+                                        flags: TransferFlags::VOID_PENDING_TRANSFER,
+                                        amount: 0,
+                                        ..transfer
+                                    }
+                                } else {
+                                    transfer
+                                },
+                            );
                         }
                     }
                 }
