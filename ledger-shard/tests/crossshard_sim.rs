@@ -120,3 +120,21 @@ fn transfers_left_prepared_without_a_resolver_are_caught() {
         "caught, but by another check: {violation}"
     );
 }
+
+#[test]
+fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
+    // The ledger's SimStateMachine implementation: the paxos simulator's clients write (empty
+    // batches under unique nonces) and read digests, under that seed's faults.
+    for seed in [1, 2, 3] {
+        let report = ledger_paxos::sim::run_options::<ledger_shard::LedgerMachine>(
+            ledger_paxos::sim::SimOptions::from_seed(seed),
+        );
+        assert_eq!(
+            report.violation,
+            None,
+            "{}",
+            ledger_paxos::sim::describe_failure(&report)
+        );
+        assert!(report.stats.acknowledged_writes > 0 && report.stats.answered_reads > 0);
+    }
+}

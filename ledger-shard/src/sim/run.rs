@@ -137,16 +137,21 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.failed_calls += s.failed_calls;
         total.retried_calls += s.retried_calls;
         total.resolver_passes += s.resolver_passes;
+        total.recoveries += s.recoveries;
         total.committed += s.committed;
         total.aborted += s.aborted;
         for (sum, count) in total.cases.iter_mut().zip(s.cases) {
             *sum += count;
         }
+        crate::sim::world::add_paxos_stats(&mut total.paxos, &s.paxos);
     }
+    let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
          acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
-         aborted_cross={} resolver_passes={} crash_cases={:?}",
+         aborted_cross={} resolver_passes={} recoveries={} crash_cases={:?} | paxos: \
+         chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
+         partitions={} disk_losses={} messages={} dropped={}",
         base.wrapping_add(count),
         reports.len(),
         total.transfers,
@@ -158,7 +163,17 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.committed,
         total.aborted,
         total.resolver_passes,
+        total.recoveries,
         total.cases,
+        paxos.chosen_slots,
+        paxos.crashes,
+        paxos.power_losses,
+        paxos.persist_failures,
+        paxos.pauses,
+        paxos.partitions,
+        paxos.disk_losses,
+        paxos.messages_sent,
+        paxos.messages_dropped,
     )
 }
 

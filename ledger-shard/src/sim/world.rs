@@ -17,7 +17,7 @@ use ledger_core::{
     Account, AccountFlags, Command, CreateAccountResult, CreateTransferResult as R, QueryReply,
     Reply, SYSTEM_ID_MIN, Transfer, TransferFlags,
 };
-use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, Simulator};
+use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, SimStats, Simulator};
 
 use crate::crossshard::bridge_id;
 use crate::crossshard::protocol::{
@@ -219,10 +219,31 @@ pub struct ClusterStats {
     pub resolver_passes: u64,
     /// Recoveries the resolver drove to their end.
     pub recoveries: u64,
-    /// Cross-shard transfers committed / aborted after a prepare.
+    /// Cross-shard transfers committed (both legs posted).
     pub committed: u64,
     /// Cross-shard transfers aborted after a prepare.
     pub aborted: u64,
+    /// The Paxos groups' own counts (faults, messages), summed over the shards.
+    pub paxos: SimStats,
+}
+
+/// Adds `more` to `total`, field by field.
+pub(crate) fn add_paxos_stats(total: &mut SimStats, more: &SimStats) {
+    total.chosen_slots += more.chosen_slots;
+    total.acknowledged_writes += more.acknowledged_writes;
+    total.answered_reads += more.answered_reads;
+    total.failed_requests += more.failed_requests;
+    total.crashes += more.crashes;
+    total.power_losses += more.power_losses;
+    total.persist_failures += more.persist_failures;
+    total.pauses += more.pauses;
+    total.partitions += more.partitions;
+    total.messages_sent += more.messages_sent;
+    total.messages_dropped += more.messages_dropped;
+    total.tears_past_promise += more.tears_past_promise;
+    total.requests_to_other_leader += more.requests_to_other_leader;
+    total.bit_flips += more.bit_flips;
+    total.disk_losses += more.disk_losses;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -339,6 +360,8 @@ const SETUP_MINT_CODE: u16 = 2;
 const CUSTOMER_CODE: u16 = 1;
 /// The offset of customer ids (below it: mints).
 const CUSTOMER_ID_BASE: u128 = 1_000;
+/// Every shard has a leader this soon after the heal (I11).
+const LEADER_BOUND_US: u64 = 3_000_000;
 /// Credit accounts that never exist (a no vote at the participant).
 const MISSING_ID_BASE: u128 = 900_000;
 
@@ -1237,6 +1260,19 @@ impl ClusterSim {
         }
         if !self.setup_done {
             return Err("the setup never completed".to_string());
+        }
+        self.stats.paxos = SimStats::default();
+        for group in &self.groups {
+            add_paxos_stats(&mut self.stats.paxos, &group.stats);
+        }
+        for (shard, since) in self.leader_since.iter().enumerate() {
+            let bound_us = self.options.heal_us + LEADER_BOUND_US;
+            if since.is_none_or(|since| since > bound_us) {
+                return Err(format!(
+                    "I11: shard {shard} had no leader within {LEADER_BOUND_US}us of the heal \
+                     (first at {since:?})"
+                ));
+            }
         }
         for (shard, group) in self.groups.iter().enumerate() {
             let oracle = self.oracles[shard].machine().probe().digest();
