@@ -119,6 +119,21 @@ pub struct Timings {
     pub think_us: u64,
 }
 
+impl Timings {
+    /// Timings drawn per seed (swarm testing), so resolvers and clients race in every order:
+    /// attempts 50–300 ms, deadlines 0.3–1.2 s, passes every 50–200 ms, vote age 0.1–0.8 s.
+    pub fn draw(random: &mut SimRng) -> Self {
+        Self {
+            attempt_timeout_us: random.range(50_000, 300_000),
+            request_timeout_us: random.range(300_000, 1_200_000),
+            poll_us: random.range(2_000, 10_000),
+            resolver_interval_us: random.range(50_000, 200_000),
+            resolver_vote_age_us: random.range(100_000, 800_000),
+            think_us: random.range(0, 50_000),
+        }
+    }
+}
+
 impl Default for Timings {
     fn default() -> Self {
         Self {
@@ -177,21 +192,22 @@ impl ClusterSimOptions {
         let paxos = SimOptions::from_seed(seed);
         let mut profile = paxos.profile;
         profile.replica_count = 3;
+        let mut random = SimRng::new(seed ^ 0x7131_1465);
         Self {
             seed,
             shards: 4,
             profile,
             heal_us: paxos.heal_us,
             after_heal_us: 4_000_000,
-            clients: 6,
+            clients: random.range(4, 10) as usize,
             accounts_per_shard: 4,
             ledgers: 2,
             opening_balance: 1_000,
             cross_permille: 750,
             missing_credit_permille: 60,
             case: CrashCase::for_seed(seed),
-            case_permille: 300,
-            timings: Timings::default(),
+            case_permille: random.range(150, 600),
+            timings: Timings::draw(&mut random),
             resolution_bound_us: 2_000_000,
             planted: None,
         }
@@ -1254,9 +1270,9 @@ impl ClusterSim {
 
     fn final_checks(&mut self) -> Result<(), String> {
         for (shard, group) in self.groups.iter_mut().enumerate() {
-            group
-                .check_end()
-                .map_err(|violation| format!("shard {shard}: {violation}"))?;
+            group.check_end().map_err(|violation| {
+                format!("shard {shard}: {violation}\n{}", group.describe_replicas())
+            })?;
         }
         if !self.setup_done {
             return Err("the setup never completed".to_string());
