@@ -65,60 +65,46 @@ fn same_seed_same_trace() {
     assert_ne!(first[0].trace_hash, first[1].trace_hash);
 }
 
-/// A calm run (no random faults) with the given case, planting `bug`.
-fn planted(seed: u64, case: CrashCase, bug: PlantedBug) -> sim::ClusterSeedReport {
+/// A calm run (no random faults) with the given case and `bug` planted: some check must
+/// fail, and it must be the one whose message contains `caught_by`.
+fn assert_caught(seed: u64, after: Step, who: Who, bug: PlantedBug, caught_by: &str) {
     let mut options = ClusterSimOptions::from_seed(seed);
     options.profile = ledger_paxos::sim::FaultProfile::calm(3);
-    options.case = case;
+    options.case = CrashCase { after, who };
     options.case_permille = 1_000;
     options.planted = Some(bug);
-    sim::run_cluster_options(options)
+    let report = sim::run_cluster_options(options);
+    let violation = report.violation.expect("the planted bug must be caught");
+    assert!(
+        violation.contains(caught_by),
+        "caught, but by another check: {violation}"
+    );
 }
 
 #[test]
 fn a_participant_posting_before_the_decision_is_caught() {
-    let case = CrashCase {
-        after: Step::Voted,
-        who: Who::CoordinatorLeader,
-    };
-    let report = planted(11, case, PlantedBug::ParticipantPostsBeforeDecision);
-    let violation = report.violation.expect("the planted bug must be caught");
-    assert!(
-        violation.contains("before its coordinator"),
-        "caught, but by another check: {violation}"
+    let bug = PlantedBug::ParticipantPostsBeforeDecision;
+    assert_caught(
+        11,
+        Step::Voted,
+        Who::CoordinatorLeader,
+        bug,
+        "before its coordinator",
     );
 }
 
 #[test]
 fn a_resolver_aborting_a_committed_transfer_is_caught() {
     // Clients crash right after the decision: the resolver finishes, and aborts.
-    let case = CrashCase {
-        after: Step::Decided,
-        who: Who::Client,
-    };
-    let report = planted(12, case, PlantedBug::ResolverAbortsCommitted);
-    let violation = report.violation.expect("the planted bug must be caught");
-    assert!(
-        violation.contains("atomicity"),
-        "caught, but by another check: {violation}"
-    );
+    let bug = PlantedBug::ResolverAbortsCommitted;
+    assert_caught(12, Step::Decided, Who::Client, bug, "atomicity");
 }
 
 #[test]
 fn transfers_left_prepared_without_a_resolver_are_caught() {
     // Clients crash right after the prepare, and nobody finishes their transfers.
-    let case = CrashCase {
-        after: Step::Prepared,
-        who: Who::Client,
-    };
-    let report = planted(13, case, PlantedBug::NoResolver);
-    let violation = report
-        .violation
-        .expect("the stuck transfers must be caught");
-    assert!(
-        violation.starts_with("resolution:"),
-        "caught, but by another check: {violation}"
-    );
+    let bug = PlantedBug::NoResolver;
+    assert_caught(13, Step::Prepared, Who::Client, bug, "resolution:");
 }
 
 #[test]

@@ -43,17 +43,7 @@ pub fn replay_command(seed: u64) -> String {
 ///
 /// If a variable is set but is not a number.
 pub fn seeds_from_env() -> (u64, u64) {
-    let read = |name: &str, default: u64| match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value} is not a number")),
-        Err(_) => default,
-    };
-    (
-        read("SIM_SEED_BASE", SEED_BASE_DEFAULT),
-        read("SIM_SEEDS", SEED_COUNT_DEFAULT),
-    )
+    ledger_paxos::sim::seeds_from_env_or(SEED_BASE_DEFAULT, SEED_COUNT_DEFAULT)
 }
 
 /// Runs seed `seed`'s scenario.
@@ -98,30 +88,8 @@ pub fn run_cluster_options(options: ClusterSimOptions) -> ClusterSeedReport {
 }
 
 /// Runs `count` seeds from `base` on up to `threads` threads; reports in seed order.
-///
-/// # Panics
-///
-/// If a worker thread panics outside a seed (seeds' panics are caught and reported).
 pub fn run_cluster_seeds(base: u64, count: u64, threads: usize) -> Vec<ClusterSeedReport> {
-    let threads = threads.max(1) as u64;
-    let mut reports: Vec<ClusterSeedReport> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|worker| {
-                scope.spawn(move || {
-                    (0..count)
-                        .filter(|offset| offset % threads == worker)
-                        .map(|offset| run_cluster_seed(base.wrapping_add(offset)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().expect("worker panicked"))
-            .collect()
-    });
-    reports.sort_by_key(|report| report.seed.wrapping_sub(base));
-    reports
+    ledger_paxos::sim::run_seeds_with(base, count, threads, run_cluster_seed)
 }
 
 /// The statistics of every seed, summed, as one line.

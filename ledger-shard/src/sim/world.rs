@@ -1269,6 +1269,10 @@ impl ClusterSim {
     // ---- the end -------------------------------------------------------------------------
 
     fn final_checks(&mut self) -> Result<(), String> {
+        self.stats.paxos = SimStats::default();
+        for group in &self.groups {
+            add_paxos_stats(&mut self.stats.paxos, &group.stats);
+        }
         for (shard, group) in self.groups.iter_mut().enumerate() {
             group.check_end().map_err(|violation| {
                 format!("shard {shard}: {violation}\n{}", group.describe_replicas())
@@ -1276,10 +1280,6 @@ impl ClusterSim {
         }
         if !self.setup_done {
             return Err("the setup never completed".to_string());
-        }
-        self.stats.paxos = SimStats::default();
-        for group in &self.groups {
-            add_paxos_stats(&mut self.stats.paxos, &group.stats);
         }
         for (shard, since) in self.leader_since.iter().enumerate() {
             let bound_us = self.options.heal_us + LEADER_BOUND_US;
