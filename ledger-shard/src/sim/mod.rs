@@ -9,7 +9,7 @@
 //! or the driving client: consecutive seeds cycle through the nine cases
 //! ([`CrashCase::ALL`]). Then everything heals.
 //!
-//! Checks (see [`oracle`](self) for how): each shard's replicas apply identical prefixes and
+//! Checks (`src/sim/oracle.rs` says how): each shard's replicas apply identical prefixes and
 //! keep double entry; conservation per ledger across shards at every applied entry;
 //! atomicity (a participant posts only what its coordinator committed, and at the end both
 //! legs or neither); no acknowledged transfer lost; every prepared transfer resolves within

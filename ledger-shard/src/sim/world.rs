@@ -183,6 +183,9 @@ pub struct ClusterSimOptions {
     pub resolution_bound_us: u64,
     /// A bug to plant (tests of the checks).
     pub planted: Option<PlantedBug>,
+    /// Print the resolver's passes, the targeted crashes and the calls' answers (set by the
+    /// environment variable `SIM_CLUSTER_VERBOSE`, for replaying a failing seed).
+    pub verbose: bool,
 }
 
 impl ClusterSimOptions {
@@ -210,6 +213,7 @@ impl ClusterSimOptions {
             timings: Timings::draw(&mut random),
             resolution_bound_us: 2_000_000,
             planted: None,
+            verbose: std::env::var_os("SIM_CLUSTER_VERBOSE").is_some(),
         }
     }
 }
@@ -1048,6 +1052,13 @@ impl ClusterSim {
         };
         self.trace
             .word(transfers[0].id as u64 ^ u64::from(results.is_ok()) << 63);
+        if self.options.verbose {
+            let ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
+            eprintln!(
+                "{}us client {client}: {ids:?} answered {results:?}",
+                self.now_us
+            );
+        }
         if let Ok(results) = results {
             for (transfer, result) in transfers.iter().zip(results) {
                 if result.is_ok() || result.is_exists() {
@@ -1092,6 +1103,9 @@ impl ClusterSim {
         let shard = match case.who {
             Who::Client => {
                 self.stats.cases[case.index()] += 1;
+                if self.options.verbose {
+                    eprintln!("{}us {case:?}: client {client} crashes", self.now_us);
+                }
                 self.trace.word(0xC11E_0000 | client as u64);
                 self.crash_client(client);
                 return true;
@@ -1103,6 +1117,12 @@ impl ClusterSim {
             return false;
         };
         self.stats.cases[case.index()] += 1;
+        if self.options.verbose {
+            eprintln!(
+                "{}us {case:?}: shard {shard} replica {leader} crashes",
+                self.now_us
+            );
+        }
         self.trace
             .word(0xC1ED_0000 | (shard as u64) << 8 | leader as u64);
         self.groups[shard].crash(leader);
@@ -1153,7 +1173,9 @@ impl ClusterSim {
             return Ok(());
         }
         self.resolver_active = 1;
-        let deadline = self.now_us + self.options.timings.request_timeout_us;
+        // Like the cluster's resolver: a shard that does not answer within one interval is
+        // skipped this pass (what was known of it is kept).
+        let deadline = self.now_us + self.options.timings.resolver_interval_us;
         let (id, job) = self.insert_job(Owner::Resolver, JobKind::Scan, deadline);
         let requests = protocol::scan(self.options.shards);
         self.send_round(id, job, requests, None)
@@ -1165,6 +1187,14 @@ impl ClusterSim {
         let legs = protocol::scanned(answers);
         let now = Duration::from_micros(self.now_us);
         let recoveries = self.resolver.pass(self.router, now, &legs);
+        if self.options.verbose {
+            let counts: Vec<Option<usize>> =
+                legs.iter().map(|l| l.as_ref().map(Vec::len)).collect();
+            eprintln!(
+                "{}us resolver: unresolved legs per shard {counts:?}, due {recoveries:?}",
+                self.now_us
+            );
+        }
         for recovery in recoveries {
             let (driven, next) = protocol::recovery(self.router, recovery);
             let deadline = self.now_us + self.options.timings.request_timeout_us;
