@@ -9,7 +9,7 @@
 //!   wake-ups at t: client calls, request retries, resolver passes, restarts, samples
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,9 +19,9 @@ use ledger_core::{
 };
 use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, SimStats, Simulator};
 
-use crate::crossshard::bridge_id;
 use crate::crossshard::protocol::{
-    CallMachine, CallOutcome, FinishMachine, Phase, RecoveryMachine, Resolver, ResolverTiming,
+    CallMachine, CallOutcome, Cross, FinishMachine, Phase, RecoveryMachine, Resolver,
+    ResolverTiming, missing_bridges,
 };
 use crate::machine::LedgerMachine;
 use crate::router::Router;
@@ -292,6 +292,11 @@ enum JobKind {
         transfers: Vec<Transfer>,
         sent: bool,
     },
+    /// A cross-shard call's missing bridge accounts, created first (as the cluster does).
+    Bridges {
+        transfers: Vec<Transfer>,
+        created: Vec<Vec<u128>>,
+    },
     Call {
         driven: Driven<CallMachine>,
         transfers: Vec<Transfer>,
@@ -327,6 +332,8 @@ struct Client {
     busy: bool,
     counter: u64,
     retry: Option<Vec<Transfer>>,
+    /// The bridge accounts this client knows exist (forgotten when it crashes).
+    bridges: BTreeSet<u128>,
 }
 
 /// A transfer the clients started, and what they were answered.
@@ -652,6 +659,7 @@ impl ClusterSim {
                 }];
                 self.send_round(id, job, requests, None)
             }
+            JobKind::Bridges { .. } => self.after_bridges(id, job, &answers),
             JobKind::Call { driven, transfers } => {
                 if let Some(next) = driven.advance(&answers)? {
                     return self.continue_call(id, job, next);
@@ -678,6 +686,37 @@ impl ClusterSim {
             },
             JobKind::Scan => self.after_scan(&answers),
         }
+    }
+
+    /// A call's bridges exist (or could not be created): its machine starts.
+    fn after_bridges(&mut self, id: u64, mut job: Job, answers: &[Response]) -> Result<(), String> {
+        let JobKind::Bridges { transfers, created } = &mut job.kind else {
+            return Ok(());
+        };
+        for (ids, answer) in created.iter().zip(answers) {
+            let Response::Accounts(results) = answer else {
+                let transfers = std::mem::take(transfers);
+                let failed = Err("a bridge could not be created".into());
+                self.call_answered(job.owner, &transfers, failed);
+                return Ok(());
+            };
+            for (id, result) in ids.iter().zip(results) {
+                if *result != CreateAccountResult::Ok && *result != CreateAccountResult::Exists {
+                    return Err(format!("bridge account {id}: {result:?}"));
+                }
+            }
+        }
+        if let Owner::Client { client, generation } = job.owner {
+            if self.clients[client].generation == generation {
+                self.clients[client]
+                    .bridges
+                    .extend(created.iter().flatten().copied());
+            }
+        }
+        let transfers = std::mem::take(transfers);
+        let (driven, next) = protocol::call(self.router, &transfers);
+        job.kind = JobKind::Call { driven, transfers };
+        self.continue_call(id, job, next)
     }
 
     /// A call's machine asked for its next round (maybe after a crash of the case), or
@@ -924,13 +963,6 @@ impl ClusterSim {
                             ledger,
                             SETUP_MINT_CODE,
                         ));
-                        for peer in (0..shards).filter(|&peer| peer != shard) {
-                            accounts.push(Account::new(
-                                bridge_id(self.router, ledger, shard, peer),
-                                ledger,
-                                crate::crossshard::BRIDGE_CODE,
-                            ));
-                        }
                     }
                     Request::Accounts { shard, accounts }
                 } else {
@@ -1035,9 +1067,31 @@ impl ClusterSim {
             self.jobs.insert(id, job);
             return self.advance_job(id);
         }
-        let (driven, next) = protocol::call(self.router, &transfers);
-        let (id, job) = self.insert_job(owner, JobKind::Call { driven, transfers }, deadline);
-        self.continue_call(id, job, next)
+        let Owner::Client { client, .. } = owner else {
+            return Ok(());
+        };
+        let known = &self.clients[client].bridges;
+        let crosses: Vec<Cross> = transfers
+            .iter()
+            .map(|transfer| Cross::new(self.router, *transfer))
+            .collect();
+        let missing = missing_bridges(self.router, &crosses, |id| known.contains(&id));
+        if missing.iter().all(Vec::is_empty) {
+            let (driven, next) = protocol::call(self.router, &transfers);
+            let (id, job) = self.insert_job(owner, JobKind::Call { driven, transfers }, deadline);
+            return self.continue_call(id, job, next);
+        }
+        let mut requests = Vec::new();
+        let mut created = Vec::new();
+        for (shard, accounts) in missing.into_iter().enumerate() {
+            if !accounts.is_empty() {
+                created.push(accounts.iter().map(|account| account.id).collect());
+                requests.push(Request::Accounts { shard, accounts });
+            }
+        }
+        let kind = JobKind::Bridges { transfers, created };
+        let (id, job) = self.insert_job(owner, kind, deadline);
+        self.send_round(id, job, requests, None)
     }
 
     /// A client's call ended: record the answers, maybe retry a failed call, think, go on.
@@ -1155,6 +1209,7 @@ impl ClusterSim {
         state.busy = false;
         state.retry = None;
         state.counter = 0;
+        state.bridges.clear();
         let generation = state.generation;
         let at = self.now_us + self.random.range(10_000, 300_000);
         self.schedule(at, Wake::Client { client, generation });
