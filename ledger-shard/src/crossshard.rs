@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 use ledger_core::{
-    Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Query, QueryReply,
-    SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
+    Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Ledger, Query,
+    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
 };
 use parking_lot::Mutex;
 
@@ -114,12 +114,12 @@ fn bridge_peer(router: Router, bridge: u128) -> usize {
 // ---- the replicated index of unresolved legs --------------------------------------------
 
 /// The legs one replica holds that are not resolved yet, kept by the state machine from the
-/// results of every applied transfer (deterministic, part of the snapshot). A hash map with a
-/// multiplicative hash of the id: two map operations per cross-shard transfer and replica sit
-/// on the apply path.
+/// results of every applied transfer (deterministic, part of the snapshot). Only the ids: the
+/// legs themselves are in the ledger, which the reads and the snapshot consult (an index entry
+/// is 16 bytes, not a 128-byte transfer; two set operations per leg sit on the apply path).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct LegIndex {
-    legs: HashMap<u128, Transfer, BuildHasherDefault<IdHasher>>,
+    ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
 }
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
@@ -152,52 +152,72 @@ impl LegIndex {
                 continue;
             }
             if is_leg_id(transfer.id) {
-                self.legs.insert(transfer.id, *transfer);
+                self.ids.insert(transfer.id);
             } else if is_resolution_id(transfer.id) {
-                self.legs.remove(&transfer.pending_id);
+                self.ids.remove(&transfer.pending_id);
             }
         }
     }
 
     /// Number of unresolved legs.
     pub fn len(&self) -> usize {
-        self.legs.len()
+        self.ids.len()
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs, in no particular order (the read runs under
-    /// the state machine's lock, so it copies no more than it returns).
-    pub fn unresolved(&self) -> Vec<Transfer> {
-        self.legs
-            .values()
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger`, in no particular order, as they
+    /// were submitted (timestamp zero). The read runs under the state machine's lock, so it
+    /// copies no more than it returns.
+    pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
+        let ids: Vec<u128> = self
+            .ids
+            .iter()
             .take(BATCH_EVENTS_MAX as usize)
             .copied()
-            .collect()
+            .collect();
+        let legs = ledger.lookup_transfers(&ids);
+        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.into_iter().map(submitted_leg).collect()
     }
 
-    /// Appends `count u64 | count × 128-byte transfer`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
+    pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
         // Sorted by id: identical indexes encode to identical bytes (I5).
-        let mut legs: Vec<&Transfer> = self.legs.values().collect();
-        legs.sort_unstable_by_key(|leg| leg.id);
+        let mut ids: Vec<u128> = self.ids.iter().copied().collect();
+        ids.sort_unstable();
+        let legs = ledger.lookup_transfers(&ids);
+        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
         out.extend_from_slice(&(legs.len() as u64).to_le_bytes());
-        for transfer in legs {
-            out.extend_from_slice(&transfer.encode());
+        for leg in legs {
+            out.extend_from_slice(&submitted_leg(leg).encode());
         }
     }
 
-    /// Decodes an index from the front of `reader`; `None` on malformed bytes (never allocates
+    /// Decodes an index from the front of `reader` against the `ledger` of the same snapshot;
+    /// `None` on malformed bytes or a leg `ledger` does not hold as encoded (never allocates
     /// more than the bytes present can fill).
-    pub(crate) fn decode(reader: &mut Reader<'_>) -> Option<Self> {
+    pub(crate) fn decode(reader: &mut Reader<'_>, ledger: &Ledger) -> Option<Self> {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
-        let mut legs = HashMap::default();
+        let mut ids = HashSet::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
-            if !is_leg_id(transfer.id) || legs.insert(transfer.id, transfer).is_some() {
+            if !is_leg_id(transfer.id) || !ids.insert(transfer.id) {
+                return None;
+            }
+            let stored = ledger.lookup_transfers(&[transfer.id]).pop()?;
+            if submitted_leg(stored) != transfer {
                 return None;
             }
         }
-        Some(Self { legs })
+        Some(Self { ids })
+    }
+}
+
+/// A leg as its driver submitted it: the ledger stamped its timestamp.
+fn submitted_leg(stored: Transfer) -> Transfer {
+    Transfer {
+        timestamp: 0,
+        ..stored
     }
 }
 
@@ -892,43 +912,79 @@ mod tests {
 
         #[test]
         fn leg_index_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let (ledger, _) = ledger_with_legs();
             let mut reader = Reader::new(&bytes);
-            if let Some(index) = LegIndex::decode(&mut reader) {
+            if let Some(index) = LegIndex::decode(&mut reader, &ledger) {
                 let mut out = Vec::new();
-                index.encode(&mut out);
-                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out)), Some(index));
+                index.encode(&ledger, &mut out);
+                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out), &ledger), Some(index));
             }
         }
     }
 
+    /// Applies `transfers` to `ledger` and shows the results to `index`.
+    fn apply(ledger: &mut Ledger, index: &mut LegIndex, transfers: &[Transfer]) -> Vec<R> {
+        let command = ledger_core::Command::CreateTransfers(transfers.to_vec());
+        let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, 1_000) else {
+            panic!("transfers answer transfer results");
+        };
+        index.observe(transfers, &results);
+        results
+    }
+
+    /// A ledger holding the coordinator legs of transfers 1 and 2 (3's failed), and its index.
+    fn ledger_with_legs() -> (Ledger, LegIndex) {
+        let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
+        let accounts = vec![Account::new(1, 1, 1), Account::new(SYSTEM_ID_MIN + 5, 1, 1)];
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts), 1);
+        let leg = |t, ledger| Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, ledger, 1)
+        };
+        let results = apply(&mut ledger, &mut index, &[leg(1, 1), leg(2, 1), leg(3, 2)]);
+        assert_eq!(
+            results,
+            [R::Ok, R::Ok, R::TransferMustHaveTheSameLedgerAsAccounts]
+        );
+        (ledger, index)
+    }
+
     #[test]
     fn leg_index_follows_prepares_and_resolutions() {
-        let mut index = LegIndex::default();
-        let leg = |t| Transfer {
-            flags: TransferFlags::PENDING,
-            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, 1, 1)
-        };
-        index.observe(
-            &[leg(1), leg(2), leg(3)],
-            &[R::Ok, R::Ok, R::ExceedsCredits],
-        );
+        let (mut ledger, mut index) = ledger_with_legs();
         assert_eq!(index.len(), 2);
+        let mut two = Vec::new();
+        index.encode(&ledger, &mut two);
         // A user transfer and a failed resolution change nothing; a logged one removes.
         let post = resolution(1, Decision::Commit);
-        let void = resolution(2, Decision::Abort(R::CreditAccountNotFound));
-        index.observe(
-            &[Transfer::new(9, 1, 2, 1, 1, 1), post, void],
-            &[R::Ok, R::Ok, R::Exists],
-        );
+        let void = resolution(3, Decision::Abort(R::CreditAccountNotFound));
+        let user = Transfer::new(9, 1, SYSTEM_ID_MIN + 5, 1, 1, 1);
+        let results = apply(&mut ledger, &mut index, &[user, post, post, void]);
+        let expected = [R::Ok, R::Ok, R::Exists, R::PendingTransferNotFound];
+        assert_eq!(results, expected);
+        let unresolved = index.unresolved(&ledger);
         assert_eq!(
-            index.unresolved().iter().map(|t| t.id).collect::<Vec<_>>(),
+            unresolved.iter().map(|t| t.id).collect::<Vec<_>>(),
             [leg_id(2)]
         );
+        // As submitted: the ledger's timestamp is not part of the leg.
+        assert_eq!(unresolved[0].timestamp, 0);
         let mut bytes = Vec::new();
-        index.encode(&mut bytes);
-        let decoded = LegIndex::decode(&mut Reader::new(&bytes)).unwrap();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
         assert_eq!(decoded, index);
-        assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1])).is_none());
+        assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1]), &ledger).is_none());
+        // Legs the ledger does not hold, or holds otherwise, are refused.
+        assert!(LegIndex::decode(&mut Reader::new(&bytes), &Ledger::new()).is_none());
+        let mut altered = bytes.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(LegIndex::decode(&mut Reader::new(&altered), &ledger).is_none());
+        assert_eq!(
+            LegIndex::decode(&mut Reader::new(&two), &ledger)
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(
             logged_decision(&void),
             Decision::Abort(R::CreditAccountNotFound)
