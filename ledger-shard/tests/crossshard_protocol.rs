@@ -32,8 +32,8 @@ fn config(dir: &PathBuf, shards: usize) -> ClusterConfig {
         .request_timeout(Duration::from_secs(2))
 }
 
-/// Accounts 1..=ACCOUNTS forbid overdraft; each is funded with INITIAL from a funder on its
-/// own shard (FUNDER + shard).
+/// Accounts 1..=ACCOUNTS forbid overdraft; each is funded with INITIAL from funder
+/// `FUNDER + id % shards` (on the account's own shard when `shards` divides FUNDER).
 fn setup(client: &Client, shards: usize) {
     let mut accounts: Vec<Account> = (1..=ACCOUNTS)
         .map(|id| Account {
@@ -376,6 +376,9 @@ fn shard_without_majority_blocks_only_its_transfers() {
     let cluster = Cluster::open(config(&dir, 3)).unwrap();
     let client = cluster.client();
     setup(&client, 3);
+    // With 3 shards the funders (FUNDER + shard) are not on their customers' shards: the
+    // funding crossed shards, and its credits land once the participants applied it.
+    wait_resolved(&cluster, Duration::from_secs(5));
     cluster.crash_replica(2, 0).unwrap();
     cluster.crash_replica(2, 1).unwrap();
     // 1 (shard 1) → 3 (shard 0) does not touch shard 2.
