@@ -15,7 +15,11 @@
 //! ledger's transfer index up front) and `--no-fsync` (only to see what the disk costs).
 //!
 //! Prints a progress line each second and, last, `RESULT transfers_per_sec=<n> p50_ms=<x>
-//! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n>`.
+//! p99_ms=<y> p999_ms=<z> acked=<n> lost=<n> cpu_us_per_transfer=<c>`: the process's CPU time
+//! (all threads, user + system) during the timed run and until every cross-shard leg is resolved
+//! (`drain_ms` after the run), per acknowledged transfer: foreign load on a shared machine
+//! disturbs it much less than the rate; `transfers_per_sec_drained` counts that wait in the
+//! time.
 #![allow(
     clippy::disallowed_methods,
     reason = "a benchmark reads the wall clock"
@@ -226,6 +230,29 @@ fn client_run(
     (latencies, acked)
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat`; `None` where that
+/// file does not exist. Foreign load changes throughput far more than it changes this.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks as f64 / 100.0)
+}
+
+/// Waits (up to a minute) until every cross-shard leg is resolved; returns the wait in ms and
+/// the CPU seconds used since `cpu_started` (0 where unknown).
+fn drain_cross_shard(cluster: &Cluster, cpu_started: Option<f64>) -> (u128, f64) {
+    let started = Instant::now();
+    while cluster.unresolved_cross_shard_legs() > 0 && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cpu_seconds = process_cpu_seconds().zip(cpu_started);
+    let cpu_seconds = cpu_seconds.map_or(0.0, |(now, then)| now - then);
+    (started.elapsed().as_millis(), cpu_seconds)
+}
+
 fn percentile_ms(sorted: &[u32], permille: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -255,6 +282,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (stop, acked_total) = (AtomicBool::new(false), AtomicU64::new(0));
     let results = Mutex::new(Vec::new());
     let started = Instant::now();
+    let cpu_started = process_cpu_seconds();
     std::thread::scope(|scope| {
         for thread in 0..options.clients as u64 {
             let (client, options, picker) = (client.clone(), &options, &picker);
@@ -277,6 +305,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop.store(true, Relaxed);
     });
     let elapsed = started.elapsed().as_secs_f64();
+    // The work of the acknowledged transfers includes finishing their cross-shard legs: count
+    // its CPU too (the rate, as before, does not wait for it).
+    let (drain_ms, cpu_seconds) = drain_cross_shard(&cluster, cpu_started);
     let results = results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -293,13 +324,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cluster.shutdown()?;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT transfers_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} acked={} lost={}",
+        "RESULT transfers_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} acked={} lost={} \
+         cpu_us_per_transfer={:.2} drain_ms={drain_ms} transfers_per_sec_drained={:.0}",
         acked.len() as f64 / elapsed,
         percentile_ms(&latencies, 500),
         percentile_ms(&latencies, 990),
         percentile_ms(&latencies, 999),
         acked.len(),
         acked.len() - found,
+        cpu_seconds * 1e6 / acked.len().max(1) as f64,
+        acked.len() as f64 / (elapsed + drain_ms as f64 / 1000.0),
     );
     Ok(())
 }

@@ -297,7 +297,7 @@ impl Cluster {
                     .iter()
                     .zip(&registry.running)
                     .filter_map(|(probe, &running)| probe.as_ref().filter(|_| running))
-                    .max_by_key(|probe| probe.digest().0)
+                    .max_by_key(|probe| probe.applied_slot())
                     .map_or(0, MachineProbe::unresolved_leg_count)
             })
             .sum()

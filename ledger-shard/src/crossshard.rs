@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 use ledger_core::{
-    Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Query, QueryReply,
-    SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
+    Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Ledger, Query,
+    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
 };
 use parking_lot::Mutex;
 
@@ -188,12 +188,12 @@ pub(crate) const CHAIN_RECORD_DONE: u32 = u32::MAX;
 // ---- the replicated index of unresolved legs --------------------------------------------
 
 /// The legs one replica holds that are not resolved yet, kept by the state machine from the
-/// results of every applied transfer (deterministic, part of the snapshot). A hash map with a
-/// multiplicative hash of the id: two map operations per cross-shard transfer and replica sit
-/// on the apply path.
+/// results of every applied transfer (deterministic, part of the snapshot). Only the ids: the
+/// legs themselves are in the ledger, which the reads and the snapshot consult (an index entry
+/// is 16 bytes, not a 128-byte transfer; two set operations per leg sit on the apply path).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct LegIndex {
-    legs: HashMap<u128, Transfer, BuildHasherDefault<IdHasher>>,
+    ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
 }
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
@@ -239,7 +239,7 @@ impl LegIndex {
                 && transfer.user_data_32 == CHAIN_RECORD_DONE
             {
                 // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
-                self.legs.remove(&id);
+                self.ids.remove(&id);
                 continue;
             }
             if (id < SYSTEM_ID_MIN || is_applied_id(id))
@@ -247,73 +247,93 @@ impl LegIndex {
                 && is_resolution_id(transfer.pending_id)
             {
                 // A user's post's acknowledgement (see `acknowledgement`).
-                self.legs.remove(&id);
+                self.ids.remove(&id);
                 continue;
             }
             if !result.is_ok() {
                 continue;
             }
             if is_leg_id(id) {
-                self.legs.insert(id, *transfer);
+                self.ids.insert(id);
             } else if is_resolution_id(id) {
-                self.legs.remove(&leg_id(id - RESOLUTION_ID_MIN));
+                self.ids.remove(&leg_id(id - RESOLUTION_ID_MIN));
                 if is_expiring_decision(transfer) {
-                    self.legs.insert(id, *transfer);
+                    self.ids.insert(id);
                 }
             } else if is_users_post_of_leg(transfer) {
                 // Resolved (by its user or by expiry): no longer expiring.
-                self.legs
+                self.ids
                     .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
-                self.legs.insert(id, *transfer);
+                self.ids.insert(id);
             } else if is_chain_record(transfer) {
-                self.legs.insert(id, *transfer);
+                self.ids.insert(id);
             }
         }
     }
 
     /// Number of unresolved legs.
     pub fn len(&self) -> usize {
-        self.legs.len()
+        self.ids.len()
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs, in no particular order (the read runs under
-    /// the state machine's lock, so it copies no more than it returns).
-    pub fn unresolved(&self) -> Vec<Transfer> {
-        self.legs
-            .values()
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger`, in no particular order, as they
+    /// were submitted (timestamp zero). The read runs under the state machine's lock, so it
+    /// copies no more than it returns.
+    pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
+        let ids: Vec<u128> = self
+            .ids
+            .iter()
             .take(BATCH_EVENTS_MAX as usize)
             .copied()
-            .collect()
+            .collect();
+        let legs = ledger.lookup_transfers(&ids);
+        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.into_iter().map(submitted_leg).collect()
     }
 
-    /// Appends `count u64 | count × 128-byte transfer`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        // Sorted by key: identical indexes encode to identical bytes (I5).
-        let mut legs: Vec<(&u128, &Transfer)> = self.legs.iter().collect();
-        legs.sort_unstable_by_key(|(key, _)| **key);
+    /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
+    pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
+        // Sorted by id: identical indexes encode to identical bytes (I5).
+        let mut ids: Vec<u128> = self.ids.iter().copied().collect();
+        ids.sort_unstable();
+        let legs = ledger.lookup_transfers(&ids);
+        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
         out.extend_from_slice(&(legs.len() as u64).to_le_bytes());
-        for (_, transfer) in legs {
-            out.extend_from_slice(&transfer.encode());
+        for leg in legs {
+            out.extend_from_slice(&submitted_leg(leg).encode());
         }
     }
 
-    /// Decodes an index from the front of `reader`; `None` on malformed bytes (never allocates
+    /// Decodes an index from the front of `reader` against the `ledger` of the same snapshot;
+    /// `None` on malformed bytes or a leg `ledger` does not hold as encoded (never allocates
     /// more than the bytes present can fill).
-    pub(crate) fn decode(reader: &mut Reader<'_>) -> Option<Self> {
+    pub(crate) fn decode(reader: &mut Reader<'_>, ledger: &Ledger) -> Option<Self> {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
-        let mut legs = HashMap::default();
+        let mut ids = HashSet::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
             let known = is_leg_id(transfer.id)
                 || is_chain_record(&transfer)
                 || is_users_post_of_leg(&transfer)
                 || is_expiring_decision(&transfer);
-            if !known || legs.insert(transfer.id, transfer).is_some() {
+            if !known || !ids.insert(transfer.id) {
+                return None;
+            }
+            let stored = ledger.lookup_transfers(&[transfer.id]).pop()?;
+            if submitted_leg(stored) != transfer {
                 return None;
             }
         }
-        Some(Self { legs })
+        Some(Self { ids })
+    }
+}
+
+/// A leg as its driver submitted it: the ledger stamped its timestamp.
+fn submitted_leg(stored: Transfer) -> Transfer {
+    Transfer {
+        timestamp: 0,
+        ..stored
     }
 }
 
@@ -1519,43 +1539,79 @@ mod tests {
 
         #[test]
         fn leg_index_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let (ledger, _) = ledger_with_legs();
             let mut reader = Reader::new(&bytes);
-            if let Some(index) = LegIndex::decode(&mut reader) {
+            if let Some(index) = LegIndex::decode(&mut reader, &ledger) {
                 let mut out = Vec::new();
-                index.encode(&mut out);
-                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out)), Some(index));
+                index.encode(&ledger, &mut out);
+                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out), &ledger), Some(index));
             }
         }
     }
 
+    /// Applies `transfers` to `ledger` and shows the results to `index`.
+    fn apply(ledger: &mut Ledger, index: &mut LegIndex, transfers: &[Transfer]) -> Vec<R> {
+        let command = ledger_core::Command::CreateTransfers(transfers.to_vec());
+        let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, 1_000) else {
+            panic!("transfers answer transfer results");
+        };
+        index.observe(transfers, &results);
+        results
+    }
+
+    /// A ledger holding the coordinator legs of transfers 1 and 2 (3's failed), and its index.
+    fn ledger_with_legs() -> (Ledger, LegIndex) {
+        let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
+        let accounts = vec![Account::new(1, 1, 1), Account::new(SYSTEM_ID_MIN + 5, 1, 1)];
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts), 1);
+        let leg = |t, ledger| Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, ledger, 1)
+        };
+        let results = apply(&mut ledger, &mut index, &[leg(1, 1), leg(2, 1), leg(3, 2)]);
+        assert_eq!(
+            results,
+            [R::Ok, R::Ok, R::TransferMustHaveTheSameLedgerAsAccounts]
+        );
+        (ledger, index)
+    }
+
     #[test]
     fn leg_index_follows_prepares_and_resolutions() {
-        let mut index = LegIndex::default();
-        let leg = |t| Transfer {
-            flags: TransferFlags::PENDING,
-            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, 1, 1)
-        };
-        index.observe(
-            &[leg(1), leg(2), leg(3)],
-            &[R::Ok, R::Ok, R::ExceedsCredits],
-        );
+        let (mut ledger, mut index) = ledger_with_legs();
         assert_eq!(index.len(), 2);
+        let mut two = Vec::new();
+        index.encode(&ledger, &mut two);
         // A user transfer and a failed resolution change nothing; a logged one removes.
         let post = resolution(1, Decision::Commit);
-        let void = resolution(2, Decision::Abort(R::CreditAccountNotFound));
-        index.observe(
-            &[Transfer::new(9, 1, 2, 1, 1, 1), post, void],
-            &[R::Ok, R::Ok, R::Exists],
-        );
+        let void = resolution(3, Decision::Abort(R::CreditAccountNotFound));
+        let user = Transfer::new(9, 1, SYSTEM_ID_MIN + 5, 1, 1, 1);
+        let results = apply(&mut ledger, &mut index, &[user, post, post, void]);
+        let expected = [R::Ok, R::Ok, R::Exists, R::PendingTransferNotFound];
+        assert_eq!(results, expected);
+        let unresolved = index.unresolved(&ledger);
         assert_eq!(
-            index.unresolved().iter().map(|t| t.id).collect::<Vec<_>>(),
+            unresolved.iter().map(|t| t.id).collect::<Vec<_>>(),
             [leg_id(2)]
         );
+        // As submitted: the ledger's timestamp is not part of the leg.
+        assert_eq!(unresolved[0].timestamp, 0);
         let mut bytes = Vec::new();
-        index.encode(&mut bytes);
-        let decoded = LegIndex::decode(&mut Reader::new(&bytes)).unwrap();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
         assert_eq!(decoded, index);
-        assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1])).is_none());
+        assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1]), &ledger).is_none());
+        // Legs the ledger does not hold, or holds otherwise, are refused.
+        assert!(LegIndex::decode(&mut Reader::new(&bytes), &Ledger::new()).is_none());
+        let mut altered = bytes.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(LegIndex::decode(&mut Reader::new(&altered), &ledger).is_none());
+        assert_eq!(
+            LegIndex::decode(&mut Reader::new(&two), &ledger)
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(
             logged_decision(&void),
             Decision::Abort(R::CreditAccountNotFound)
@@ -1596,13 +1652,7 @@ mod tests {
             ..Transfer::new(8, 0, 0, 4, 0, 0)
         };
         index.observe(&[post], &[R::Ok]);
-        assert_eq!(index.unresolved(), [post]);
-        let mut bytes = Vec::new();
-        index.encode(&mut bytes);
-        assert_eq!(
-            LegIndex::decode(&mut Reader::new(&bytes)),
-            Some(index.clone())
-        );
+        assert_eq!(index.len(), 1, "the post waits for its acknowledgement");
         let applied = applied_event(&post);
         assert_eq!((applied.id, applied.pending_id), (applied_id(7), leg_id(7)));
         assert_eq!(
@@ -1618,6 +1668,39 @@ mod tests {
         assert_eq!(index.len(), 1, "only the expected answer counts");
         index.observe(&[acknowledgement], &[R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn leg_index_snapshot_reads_users_posts_back_from_the_ledger() {
+        let router = Router::new(2);
+        let cross = Cross {
+            transfer: Transfer {
+                flags: TransferFlags::PENDING,
+                ..Transfer::new(7, 1, 2, 10, 1, 1)
+            },
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        let leg = coordinator_leg(router, &cross);
+        let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
+        let accounts = vec![
+            Account::new(1, 1, 1),
+            Account::new(leg.credit_account_id, 1, 1),
+        ];
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts), 1);
+        let post = Transfer {
+            pending_id: leg_id(7),
+            credit_account_id: leg.credit_account_id,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(8, 0, 0, 4, 0, 0)
+        };
+        assert_eq!(apply(&mut ledger, &mut index, &[leg, post]), [R::Ok, R::Ok]);
+        // The leg (no decision logged here) and the post waiting for its acknowledgement.
+        assert_eq!(index.len(), 2);
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger);
+        assert_eq!(decoded, Some(index));
     }
 
     #[test]

@@ -52,6 +52,8 @@ mod machine;
 mod reply_cache;
 mod router;
 mod shard;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod wire;
 
 pub use client::Client;

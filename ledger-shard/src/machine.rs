@@ -95,6 +95,11 @@ impl MachineProbe {
             .map_err(|violation| format!("{violation:?}"))
     }
 
+    /// The last applied slot (cheap, unlike [`Self::digest`], which encodes the whole state).
+    pub fn applied_slot(&self) -> u64 {
+        self.state.lock().applied_slot
+    }
+
     /// How many cross-shard legs this replica holds unresolved.
     pub fn unresolved_leg_count(&self) -> usize {
         self.state.lock().legs.len()
@@ -146,7 +151,7 @@ impl StateMachine for LedgerMachine {
         };
         let reply = match read {
             Read::Digest => return wire::encode_digest(state.applied_slot, ledger.digest()),
-            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved()),
+            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved(ledger)),
             Read::Ledger(query) => ledger.query(&query),
         };
         wire::encode_query_reply(&reply)
@@ -160,7 +165,7 @@ impl StateMachine for LedgerMachine {
         out.extend_from_slice(&state.applied_slot.to_le_bytes());
         out.extend_from_slice(&(ledger.len() as u64).to_le_bytes());
         out.extend_from_slice(&ledger);
-        state.legs.encode(&mut out);
+        state.legs.encode(&state.ledger, &mut out);
         state.replies.encode(&mut out);
         out
     }
@@ -182,7 +187,7 @@ fn decode_snapshot(bytes: &[u8]) -> Option<MachineState> {
     let applied_slot = reader.u64()?;
     let ledger_size_bytes = usize::try_from(reader.u64()?).ok()?;
     let ledger = Ledger::decode_snapshot(reader.take(ledger_size_bytes)?).ok()?;
-    let legs = LegIndex::decode(&mut reader)?;
+    let legs = LegIndex::decode(&mut reader, &ledger)?;
     let replies = ReplyCache::decode(reader.rest())?;
     Some(MachineState {
         ledger,

@@ -52,6 +52,16 @@ pub struct SimOptions {
     /// Print every delivered message from this time on (for replaying a failing seed; set by
     /// the environment variable `SIM_VERBOSE_FROM_US`).
     pub verbose_from_us: Option<u64>,
+    /// No built-in clients: the caller submits requests ([`Simulator::submit`],
+    /// [`Simulator::submit_read`]) and collects their replies ([`Simulator::take_replies`]);
+    /// reads are checked by the caller, not by [`SimStateMachine::check_read`].
+    pub external_workload: bool,
+    /// The first fault decision happens at this time (faults then come every
+    /// [`FAULT_STEP_US`]).
+    pub faults_from_us: u64,
+    /// Adjusts each replica's configuration after [`sim_config`] (e.g. larger snapshot chunks
+    /// for a state machine with big snapshots).
+    pub config_hook: Option<fn(&mut Config)>,
 }
 
 impl SimOptions {
@@ -66,6 +76,9 @@ impl SimOptions {
             drain_us: 0,
             leader_bound_us: 3_000_000,
             verbose_from_us: None,
+            external_workload: false,
+            faults_from_us: FAULT_STEP_US,
+            config_hook: None,
         }
     }
 
@@ -82,6 +95,9 @@ impl SimOptions {
             verbose_from_us: std::env::var("SIM_VERBOSE_FROM_US")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            external_workload: false,
+            faults_from_us: FAULT_STEP_US,
+            config_hook: None,
         }
     }
 }
@@ -120,6 +136,18 @@ pub struct SimStats {
     pub bit_flips: u64,
     /// Replicas whose recovery refused a flipped bit (they stay down).
     pub disk_losses: u64,
+}
+
+/// The answer to a request submitted with [`Simulator::submit`] or
+/// [`Simulator::submit_read`] (external workload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalReply {
+    /// The replica that answered (the one the request was submitted to).
+    pub replica: usize,
+    /// The id [`Simulator::submit`] returned.
+    pub request_id: u64,
+    /// The state machine's reply, or why the request failed.
+    pub result: Result<bytes::Bytes, crate::PaxosError>,
 }
 
 #[derive(Debug)]
@@ -172,6 +200,8 @@ pub struct Simulator<M: SimStateMachine = HashChain> {
     pub(crate) commit_watch: Option<(u64, usize)>,
     pub(crate) commit_watch_hit_us: Option<u64>,
     pub(crate) trace: Fnv,
+    /// Replies to external requests not taken yet.
+    pub(crate) outbox: Vec<ExternalReply>,
     /// What happened so far.
     pub stats: SimStats,
 }
@@ -286,14 +316,17 @@ impl<M: SimStateMachine> Simulator<M> {
             commit_watch: None,
             commit_watch_hit_us: None,
             trace: Fnv::default(),
+            outbox: Vec::new(),
             stats: SimStats::default(),
             options,
         };
         for index in 0..replica_count {
             simulator.restart(index)?;
         }
-        simulator.schedule(0, Event::Client, 0);
-        simulator.schedule(FAULT_STEP_US, Event::Fault, 0);
+        if !simulator.options.external_workload {
+            simulator.schedule(0, Event::Client, 0);
+        }
+        simulator.schedule(simulator.options.faults_from_us, Event::Fault, 0);
         simulator.schedule(simulator.options.heal_us, Event::Heal, 0);
         Ok(simulator)
     }
@@ -533,12 +566,21 @@ impl<M: SimStateMachine> Simulator<M> {
             self.trace
                 .word(reply.request_id ^ u64::from(reply.result.is_ok()) << 63);
             let pending = self.pending.answered(id, reply.request_id)?;
+            if self.options.external_workload {
+                self.outbox.push(ExternalReply {
+                    replica: index,
+                    request_id: reply.request_id,
+                    result: reply.result.clone(),
+                });
+            }
             let Ok(bytes) = &reply.result else {
                 self.stats.failed_requests += 1;
                 continue;
             };
             if pending.is_read {
-                M::check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                if !self.options.external_workload {
+                    M::check_read(reply.request_id, bytes, pending.acknowledged_slot_end)?;
+                }
                 self.stats.answered_reads += 1;
                 continue;
             }
@@ -676,8 +718,134 @@ impl<M: SimStateMachine> Simulator<M> {
             self.first_commit_after_heal_us,
             self.options.leader_bound_us,
         )?;
+        self.check_end()
+    }
+
+    /// The end-of-run checks after the drain: every request a live replica accepted was
+    /// answered, and every replica applied the same prefix, holding every acknowledged write.
+    ///
+    /// # Errors
+    ///
+    /// The first violation.
+    pub fn check_end(&mut self) -> Result<(), String> {
         self.pending.check_all_answered(self.options.heal_us)?;
         self.check_converged()
+    }
+
+    /// The time of the next queued event, if any.
+    pub fn next_event_us(&self) -> Option<u64> {
+        self.queue.keys().next().map(|(at_us, _)| *at_us)
+    }
+
+    /// The number of replicas.
+    pub fn replica_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether `replica` runs and is not paused.
+    pub fn is_reachable(&self, replica: usize) -> bool {
+        self.is_live(replica) && self.nodes[replica].paused_until_us <= self.now_us
+    }
+
+    /// Whether `replica` runs and believes it leads (two may, with different ballots).
+    pub fn is_leader(&self, replica: usize) -> bool {
+        self.nodes[replica]
+            .replica
+            .as_ref()
+            .is_some_and(Replica::is_leader)
+    }
+
+    /// The state machine of `replica`, if it runs.
+    pub fn state_machine(&self, replica: usize) -> Option<&M> {
+        self.nodes[replica]
+            .replica
+            .as_ref()
+            .map(Replica::state_machine)
+    }
+
+    /// The slot below which `replica` applied everything, if it runs.
+    pub fn applied_slot(&self, replica: usize) -> Option<u64> {
+        self.nodes[replica]
+            .replica
+            .as_ref()
+            .map(Replica::applied_slot)
+    }
+
+    /// The value chosen at `slot`, once some replica applied it (and the simulator saw it).
+    pub fn chosen_entry(&self, slot: u64) -> Option<&crate::Entry> {
+        self.chosen.entry(slot)
+    }
+
+    /// Mixes `word` into the trace hash (for a caller driving an external workload).
+    pub fn trace_word(&mut self, word: u64) {
+        self.trace.word(word);
+    }
+
+    /// Submits a write to `replica` (external workload) at the current time; its reply comes
+    /// through [`Simulator::take_replies`] unless the replica crashes first. The inner result
+    /// is the request id, or why the replica refused it: [`crate::PaxosError::Shutdown`] if it
+    /// is down or paused, else what [`Replica::propose`] answers (not leader, busy).
+    ///
+    /// # Errors
+    ///
+    /// An invariant violation found while the replica handled the request (the run is over).
+    pub fn submit(
+        &mut self,
+        replica: usize,
+        command: bytes::Bytes,
+    ) -> Result<Result<u64, crate::PaxosError>, String> {
+        self.submit_request(replica, command, false)
+    }
+
+    /// Submits a linearizable read to `replica` (external workload), like
+    /// [`Simulator::submit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulator::submit`].
+    pub fn submit_read(
+        &mut self,
+        replica: usize,
+        query: bytes::Bytes,
+    ) -> Result<Result<u64, crate::PaxosError>, String> {
+        self.submit_request(replica, query, true)
+    }
+
+    fn submit_request(
+        &mut self,
+        target: usize,
+        bytes: bytes::Bytes,
+        is_read: bool,
+    ) -> Result<Result<u64, crate::PaxosError>, String> {
+        if !self.is_reachable(target) {
+            return Ok(Err(crate::PaxosError::Shutdown));
+        }
+        let request_id = self.request_id_next;
+        self.request_id_next += 1;
+        self.trace.word(request_id ^ (target as u64) << 56);
+        let replica = self.nodes[target].replica.as_mut().expect("live");
+        let submitted = if is_read {
+            replica.read(request_id, bytes)
+        } else {
+            replica.propose(request_id, bytes)
+        };
+        if let Err(refused) = submitted {
+            return Ok(Err(refused));
+        }
+        let pending = Pending {
+            submitted_us: self.now_us,
+            is_read,
+            acknowledged_slot_end: self.acknowledged_slot_end,
+        };
+        self.pending
+            .submitted(target as ReplicaId, request_id, pending);
+        self.drive(target)?;
+        Ok(Ok(request_id))
+    }
+
+    /// The replies to external requests since the last call.
+    pub fn take_replies(&mut self) -> Vec<ExternalReply> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// One line per replica: role, ballots, slots and queues (printed for failing seeds).

@@ -76,7 +76,10 @@ impl<M: SimStateMachine> Simulator<M> {
             return Err(format!("{error}{flipped}"));
         }
         node.bit_flipped = false;
-        let config = sim_config(index as ReplicaId, replica_count);
+        let mut config = sim_config(index as ReplicaId, replica_count);
+        if let Some(hook) = self.options.config_hook {
+            hook(&mut config);
+        }
         let seed = self.options.seed ^ (node.incarnation << 32) ^ index as u64;
         let replica = Replica::new(config, recovered, M::default(), seed)
             .map_err(|error| format!("replica {index} cannot start: {error}"))?;

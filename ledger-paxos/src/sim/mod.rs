@@ -39,11 +39,11 @@ pub mod rng;
 pub mod run;
 pub mod swarm;
 
-pub use cluster::{SimOptions, SimStats, Simulator, sim_config};
+pub use cluster::{ExternalReply, SimOptions, SimStats, Simulator, sim_config};
 pub use machine::{HashChain, SimStateMachine};
 pub use rng::SimRng;
 pub use run::{
-    SeedReport, describe_failure, replay_command, run_options, run_seed, run_seeds, seeds_from_env,
-    summary, total_stats,
+    SeedReport, describe_failure, panic_message, replay_command, run_options, run_seed, run_seeds,
+    run_seeds_with, seeds_from_env, seeds_from_env_or, summary, total_stats,
 };
 pub use swarm::FaultProfile;

@@ -41,6 +41,16 @@ pub fn replay_command(seed: u64) -> String {
 ///
 /// If a variable is set but is not a number.
 pub fn seeds_from_env() -> (u64, u64) {
+    seeds_from_env_or(SEED_BASE_DEFAULT, SEED_COUNT_DEFAULT)
+}
+
+/// `(SIM_SEED_BASE, SIM_SEEDS)` from the environment, with these defaults (for another
+/// simulator built on this one).
+///
+/// # Panics
+///
+/// If a variable is set but is not a number.
+pub fn seeds_from_env_or(base_default: u64, count_default: u64) -> (u64, u64) {
     let read = |name: &str, default: u64| match std::env::var(name) {
         Ok(value) => value
             .trim()
@@ -49,9 +59,18 @@ pub fn seeds_from_env() -> (u64, u64) {
         Err(_) => default,
     };
     (
-        read("SIM_SEED_BASE", SEED_BASE_DEFAULT),
-        read("SIM_SEEDS", SEED_COUNT_DEFAULT),
+        read("SIM_SEED_BASE", base_default),
+        read("SIM_SEEDS", count_default),
     )
+}
+
+/// The message of a caught panic (empty if it carries none).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_default()
 }
 
 /// Runs one seed's swarm scenario, catching panics of the core's assertions.
@@ -82,11 +101,7 @@ pub fn run_options<M: SimStateMachine>(options: SimOptions) -> SeedReport {
         Ok(Ok(done)) => done,
         Ok(Err(violation)) => (0, SimStats::default(), Some(violation)),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default();
+            let message = panic_message(panic.as_ref());
             (0, SimStats::default(), Some(format!("panic: {message}")))
         }
     };
@@ -105,14 +120,30 @@ pub fn run_options<M: SimStateMachine>(options: SimOptions) -> SeedReport {
 ///
 /// If a worker thread panics outside a seed (seeds' panics are caught and reported).
 pub fn run_seeds(base: u64, count: u64, threads: usize) -> Vec<SeedReport> {
+    run_seeds_with(base, count, threads, run_seed)
+}
+
+/// Runs `run(seed)` for `count` seeds from `base` on up to `threads` threads; returns the
+/// results in seed order.
+///
+/// # Panics
+///
+/// If `run` panics (catch a seed's panics inside it).
+pub fn run_seeds_with<T: Send>(
+    base: u64,
+    count: u64,
+    threads: usize,
+    run: impl Fn(u64) -> T + Sync,
+) -> Vec<T> {
     let threads = threads.max(1) as u64;
-    let mut reports: Vec<SeedReport> = std::thread::scope(|scope| {
+    let run = &run;
+    let mut results: Vec<(u64, T)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
                 scope.spawn(move || {
                     (0..count)
                         .filter(|offset| offset % threads == worker)
-                        .map(|offset| run_seed(base.wrapping_add(offset)))
+                        .map(|offset| (offset, run(base.wrapping_add(offset))))
                         .collect::<Vec<_>>()
                 })
             })
@@ -122,8 +153,8 @@ pub fn run_seeds(base: u64, count: u64, threads: usize) -> Vec<SeedReport> {
             .flat_map(|worker| worker.join().expect("worker panicked"))
             .collect()
     });
-    reports.sort_by_key(|report| report.seed.wrapping_sub(base));
-    reports
+    results.sort_by_key(|(offset, _)| *offset);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The one-line summary of a run of seeds.
