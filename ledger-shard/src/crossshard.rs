@@ -1475,14 +1475,32 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
         let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
             .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
             .collect();
-        for recovery in resolver.pass(inner.router, now.duration_since(origin), &legs) {
-            let deadline = clock::now() + inner.config.request_timeout;
-            let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
-            // Errors (a shard without quorum, shutdown) leave the legs for a later pass.
-            let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
+        let mut recoveries = resolver.pass(inner.router, now.duration_since(origin), &legs);
+        // The pass's recoveries run side by side, each for at most RECOVERY_PASSES intervals:
+        // a shard without a leader must not hold up the others' (issue item 4).
+        let deadline =
+            clock::now() + (timing.interval * RECOVERY_PASSES).min(inner.config.request_timeout);
+        while !recoveries.is_empty() {
+            let wave = recoveries.split_off(recoveries.len().saturating_sub(RECOVERIES_PARALLEL));
+            std::thread::scope(|scope| {
+                for recovery in wave {
+                    scope.spawn(move || {
+                        let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
+                        // Errors (a shard without quorum, shutdown) leave the work for a
+                        // later pass.
+                        let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
+                    });
+                }
+            });
         }
     }
 }
+
+/// How many resolver intervals one recovery may take before it is left to a later pass.
+const RECOVERY_PASSES: u32 = 4;
+
+/// How many recoveries of one pass run at once.
+const RECOVERIES_PARALLEL: usize = 16;
 
 /// The finisher thread: applies queued decisions at the participants (step 4), everything
 /// queued at once. A failure (a participant without quorum) leaves the legs to the resolver.

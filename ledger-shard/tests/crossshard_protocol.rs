@@ -442,6 +442,68 @@ fn shard_without_majority_blocks_only_its_transfers() {
     finish(cluster, &dir);
 }
 
+/// The resolver keeps finishing transfers between healthy shards while it cannot finish one
+/// that touches a shard without a majority: recoveries do not wait for each other.
+#[test]
+fn resolver_is_not_held_up_by_a_shard_without_majority() {
+    let dir = temp_dir("resolver-quorum");
+    let cluster = Cluster::open(
+        ClusterConfig::new(&dir)
+            .shards(3)
+            .request_timeout(Duration::from_secs(6)),
+    )
+    .unwrap();
+    let client = cluster.client();
+    setup(&client, 3);
+    wait_resolved(&cluster, Duration::from_secs(10));
+    // 3 (shard 0) → 5 (shard 2), abandoned after its prepare; then shard 2 loses its majority,
+    // so the resolver's recovery of it (due after the request timeout) cannot end.
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Prepared));
+    assert!(
+        client
+            .create_transfers(&[Transfer::new(500, 3, 5, 9, 1, 1)])
+            .is_err()
+    );
+    cluster.crash_replica(2, 0).unwrap();
+    cluster.crash_replica(2, 1).unwrap();
+    // Past the request timeout the stuck recovery runs every pass (and, were the recoveries
+    // run one after another, would hold each pass up for the 6 s request timeout).
+    std::thread::sleep(Duration::from_secs(7));
+    // 4 (shard 1) → 3 (shard 0), abandoned after the vote: the resolver commits it once the
+    // vote is 2 s old, whatever shard 2 does.
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    let started = Instant::now();
+    assert!(
+        client
+            .create_transfers(&[Transfer::new(501, 4, 3, 7, 1, 1)])
+            .is_err()
+    );
+    cluster.stop_cross_shard_after(None);
+    loop {
+        let debit = account(&client, 4);
+        if debit.debits_posted == 7 && debit.debits_pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "the transfer between healthy shards waited for the stuck one"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(account(&client, 3).credits_pending, 0);
+    assert_eq!(
+        account(&client, 3).debits_pending,
+        9,
+        "still stuck on shard 2"
+    );
+    cluster.restart_replica(2, 0).unwrap();
+    cluster.restart_replica(2, 1).unwrap();
+    wait_resolved(&cluster, Duration::from_secs(20));
+    assert_eq!(account(&client, 3).debits_pending, 0);
+    assert_customer_money(&client, 3);
+    finish(cluster, &dir);
+}
+
 /// Transfers left mid-protocol when the whole cluster stops are finished after it reopens.
 #[test]
 fn reopened_cluster_finishes_what_was_in_flight() {
