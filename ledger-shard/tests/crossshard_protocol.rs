@@ -394,9 +394,10 @@ fn shard_without_majority_blocks_only_its_transfers() {
     let cluster = Cluster::open(config(&dir, 3)).unwrap();
     let client = cluster.client();
     setup(&client, 3);
-    // With 3 shards the funders (FUNDER + shard) are not on their customers' shards: the
-    // funding crossed shards, and its credits land once the participants applied it.
-    wait_resolved(&cluster, Duration::from_secs(5));
+    // With 3 shards the funding crosses shards (FUNDER + id % 3 lives on another shard than
+    // id): its credits are posted by the finisher after the callers' Ok, and shard 2 must still
+    // have its majority for that.
+    wait_resolved(&cluster, Duration::from_secs(10));
     cluster.crash_replica(2, 0).unwrap();
     cluster.crash_replica(2, 1).unwrap();
     // 1 (shard 1) → 3 (shard 0) does not touch shard 2.
