@@ -26,8 +26,9 @@ pub enum PaxosError {
         /// The slot the request had been proposed at.
         slot: u64,
     },
-    /// This replica applied a snapshot that covers the request's slot, so it cannot tell
-    /// whether the request was chosen. Retrying with the same ledger ids is safe (I3).
+    /// This replica cannot tell whether the request was chosen: it stepped down as leader
+    /// before the request's slot was known chosen (a new leader may still choose it), or it
+    /// applied a snapshot that covers the slot. Retrying with the same ledger ids is safe (I3).
     #[error("outcome of the request at slot {slot} unknown; safe to retry")]
     OutcomeUnknown {
         /// The slot the request had been proposed at.

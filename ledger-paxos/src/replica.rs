@@ -646,9 +646,11 @@ impl<S: StateMachine> Replica<S> {
         timestamp
     }
 
-    /// Becomes a follower of `leader_hint`; a leader fails its queued requests and reads.
+    /// Becomes a follower of `leader_hint`; a leader fails its queued requests and reads, and
+    /// answers its slotted requests that are not known chosen (`answer_unknown_slots`).
     pub(crate) fn become_follower(&mut self, leader_hint: Option<ReplicaId>) {
         if self.role == Role::Leader {
+            self.answer_unknown_slots();
             let error = PaxosError::NotLeader { leader_hint };
             for (request_id, _) in std::mem::take(&mut self.requests) {
                 self.out.replies.push(Reply {
@@ -672,6 +674,31 @@ impl<S: StateMachine> Replica<S> {
         self.reset_election_timer();
     }
 
+    /// A deposed leader answers `OutcomeUnknown { slot }` at once for every request it put in
+    /// a slot not known chosen (at or above the commit slot, not voted by a majority): the new
+    /// leader may never propose at that slot (it may not know the entry, and an idle group
+    /// proposes nothing more), so waiting for the slot to apply could wait for ever. The
+    /// request may still be chosen, by a new leader re-proposing it; retrying with the same
+    /// ledger ids is safe (I3). The requests leave `requests_in_slots`, so applying the slot
+    /// later answers nothing more. Requests in slots known chosen stay: they hold this
+    /// leader's entry, which every later leader re-proposes, and are answered when applied.
+    fn answer_unknown_slots(&mut self) {
+        let leader = self.leader.as_ref().expect("only a leader steps down");
+        let unknown: Vec<u64> = self
+            .requests_in_slots
+            .range(self.commit_slot..)
+            .map(|(slot, _)| *slot)
+            .filter(|slot| !leader.in_flight.get(slot).is_some_and(|f| f.chosen))
+            .collect();
+        for slot in unknown {
+            let request_ids = self.requests_in_slots.remove(&slot).unwrap_or_default();
+            for request_id in request_ids {
+                let result = Err(PaxosError::OutcomeUnknown { slot });
+                self.out.replies.push(Reply { request_id, result });
+            }
+        }
+    }
+
     /// Applies every chosen, unapplied slot in slot order (I6) and answers own requests.
     fn apply_chosen(&mut self) {
         while self.applied_slot < self.commit_slot {
@@ -684,7 +711,9 @@ impl<S: StateMachine> Replica<S> {
                 .clone();
             let waiting = self.requests_in_slots.remove(&slot).unwrap_or_default();
             // The chosen value is either this replica's own entry for the slot, whose commands
-            // are in the order of `waiting`, or another leader's that holds none of them.
+            // are in the order of `waiting`, or another leader's that holds none of them (a
+            // defensive case: a leader that steps down keeps only slots known chosen, which
+            // hold its own entry).
             let mut answered_count = 0;
             for command in entry.commands.iter() {
                 let reply = self

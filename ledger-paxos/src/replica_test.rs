@@ -717,7 +717,7 @@ fn on_nack_with_a_higher_ballot_deposes_the_leader_and_fails_queued_requests() {
 }
 
 #[test]
-fn a_request_whose_slot_went_to_another_value_is_answered_not_chosen() {
+fn a_deposed_leader_answers_once_when_another_value_takes_its_slot() {
     let mut replica = leader(3);
     replica.propose(7, Bytes::from_static(b"q")).unwrap();
     replica.ready(); // Slot 1 carries request 7, never chosen.
@@ -741,12 +741,142 @@ fn a_request_whose_slot_went_to_another_value_is_answered_not_chosen() {
         );
     }
     let ready = replica.ready();
+    // Answered at the step-down, not again (`NotChosen`) when the other value is applied.
     let reply = Reply {
         request_id: 7,
-        result: Err(PaxosError::NotChosen { slot: 1 }),
+        result: Err(PaxosError::OutcomeUnknown { slot: 1 }),
     };
     assert_eq!(ready.replies, vec![reply]);
     assert_eq!(ready.applied_slots, 0..2);
+    assert_eq!(replica.slotted_request_count(), 0);
+}
+
+/// The entry `replica` holds at `slot`.
+fn held_entry(replica: &Replica<Recorder>, slot: u64) -> Entry {
+    replica
+        .log_entry(slot)
+        .expect("slot is in the log")
+        .1
+        .clone()
+}
+
+#[test]
+fn a_deposed_leader_answers_unchosen_slots_outcome_unknown_at_once_and_only_once() {
+    // Leader 0 puts request 7 in slot 1 and request 8 in slot 2. Only replica 1 receives the
+    // Accepts of slots 0 and 1, and no `Accepted` comes back: no slot is chosen. Replicas 1
+    // and 2 elect 1, which re-proposes slots 0 and 1 and nothing at slot 2; then no write
+    // reaches the group, so slot 2 is never proposed again.
+    let mut replica = leader(3);
+    replica.propose(7, Bytes::from_static(b"seven")).unwrap();
+    let ready = replica.ready();
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    replica.propose(8, Bytes::from_static(b"eight")).unwrap();
+    let ready = replica.ready();
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    assert_eq!(replica.slotted_request_count(), 2);
+    assert_eq!(replica.commit_slot(), 0);
+    let new_ballot = Ballot::new(replica.ballot().round + 1, 1);
+    let re_proposed: Vec<Entry> = (0..2).map(|slot| held_entry(&replica, slot)).collect();
+    replica.step(
+        1,
+        Message::Accept {
+            ballot: new_ballot,
+            slot: 0,
+            entry: re_proposed[0].clone(),
+            commit_slot: 0,
+        },
+    );
+    assert_eq!(replica.role(), Role::Follower);
+    let ready = replica.ready();
+    let replies = vec![
+        Reply {
+            request_id: 7,
+            result: Err(PaxosError::OutcomeUnknown { slot: 1 }),
+        },
+        Reply {
+            request_id: 8,
+            result: Err(PaxosError::OutcomeUnknown { slot: 2 }),
+        },
+    ];
+    assert_eq!(ready.replies, replies, "answered in the step-down's Ready");
+    assert_eq!(replica.slotted_request_count(), 0);
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    // Slot 1 turns out chosen with request 7 in it: it is applied, but not answered again.
+    replica.step(
+        1,
+        Message::Accept {
+            ballot: new_ballot,
+            slot: 1,
+            entry: re_proposed[1].clone(),
+            commit_slot: 2,
+        },
+    );
+    let ready = replica.ready();
+    assert_eq!(ready.applied_slots, 0..2);
+    assert!(ready.replies.is_empty(), "{:?}", ready.replies);
+    assert_eq!(
+        replica.state_machine().applied,
+        vec![(1, b"seven".to_vec())]
+    );
+    // The group stays idle: heartbeats only, and nothing more is answered.
+    for _ in 0..replica.config().election_timeout_max_ticks {
+        replica.tick();
+        replica.step(
+            1,
+            Message::Commit {
+                ballot: new_ballot,
+                commit_slot: 2,
+                read_round: 0,
+            },
+        );
+        assert!(replica.ready().replies.is_empty());
+    }
+}
+
+#[test]
+fn a_deposed_leader_keeps_a_request_in_a_slot_known_chosen_and_answers_it_when_applied() {
+    let mut replica = leader(3);
+    let ballot = replica.ballot();
+    replica.propose(7, Bytes::from_static(b"seven")).unwrap();
+    let ready = replica.ready();
+    replica.advance(Persisted {
+        ready_number: ready.number,
+    });
+    // Slot 1 is chosen (own vote and replica 1's); slot 0 is not, so the commit slot stays 0.
+    replica.step(1, Message::Accepted { ballot, slot: 1 });
+    assert_eq!(replica.commit_slot(), 0);
+    let entries: Vec<Entry> = (0..2).map(|slot| held_entry(&replica, slot)).collect();
+    let new_ballot = Ballot::new(ballot.round + 1, 2);
+    replica.step(2, Message::Nack { ballot: new_ballot });
+    assert_eq!(replica.role(), Role::Follower);
+    let ready = replica.ready();
+    assert!(ready.replies.is_empty(), "{:?}", ready.replies);
+    assert_eq!(replica.slotted_request_count(), 1);
+    // Every new leader re-proposes a chosen value; applying it answers the request.
+    for (slot, entry) in (0..).zip(entries) {
+        replica.step(
+            2,
+            Message::Accept {
+                ballot: new_ballot,
+                slot,
+                entry,
+                commit_slot: 2,
+            },
+        );
+    }
+    let ready = replica.ready();
+    let reply = Reply {
+        request_id: 7,
+        result: Ok(Bytes::from_static(b"seven")),
+    };
+    assert_eq!(ready.replies, vec![reply]);
+    assert_eq!(replica.slotted_request_count(), 0);
 }
 
 #[test]
