@@ -246,8 +246,14 @@ impl LegIndex {
                 && *result == R::ExistsWithDifferentPendingId
                 && is_resolution_id(transfer.pending_id)
             {
-                // A user's post's acknowledgement (see `acknowledgement`).
-                self.legs.remove(&id);
+                // A user's post's acknowledgement (see `acknowledgement`): only the post as
+                // logged, resubmitted, counts (a user's retry of its id as a post of another
+                // transfer answers the same code).
+                if self.legs.get(&id).is_some_and(|logged| {
+                    is_users_post_of_leg(logged) && acknowledgement(logged) == *transfer
+                }) {
+                    self.legs.remove(&id);
+                }
                 continue;
             }
             if !result.is_ok() {
@@ -1617,6 +1623,37 @@ mod tests {
         index.observe(&[acknowledgement], &[R::PendingIdMustBeZero]);
         assert_eq!(index.len(), 1, "only the expected answer counts");
         index.observe(&[acknowledgement], &[R::ExistsWithDifferentPendingId]);
+        assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn a_users_retry_naming_another_transfer_does_not_acknowledge_a_post() {
+        // P (id 8) of the cross-shard pending transfer 7 is logged on the coordinator and
+        // waits there for its participant. The user retries id 8 as a post of the plain
+        // cross-shard transfer 9: located, it goes to the same coordinator with pending id
+        // res(9) and answers ExistsWithDifferentPendingId, like an acknowledgement.
+        let router = Router::new(2);
+        let bridge = pending_bridge_id(router, 1, 1, 0);
+        let post = Transfer {
+            pending_id: leg_id(7),
+            credit_account_id: bridge,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(8, 0, 0, 4, 0, 0)
+        };
+        let mut index = LegIndex::default();
+        index.observe(&[post], &[R::Ok]);
+        let retry = Transfer {
+            pending_id: resolution_id(9),
+            credit_account_id: 0,
+            ..post
+        };
+        index.observe(&[retry], &[R::ExistsWithDifferentPendingId]);
+        assert_eq!(
+            index.unresolved(),
+            [post],
+            "the participant has yet to apply P"
+        );
+        index.observe(&[acknowledgement(&post)], &[R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 0);
     }
 
