@@ -1653,7 +1653,10 @@ mod tests {
             [post],
             "the participant has yet to apply P"
         );
-        index.observe(&[acknowledgement(&post)], &[R::ExistsWithDifferentPendingId]);
+        index.observe(
+            &[acknowledgement(&post)],
+            &[R::ExistsWithDifferentPendingId],
+        );
         assert_eq!(index.len(), 0);
     }
 

@@ -1478,8 +1478,9 @@ impl ChainShape {
 enum Head {
     /// The head's leg exists (its part was logged): an abort voids it.
     Held,
-    /// The coordinator's part failed, for good (its failing leg's id is burnt, or its failure
-    /// is a property of the events): nothing can ever commit, nothing to log there.
+    /// The coordinator's part failed. A retry with changed fields may still log it (a
+    /// failure that is a property of the events burns no id) after the other legs were
+    /// voided: an abort fences the head's leg, as for [`Head::Unknown`].
     Failed,
     /// Not known to exist (the resolver, whose caller gave up): an abort fences it, so a late
     /// part can never create it.
@@ -1547,9 +1548,8 @@ impl ChainEnd {
                     let first = &chain.members[0];
                     per_shard[shard].push(first.commit(router, first.shards()[0]));
                 }
-                (ChainDecision::Abort { .. }, Head::Failed) => continue,
-                (ChainDecision::Abort { reason, index }, Head::Held | Head::Unknown) => {
-                    if head == Head::Unknown {
+                (ChainDecision::Abort { reason, index }, _) => {
+                    if head != Head::Held {
                         per_shard[shard].push(fence(router, chain.head, shard));
                         tags[shard].push(None);
                     }

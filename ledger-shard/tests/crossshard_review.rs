@@ -1,0 +1,124 @@
+//! Adversarial scenarios of the cross-shard protocol on real replicas: chains spanning shards
+//! retried with changed fields (I1 across shards, I3).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests pace themselves by the wall clock"
+)]
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ledger_core::{Account, CreateTransferResult as R, Transfer, TransferFlags};
+use ledger_shard::{Client, Cluster, ClusterConfig};
+
+/// A cluster of `shards` shards in a fresh directory, with accounts `1..=accounts` (ledger 1,
+/// no limits): account `id` lives on shard `id % shards`.
+fn open(name: &str, shards: usize, accounts: u128) -> (Cluster, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ledger-review-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = ClusterConfig::new(&dir)
+        .shards(shards)
+        .request_timeout(Duration::from_secs(2));
+    let cluster = Cluster::open(config).unwrap();
+    let created = cluster
+        .client()
+        .create_accounts(
+            &(1..=accounts)
+                .map(|id| Account::new(id, 1, 1))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert!(created.iter().all(|result| result.is_ok()), "{created:?}");
+    (cluster, dir)
+}
+
+/// `events` as one linked chain.
+fn chain(events: &[Transfer]) -> Vec<Transfer> {
+    let last = events.len() - 1;
+    (0..)
+        .zip(events)
+        .map(|(index, event)| Transfer {
+            flags: if index < last {
+                TransferFlags::LINKED
+            } else {
+                event.flags
+            },
+            ..*event
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s) until every cross-shard leg, post and chain record is resolved.
+fn settle(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.unresolved_cross_shard_legs() > 0 {
+        assert!(Instant::now() < deadline, "legs left unresolved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each account's `(debits_pending, debits_posted, credits_pending, credits_posted)`.
+fn balances(client: &Client, ids: &[u128]) -> Vec<(u128, u128, u128, u128)> {
+    client
+        .lookup_accounts(ids)
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a.debits_pending,
+                a.debits_posted,
+                a.credits_pending,
+                a.credits_posted,
+            )
+        })
+        .collect()
+}
+
+fn close(cluster: Cluster, dir: &PathBuf) {
+    cluster
+        .wait_replicas_identical(Duration::from_secs(30))
+        .unwrap();
+    cluster.check_invariants().unwrap();
+    cluster.shutdown().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A chain whose coordinator's part fails for a property of its event (code 0) is retried
+/// with the code fixed. The first attempt voided the other shard's leg without deciding at
+/// the coordinator, so the retry must not be able to commit there: all or nothing.
+#[test]
+fn chain_retried_after_its_coordinator_part_failed_stays_atomic() {
+    let (cluster, dir) = open("coordinator-part", 2, 4);
+    let client = cluster.client();
+    // 1 → 3 on shard 1 (the coordinator), 2 → 4 on shard 0.
+    let fixed = [
+        Transfer::new(950, 1, 3, 10, 1, 1),
+        Transfer::new(951, 2, 4, 10, 1, 1),
+    ];
+    let broken = [
+        Transfer {
+            code: 0,
+            ..fixed[0]
+        },
+        fixed[1],
+    ];
+    assert_eq!(
+        client.create_transfers(&chain(&broken)).unwrap(),
+        [R::CodeMustNotBeZero, R::LinkedEventFailed]
+    );
+    let retry = client.create_transfers(&chain(&fixed));
+    settle(&cluster);
+    let moved = balances(&client, &[3, 4]);
+    assert!(
+        moved == [(0, 0, 0, 0); 2] || moved == [(0, 0, 0, 10); 2],
+        "one event of the chain applied, the other not: {moved:?} (retry: {retry:?})"
+    );
+    if moved[0].3 == 0 {
+        assert!(
+            retry.as_ref().is_ok_and(|results| results[0] != R::Ok),
+            "{retry:?}"
+        );
+    }
+    close(cluster, &dir);
+}
