@@ -122,3 +122,43 @@ fn chain_retried_after_its_coordinator_part_failed_stays_atomic() {
     }
     close(cluster, &dir);
 }
+
+/// A committed chain retried with one more event (on a shard none of its legs touch): on one
+/// ledger the retry fails at its first event and applies nothing; the added event must not
+/// apply while the caller hears that it failed.
+#[test]
+fn committed_chain_retried_with_an_added_event_applies_nothing_more() {
+    let (cluster, dir) = open("appended", 3, 6);
+    let client = cluster.client();
+    // 3 → 6 on shard 0 (the coordinator), 1 → 4 on shard 1; then 2 → 5 on shard 2.
+    let committed = [
+        Transfer::new(960, 3, 6, 10, 1, 1),
+        Transfer::new(961, 1, 4, 10, 1, 1),
+    ];
+    assert_eq!(
+        client.create_transfers(&chain(&committed)).unwrap(),
+        [R::Ok, R::Ok]
+    );
+    let added = [
+        committed[0],
+        committed[1],
+        Transfer::new(962, 2, 5, 10, 1, 1),
+    ];
+    // Twice: the first retry logs the added event's record, the second finds it.
+    for _ in 0..2 {
+        let retry = client.create_transfers(&chain(&added));
+        settle(&cluster);
+        let moved = balances(&client, &[2, 5]);
+        assert_eq!(
+            moved,
+            [(0, 0, 0, 0); 2],
+            "the added event applied (retry: {retry:?})"
+        );
+        assert!(
+            retry.as_ref().map_or(true, |results| results[0] != R::Ok),
+            "{retry:?}"
+        );
+    }
+    assert_eq!(balances(&client, &[6])[0].3, 10);
+    close(cluster, &dir);
+}

@@ -736,10 +736,13 @@ impl Resolver {
         for ((shard, _), (mut records, age)) in records {
             if age >= self.timing.coordinator_age {
                 records.sort_unstable_by_key(|record| record.user_data_32);
-                due.entry((shard, shard))
-                    .or_default()
-                    .chains
-                    .push(chain_from_records(&records));
+                // The records live on the coordinator (the first one seen may not be the
+                // head's: a changed retry's records, see `ChainMachine::refusals`).
+                let chain = ChainShape {
+                    coordinator: shard,
+                    ..chain_from_records(&records)
+                };
+                due.entry((shard, shard)).or_default().chains.push(chain);
             }
         }
     }
@@ -1541,8 +1544,24 @@ impl ChainEnd {
     ) -> (Self, Action<Vec<ChainDecision>>) {
         let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
         let mut tags: Vec<Vec<Option<usize>>> = vec![Vec::new(); router.shard_count()];
-        for (position, (chain, &(decision, head))) in chains.iter().zip(&proposed).enumerate() {
+        let mut proposed = proposed;
+        for (position, (chain, (decision, head))) in chains.iter().zip(&mut proposed).enumerate() {
             let shard = chain.coordinator;
+            if chain
+                .members
+                .first()
+                .is_some_and(|first| first.t != chain.head)
+            {
+                // Records without the head's: a changed retry's new events, never in the chain
+                // logged under the head (see `ChainMachine::refusals`). They are voided,
+                // whatever that chain's decision; nothing is logged for the head.
+                *decision = ChainDecision::Abort {
+                    reason: R::IdAlreadyFailed,
+                    index: 0,
+                };
+                continue;
+            }
+            let (decision, head) = (*decision, *head);
             match (decision, head) {
                 (ChainDecision::Commit, _) => {
                     let first = &chain.members[0];
@@ -1751,6 +1770,9 @@ pub struct ChainMachine {
 #[derive(Debug)]
 enum ChainStage {
     Recording,
+    /// A chain's records were partly logged before (see [`ChainMachine::refusals`]): its new
+    /// members fenced and their records acknowledged, the call fails.
+    Refusing,
     /// Per shard, the (chain, event) of each leg.
     Preparing(Vec<Vec<(usize, usize)>>),
     Ending(ChainEnd),
@@ -1782,6 +1804,41 @@ impl ChainMachine {
             per_shard,
         };
         (machine, action)
+    }
+
+    /// A chain some of whose records were logged before and some now differs from the chain
+    /// logged under its head (records are logged at once), which may have committed: its new
+    /// members must never apply. `Some`: the fences of their legs and the acknowledgements of
+    /// their records (out of the index), after which the call fails; `None`: go on.
+    fn refusals(&self, answers: &[Vec<R>]) -> Option<Vec<Vec<Transfer>>> {
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); self.router.shard_count()];
+        let mut offsets = vec![0; self.router.shard_count()];
+        for shape in &self.shapes {
+            let k = shape.coordinator;
+            let count = shape.members.len();
+            let mine = &answers[k][offsets[k]..offsets[k] + count];
+            offsets[k] += count;
+            if !(mine.iter().any(|answer| answer.is_ok()) && mine.iter().any(|a| a.is_exists())) {
+                continue;
+            }
+            let records = shape.records(self.router);
+            for ((member, record), answer) in shape.members.iter().zip(records).zip(mine) {
+                if !answer.is_ok() {
+                    continue;
+                }
+                for (shard, _) in member.shards() {
+                    per_shard[shard].push(fence(self.router, member.t, shard));
+                }
+                per_shard[k].push(Transfer {
+                    user_data_32: CHAIN_RECORD_DONE,
+                    ..record
+                });
+            }
+        }
+        per_shard
+            .iter()
+            .any(|events| !events.is_empty())
+            .then_some(per_shard)
     }
 
     /// The coordinator of the first chain (for the test checkpoints).
@@ -1930,13 +1987,26 @@ impl Machine for ChainMachine {
                     }
                     shape
                 };
-                for answer in submitted(reply, &shape)?.into_iter().flatten() {
+                let answers = submitted(reply, &shape)?;
+                for &answer in answers.iter().flatten() {
                     if !(answer.is_ok() || answer.is_exists()) {
                         return Err(protocol(&format!("chain record: {answer:?}")));
                     }
                 }
-                Ok(self.prepare())
+                match self.refusals(&answers) {
+                    Some(per_shard) => {
+                        self.stage = ChainStage::Refusing;
+                        Ok(Action::Submit {
+                            phase: Phase::Acknowledge,
+                            per_shard,
+                        })
+                    }
+                    None => Ok(self.prepare()),
+                }
             }
+            ChainStage::Refusing => Err(protocol(
+                "a chain differs from the chain logged under its first event",
+            )),
             ChainStage::Preparing(tags) => self.on_prepared(&tags, reply),
             ChainStage::Ending(mut end) => {
                 let action = end.step(reply)?;
@@ -2658,6 +2728,53 @@ mod tests {
         assert_eq!(
             decisions[1],
             [fence(router, 30, 1), chain_abort(30, R::IdAlreadyFailed, 0)]
+        );
+    }
+
+    #[test]
+    fn the_resolver_ends_a_partial_set_of_records_on_their_coordinator() {
+        // Only the third event's record (its debit account on shard 0) is left on the chain's
+        // coordinator, shard 1: a changed retry's, whose caller died before refusing it.
+        let router = router();
+        let records = ChainShape::new(router, &chain()).records(router);
+        let index = vec![Some(Vec::new()), Some(vec![records[2]])];
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router, at(0), &index).is_empty());
+        let due = resolver.pass(router, at(50), &index);
+        assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 1));
+        assert_eq!(due[0].chains[0].coordinator, 1);
+        assert_eq!(due[0].chains[0].head, 30);
+        // The chain of 30 committed; the record's event has no leg. Nothing is logged for 30;
+        // 32's leg is fenced and voided (never posted); the record is acknowledged.
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let Action::Lookup { per_shard } = action else {
+            panic!("the legs and the decision are read");
+        };
+        assert_eq!(per_shard[0], [leg_id(32)]);
+        let mut found = vec![Vec::new(); SHARDS];
+        found[1].push(resolution(30, Decision::Commit));
+        let finish = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert!(finish.iter().all(Vec::is_empty));
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
+        assert_eq!(finish[0], [fence(router, 32, 0), void]);
+        let answers = Reply::Submitted(vec![
+            vec![R::DebitAccountNotFound, R::PendingTransferNotFound],
+            Vec::new(),
+        ]);
+        let acks = submit(machine.step(answers).unwrap(), Phase::Acknowledge);
+        assert_eq!(acks[1].len(), 1);
+        assert_eq!(acks[1][0].id, records[2].id);
+        done(
+            machine
+                .step(submitted(1, &[R::ExistsWithDifferentUserData32]))
+                .unwrap(),
         );
     }
 
