@@ -162,3 +162,30 @@ fn committed_chain_retried_with_an_added_event_applies_nothing_more() {
     assert_eq!(balances(&client, &[6])[0].3, 10);
     close(cluster, &dir);
 }
+
+/// A post whose id is its pending transfer's own id: one ledger refuses it (the id exists, or
+/// `PendingIdMustBeDifferent`); across shards it must not resolve the pending transfer either.
+#[test]
+fn post_reusing_its_pending_transfers_id_is_refused() {
+    let (cluster, dir) = open("post-own-id", 2, 4);
+    let client = cluster.client();
+    let pending = Transfer {
+        flags: TransferFlags::PENDING,
+        ..Transfer::new(970, 1, 2, 10, 1, 1)
+    };
+    assert_eq!(client.create_transfers(&[pending]).unwrap(), [R::Ok]);
+    settle(&cluster);
+    let post = |id| Transfer {
+        pending_id: 970,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        ..Transfer::new(id, 0, 0, 10, 0, 0)
+    };
+    let results = client.create_transfers(&[post(970)]).unwrap();
+    assert_ne!(results, [R::Ok]);
+    settle(&cluster);
+    assert_eq!(balances(&client, &[1, 2]), [(10, 0, 0, 0), (0, 0, 10, 0)]);
+    assert_eq!(client.create_transfers(&[post(971)]).unwrap(), [R::Ok]);
+    settle(&cluster);
+    assert_eq!(balances(&client, &[1, 2]), [(0, 10, 0, 0), (0, 0, 0, 10)]);
+    close(cluster, &dir);
+}

@@ -1084,7 +1084,7 @@ impl LocateMachine {
         let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
         for post in &posts {
             let t = post.pending_id;
-            if t == 0 || t >= SYSTEM_ID_MIN {
+            if t == 0 || t >= SYSTEM_ID_MIN || t == post.id {
                 continue;
             }
             let shards = if names_one_shard(router, post) {
@@ -1156,7 +1156,9 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
             ..*post
         },
     };
-    if t == 0 || t >= SYSTEM_ID_MIN {
+    // A post taking its pending transfer's id is the ledger's to refuse (the coordinator would
+    // store it: its pending id there is `leg(t)`).
+    if t == 0 || t >= SYSTEM_ID_MIN || t == post.id {
         return local(named_shard, t);
     }
     if let Some(shard) = per_shard.iter().position(|found| found.contains_key(&t)) {
