@@ -1777,6 +1777,9 @@ enum ChainStage {
     Refusing,
     /// Per shard, the (chain, event) of each leg.
     Preparing(Vec<Vec<(usize, usize)>>),
+    /// The proposed decisions, while the legs of chains whose parts were logged before (by
+    /// this chain's caller or by another version of it) are read back.
+    Verifying(Vec<(ChainDecision, Head)>),
     Ending(ChainEnd),
     Done,
 }
@@ -1913,10 +1916,65 @@ impl ChainMachine {
                 (ChainDecision::Commit, head)
             });
         }
+        // A part logged before may be another version's (the same ids, other amounts or
+        // accounts): a commit needs every leg to be this chain's, or an event's two legs
+        // could differ (I1). Read them back.
+        let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); self.router.shard_count()];
+        for (chain, (decision, _)) in proposed.iter().enumerate() {
+            if *decision == ChainDecision::Commit && !self.created[chain] {
+                for (shard, leg) in self.chains[chain]
+                    .iter()
+                    .flat_map(|event| chain_legs(self.router, event))
+                {
+                    per_shard[shard].push(leg.id);
+                }
+            }
+        }
+        if per_shard.iter().any(|ids| !ids.is_empty()) {
+            self.stage = ChainStage::Verifying(proposed);
+            return Ok(Action::Lookup { per_shard });
+        }
+        Ok(self.end(proposed))
+    }
+
+    /// The legs read back: a chain any of whose legs is missing or differs from this call's
+    /// aborts (with the code its retry answers, see [`Self::failing_event`]).
+    fn on_verified(
+        &mut self,
+        mut proposed: Vec<(ChainDecision, Head)>,
+        reply: Reply,
+    ) -> Result<Action<Vec<Vec<R>>>> {
+        let found = found(reply, self.router.shard_count())?;
+        let unlinked = |leg: &Transfer| Transfer {
+            flags: leg.flags.difference(TransferFlags::LINKED),
+            timestamp: 0,
+            ..*leg
+        };
+        for (chain, (decision, _)) in proposed.iter_mut().enumerate() {
+            if *decision != ChainDecision::Commit || self.created[chain] {
+                continue;
+            }
+            let ours = self.chains[chain]
+                .iter()
+                .flat_map(|event| chain_legs(self.router, event))
+                .all(|(shard, leg)| {
+                    found[shard]
+                        .get(&leg.id)
+                        .is_some_and(|logged| unlinked(logged) == unlinked(&leg))
+                });
+            if !ours {
+                let (index, reason) = self.failing_event(chain);
+                *decision = ChainDecision::Abort { reason, index };
+            }
+        }
+        Ok(self.end(proposed))
+    }
+
+    fn end(&mut self, proposed: Vec<(ChainDecision, Head)>) -> Action<Vec<Vec<R>>> {
         let (end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
         self.stage = ChainStage::Ending(end);
         let decisions = &self.shapes;
-        Ok(map_done(action, |_| vec![Vec::new(); decisions.len()]))
+        map_done(action, |_| vec![Vec::new(); decisions.len()])
     }
 
     /// The first event of `chain` whose legs answered a failure of their own (not `Ok`, not
@@ -2010,6 +2068,7 @@ impl Machine for ChainMachine {
                 "a chain differs from the chain logged under its first event",
             )),
             ChainStage::Preparing(tags) => self.on_prepared(&tags, reply),
+            ChainStage::Verifying(proposed) => self.on_verified(proposed, reply),
             ChainStage::Ending(mut end) => {
                 let action = end.step(reply)?;
                 if !matches!(action, Action::Done(_)) {
@@ -2078,11 +2137,23 @@ fn recovered_decision(chain: &ChainShape, found: &[HashMap<u128, Transfer>]) -> 
     if let Some(logged) = found[chain.coordinator].get(&resolution_id(chain.head)) {
         return logged_chain_decision(logged);
     }
+    // Every leg exists, and an event's two legs are of one version of the chain (two callers
+    // may have logged parts of the same ids with other amounts, I1).
     let held = chain.members.iter().all(|member| {
-        member
+        let legs: Vec<Option<&Transfer>> = member
             .shards()
             .into_iter()
-            .all(|(shard, _)| found[shard].contains_key(&leg_id(member.t)))
+            .map(|(shard, _)| found[shard].get(&leg_id(member.t)))
+            .collect();
+        match legs[..] {
+            [Some(_)] => true,
+            [Some(coordinator), Some(participant)] => {
+                coordinator.amount == participant.amount
+                    && (member.pending
+                        || coordinator.user_data_128 == participant.credit_account_id)
+            }
+            _ => false,
+        }
     });
     if held {
         ChainDecision::Commit
@@ -2778,6 +2849,82 @@ mod tests {
                 .step(submitted(1, &[R::ExistsWithDifferentUserData32]))
                 .unwrap(),
         );
+    }
+
+    #[test]
+    fn a_chain_never_commits_legs_of_two_versions_of_one_event() {
+        // Version X of the chain (30 of 10) logged its part on shard 0 and died; version Y,
+        // the same ids with 30 of 20, logs its part on shard 1 (the coordinator) and finds
+        // X's on shard 0: 30's two legs differ.
+        let router = router();
+        let y: Vec<Transfer> = chain()
+            .into_iter()
+            .map(|event| Transfer {
+                amount: if event.id == 30 { 20 } else { event.amount },
+                ..event
+            })
+            .collect();
+        let (mut machine, action) = ChainMachine::new(router, vec![y]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        let answers = Reply::Submitted(vec![
+            vec![R::ExistsWithDifferentAmount, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        // Its parts were not all created now: the legs are read back before any commit.
+        let Action::Lookup { per_shard } = machine.step(answers).unwrap() else {
+            panic!("the legs are read back");
+        };
+        assert_eq!(per_shard[0], [leg_id(30), leg_id(32)]);
+        let mut found = vec![Vec::new(); SHARDS];
+        for (shard, leg) in chain().iter().flat_map(|event| chain_legs(router, event)) {
+            let amount = if leg.id == leg_id(30) && shard == 1 {
+                20
+            } else {
+                leg.amount
+            };
+            found[shard].push(Transfer { amount, ..leg });
+        }
+        let decisions = submit(
+            machine.step(Reply::Found(found.clone())).unwrap(),
+            Phase::Decide,
+        );
+        assert_eq!(
+            decisions[1],
+            [chain_abort(30, R::ExistsWithDifferentAmount, 0)],
+            "A would be debited 20 at the coordinator, B credited 10 at the participant"
+        );
+        // The same legs all of one version (this call's): the commit goes on.
+        let (mut machine, action) = ChainMachine::new(router, vec![chain()]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        let answers = Reply::Submitted(vec![
+            vec![R::Exists, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        let Action::Lookup { .. } = machine.step(answers).unwrap() else {
+            panic!("the legs are read back");
+        };
+        let legs = chain()
+            .iter()
+            .flat_map(|event| chain_legs(router, event))
+            .fold(vec![Vec::new(); SHARDS], |mut legs, (shard, leg)| {
+                legs[shard].push(leg);
+                legs
+            });
+        let decisions = submit(machine.step(Reply::Found(legs)).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [resolution(30, Decision::Commit)]);
+        // The resolver, both callers dead: every leg exists, 30's differ.
+        let shape = ChainShape::new(router, &chain());
+        let (mut machine, _) = ChainRecoveryMachine::new(router, vec![shape]);
+        let decisions = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert_ne!(decisions[1], [resolution(30, Decision::Commit)]);
     }
 
     #[test]
