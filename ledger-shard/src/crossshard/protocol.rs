@@ -2851,6 +2851,17 @@ mod tests {
         );
     }
 
+    /// A chain of `events` whose records (on shard 1) existed: its parts are being logged.
+    fn retried_chain(events: Vec<Transfer>) -> ChainMachine {
+        let (mut machine, action) = ChainMachine::new(router(), vec![events]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        machine
+    }
+
     #[test]
     fn a_chain_never_commits_legs_of_two_versions_of_one_event() {
         // Version X of the chain (30 of 10) logged its part on shard 0 and died; version Y,
@@ -2864,12 +2875,7 @@ mod tests {
                 ..event
             })
             .collect();
-        let (mut machine, action) = ChainMachine::new(router, vec![y]);
-        submit(action, Phase::Record);
-        submit(
-            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
-            Phase::Prepare,
-        );
+        let mut machine = retried_chain(y);
         let answers = Reply::Submitted(vec![
             vec![R::ExistsWithDifferentAmount, R::LinkedEventFailed],
             vec![R::Ok, R::Ok],
@@ -2898,12 +2904,7 @@ mod tests {
             "A would be debited 20 at the coordinator, B credited 10 at the participant"
         );
         // The same legs all of one version (this call's): the commit goes on.
-        let (mut machine, action) = ChainMachine::new(router, vec![chain()]);
-        submit(action, Phase::Record);
-        submit(
-            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
-            Phase::Prepare,
-        );
+        let mut machine = retried_chain(chain());
         let answers = Reply::Submitted(vec![
             vec![R::Exists, R::LinkedEventFailed],
             vec![R::Ok, R::Ok],
