@@ -189,3 +189,31 @@ fn post_reusing_its_pending_transfers_id_is_refused() {
     assert_eq!(balances(&client, &[1, 2]), [(0, 10, 0, 0), (0, 0, 0, 10)]);
     close(cluster, &dir);
 }
+
+/// A chain interrupted after its parts, then retried naming only its first events: the retry
+/// commits the chain and acknowledges its own records; the resolver then finds the last
+/// event's record alone and must make it follow the commit (all or none).
+#[test]
+fn chain_retried_with_fewer_events_still_commits_whole() {
+    let (cluster, dir) = open("fewer", 2, 6);
+    let client = cluster.client();
+    // 1 → 3 on shard 1 (the coordinator), 2 → 4 on shard 0, 5 → 6 across.
+    let events = [
+        Transfer::new(980, 1, 3, 10, 1, 1),
+        Transfer::new(981, 2, 4, 10, 1, 1),
+        Transfer::new(982, 5, 6, 10, 1, 1),
+    ];
+    cluster.stop_cross_shard_after(Some(ledger_shard::CrossShardStep::Voted));
+    assert!(client.create_transfers(&chain(&events)).is_err());
+    cluster.stop_cross_shard_after(None);
+    let retry = client.create_transfers(&chain(&events[..2])).unwrap();
+    // Its legs exist (with other flags: the part on shard 1 was longer).
+    assert_eq!(retry, [R::ExistsWithDifferentFlags, R::LinkedEventFailed]);
+    settle(&cluster);
+    assert_eq!(
+        balances(&client, &[3, 4, 6]),
+        [(0, 0, 0, 10); 3],
+        "every event of the chain posted"
+    );
+    close(cluster, &dir);
+}

@@ -1524,6 +1524,9 @@ struct ChainEnd {
     router: Router,
     chains: Vec<ChainShape>,
     decisions: Vec<ChainDecision>,
+    /// Events recorded under a head after its chain's records (a changed retry's, see
+    /// `ChainMachine::refusals`): never in that chain, they are voided whatever it decided.
+    orphans: HashSet<u128>,
     stage: ChainEndStage,
 }
 
@@ -1554,13 +1557,8 @@ impl ChainEnd {
                 .first()
                 .is_some_and(|first| first.t != chain.head)
             {
-                // Records without the head's: a changed retry's new events, never in the chain
-                // logged under the head (see `ChainMachine::refusals`). They are voided,
-                // whatever that chain's decision; nothing is logged for the head.
-                *decision = ChainDecision::Abort {
-                    reason: R::IdAlreadyFailed,
-                    index: 0,
-                };
+                // Records without the head's: it was acknowledged, so its chain is decided
+                // (logged, or burnt by an abort's fence and void). Nothing to log for it.
                 continue;
             }
             let (decision, head) = (*decision, *head);
@@ -1584,6 +1582,7 @@ impl ChainEnd {
             router,
             chains,
             decisions: proposed,
+            orphans: HashSet::new(),
             stage: ChainEndStage::Deciding(tags),
         };
         let action = Action::Submit {
@@ -1679,11 +1678,15 @@ impl ChainEnd {
                         continue;
                     }
                     match *decision {
-                        ChainDecision::Commit => {
+                        ChainDecision::Commit if !self.orphans.contains(&member.t) => {
                             per_shard[shard].push(member.commit(router, (shard, peer)));
                             commits[shard].push(true);
                         }
-                        ChainDecision::Abort { reason, .. } => {
+                        ChainDecision::Commit | ChainDecision::Abort { .. } => {
+                            let reason = match *decision {
+                                ChainDecision::Abort { reason, .. } => reason,
+                                ChainDecision::Commit => R::IdAlreadyFailed,
+                            };
                             per_shard[shard].push(fence(router, member.t, shard));
                             per_shard[shard].push(resolution(member.t, Decision::Abort(reason)));
                             commits[shard].extend([false, false]);
@@ -2097,6 +2100,16 @@ impl ChainRecoveryMachine {
         let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
         for chain in &chains {
             per_shard[chain.coordinator].push(resolution_id(chain.head));
+            if chain
+                .members
+                .first()
+                .is_some_and(|first| first.t != chain.head)
+            {
+                // Records without the head's: read them and the head's (see `orphans`).
+                per_shard[chain.coordinator].push(applied_id(chain.head));
+                let records = chain.members.iter().map(|member| applied_id(member.t));
+                per_shard[chain.coordinator].extend(records);
+            }
             for member in &chain.members {
                 for (shard, _) in member.shards() {
                     per_shard[shard].push(leg_id(member.t));
@@ -2125,10 +2138,42 @@ impl Machine for ChainRecoveryMachine {
             .iter()
             .map(|chain| (recovered_decision(chain, &found), Head::Unknown))
             .collect();
-        let (end, action) = ChainEnd::start(self.router, self.chains.clone(), proposed);
+        let (mut end, action) = ChainEnd::start(self.router, self.chains.clone(), proposed);
+        end.orphans = self
+            .chains
+            .iter()
+            .flat_map(|chain| orphans(chain, &found[chain.coordinator]))
+            .collect();
         self.end = Some(end);
         Ok(map_done(action, |_| ()))
     }
+}
+
+/// The events of a chain whose records lack the head's (its chain acknowledged them, but not
+/// these) that were recorded later than the head's, by a changed retry: a chain's records are
+/// logged together, record `i` at the head's timestamp plus `i`. The others are events of the
+/// head's chain (a retry naming fewer events acknowledged only its own).
+fn orphans(chain: &ChainShape, coordinator: &HashMap<u128, Transfer>) -> Vec<u128> {
+    if chain
+        .members
+        .first()
+        .is_none_or(|first| first.t == chain.head)
+    {
+        return Vec::new();
+    }
+    let head = coordinator.get(&applied_id(chain.head));
+    chain
+        .members
+        .iter()
+        .filter(|member| {
+            let record = coordinator.get(&applied_id(member.t));
+            let together = head.zip(record).is_some_and(|(head, record)| {
+                record.timestamp.checked_sub(head.timestamp) == Some(u64::from(record.user_data_32))
+            });
+            !together
+        })
+        .map(|member| member.t)
+        .collect()
 }
 
 /// The decision for a chain whose caller gave up: the one logged, else commit if every
@@ -2136,6 +2181,18 @@ impl Machine for ChainRecoveryMachine {
 fn recovered_decision(chain: &ChainShape, found: &[HashMap<u128, Transfer>]) -> ChainDecision {
     if let Some(logged) = found[chain.coordinator].get(&resolution_id(chain.head)) {
         return logged_chain_decision(logged);
+    }
+    if chain
+        .members
+        .first()
+        .is_some_and(|first| first.t != chain.head)
+    {
+        // The head's record was acknowledged, so its chain is decided: not logged, the
+        // decision was an abort that burnt it.
+        return ChainDecision::Abort {
+            reason: R::IdAlreadyFailed,
+            index: 0,
+        };
     }
     // Every leg exists, and an event's two legs are of one version of the chain (two callers
     // may have logged parts of the same ids with other amounts, I1).
@@ -2849,6 +2906,41 @@ mod tests {
                 .step(submitted(1, &[R::ExistsWithDifferentUserData32]))
                 .unwrap(),
         );
+        // Logged with the head's record (a retry naming fewer events acknowledged the rest):
+        // 32 follows the chain's commit; with no decision logged (burnt), it is voided.
+        let stored = |record: Transfer, timestamp| Transfer {
+            timestamp,
+            ..record
+        };
+        let mut found = vec![Vec::new(); SHARDS];
+        found[1].extend([
+            resolution(30, Decision::Commit),
+            stored(records[0], 100),
+            stored(records[2], 102),
+        ]);
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(finish[0], [resolution(32, Decision::Commit)]);
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        submit(
+            machine
+                .step(Reply::Found(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Decide,
+        );
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(finish[0], [fence(router, 32, 0), void]);
     }
 
     /// A chain of `events` whose records (on shard 1) existed: its parts are being logged.
