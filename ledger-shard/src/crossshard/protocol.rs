@@ -2906,8 +2906,20 @@ mod tests {
                 .step(submitted(1, &[R::ExistsWithDifferentUserData32]))
                 .unwrap(),
         );
+    }
+
+    #[test]
+    fn the_resolver_makes_a_record_logged_with_its_heads_follow_the_chain() {
         // Logged with the head's record (a retry naming fewer events acknowledged the rest):
         // 32 follows the chain's commit; with no decision logged (burnt), it is voided.
+        let router = router();
+        let records = ChainShape::new(router, &chain()).records(router);
+        let index = vec![Some(Vec::new()), Some(vec![records[2]])];
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        resolver.pass(router, at(0), &index);
+        let due = resolver.pass(router, at(50), &index);
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
         let stored = |record: Transfer, timestamp| Transfer {
             timestamp,
             ..record
