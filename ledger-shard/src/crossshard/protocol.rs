@@ -2861,10 +2861,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_resolver_ends_a_partial_set_of_records_on_their_coordinator() {
-        // Only the third event's record (its debit account on shard 0) is left on the chain's
-        // coordinator, shard 1: a changed retry's, whose caller died before refusing it.
+    /// The records of `chain()` and what the resolver finds due when only the third one is
+    /// left on the coordinator (shard 1).
+    fn third_record_alone() -> (Vec<Transfer>, Vec<Recovery>) {
         let router = router();
         let records = ChainShape::new(router, &chain()).records(router);
         let index = vec![Some(Vec::new()), Some(vec![records[2]])];
@@ -2872,6 +2871,15 @@ mod tests {
         let at = Duration::from_millis;
         assert!(resolver.pass(router, at(0), &index).is_empty());
         let due = resolver.pass(router, at(50), &index);
+        (records, due)
+    }
+
+    #[test]
+    fn the_resolver_ends_a_partial_set_of_records_on_their_coordinator() {
+        // Only the third event's record (its debit account on shard 0) is left on the chain's
+        // coordinator, shard 1: a changed retry's, whose caller died before refusing it.
+        let router = router();
+        let (records, due) = third_record_alone();
         assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 1));
         assert_eq!(due[0].chains[0].coordinator, 1);
         assert_eq!(due[0].chains[0].head, 30);
@@ -2913,12 +2921,7 @@ mod tests {
         // Logged with the head's record (a retry naming fewer events acknowledged the rest):
         // 32 follows the chain's commit; with no decision logged (burnt), it is voided.
         let router = router();
-        let records = ChainShape::new(router, &chain()).records(router);
-        let index = vec![Some(Vec::new()), Some(vec![records[2]])];
-        let mut resolver = Resolver::new(timing());
-        let at = Duration::from_millis;
-        resolver.pass(router, at(0), &index);
-        let due = resolver.pass(router, at(50), &index);
+        let (records, due) = third_record_alone();
         let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
         let stored = |record: Transfer, timestamp| Transfer {
             timestamp,
