@@ -1770,6 +1770,8 @@ pub struct ChainMachine {
     answers: Vec<Vec<Vec<R>>>,
     /// Per chain, whether every part was created now.
     created: Vec<bool>,
+    /// Events recorded later than their chain's head (see [`orphans`]).
+    orphans: HashSet<u128>,
 }
 
 #[derive(Debug)]
@@ -1806,6 +1808,7 @@ impl ChainMachine {
             stage: ChainStage::Recording,
             answers: Vec::new(),
             created: Vec::new(),
+            orphans: HashSet::new(),
         };
         let action = Action::Submit {
             phase: Phase::Record,
@@ -1931,6 +1934,10 @@ impl ChainMachine {
                 {
                     per_shard[shard].push(leg.id);
                 }
+                // And its records: one recorded later than the head's is not its chain's.
+                let shape = &self.shapes[chain];
+                let records = shape.members.iter().map(|member| applied_id(member.t));
+                per_shard[shape.coordinator].extend(records);
             }
         }
         if per_shard.iter().any(|ids| !ids.is_empty()) {
@@ -1965,16 +1972,21 @@ impl ChainMachine {
                         .get(&leg.id)
                         .is_some_and(|logged| unlinked(logged) == unlinked(&leg))
                 });
-            if !ours {
+            let shape = &self.shapes[chain];
+            let late = orphans(shape, &found[shape.coordinator]);
+            if !ours || !late.is_empty() {
                 let (index, reason) = self.failing_event(chain);
                 *decision = ChainDecision::Abort { reason, index };
             }
+            // Voided even if the head's chain committed.
+            self.orphans.extend(late);
         }
         Ok(self.end(proposed))
     }
 
     fn end(&mut self, proposed: Vec<(ChainDecision, Head)>) -> Action<Vec<Vec<R>>> {
-        let (end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
+        let (mut end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
+        end.orphans = std::mem::take(&mut self.orphans);
         self.stage = ChainStage::Ending(end);
         let decisions = &self.shapes;
         map_done(action, |_| vec![Vec::new(); decisions.len()])
@@ -2100,16 +2112,10 @@ impl ChainRecoveryMachine {
         let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
         for chain in &chains {
             per_shard[chain.coordinator].push(resolution_id(chain.head));
-            if chain
-                .members
-                .first()
-                .is_some_and(|first| first.t != chain.head)
-            {
-                // Records without the head's: read them and the head's (see `orphans`).
-                per_shard[chain.coordinator].push(applied_id(chain.head));
-                let records = chain.members.iter().map(|member| applied_id(member.t));
-                per_shard[chain.coordinator].extend(records);
-            }
+            // Its records and the head's (see `orphans`).
+            per_shard[chain.coordinator].push(applied_id(chain.head));
+            let records = chain.members.iter().map(|member| applied_id(member.t));
+            per_shard[chain.coordinator].extend(records);
             for member in &chain.members {
                 for (shard, _) in member.shards() {
                     per_shard[shard].push(leg_id(member.t));
@@ -2149,18 +2155,11 @@ impl Machine for ChainRecoveryMachine {
     }
 }
 
-/// The events of a chain whose records lack the head's (its chain acknowledged them, but not
-/// these) that were recorded later than the head's, by a changed retry: a chain's records are
+/// The events of a chain recorded later than its head, by a changed retry (see
+/// `ChainMachine::refusals`), as `coordinator` holds their records: a chain's records are
 /// logged together, record `i` at the head's timestamp plus `i`. The others are events of the
-/// head's chain (a retry naming fewer events acknowledged only its own).
+/// head's chain (a retry naming fewer events acknowledges only its own records).
 fn orphans(chain: &ChainShape, coordinator: &HashMap<u128, Transfer>) -> Vec<u128> {
-    if chain
-        .members
-        .first()
-        .is_none_or(|first| first.t == chain.head)
-    {
-        return Vec::new();
-    }
     let head = coordinator.get(&applied_id(chain.head));
     chain
         .members
@@ -3010,6 +3009,16 @@ mod tests {
             [chain_abort(30, R::ExistsWithDifferentAmount, 0)],
             "A would be debited 20 at the coordinator, B credited 10 at the participant"
         );
+        // The resolver, both callers dead: every leg exists, 30's differ.
+        let shape = ChainShape::new(router, &chain());
+        let (mut machine, _) = ChainRecoveryMachine::new(router, vec![shape]);
+        let decisions = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert_ne!(decisions[1], [resolution(30, Decision::Commit)]);
+    }
+
+    #[test]
+    fn a_retried_chain_commits_only_its_own_recorded_events() {
+        let router = router();
         // The same legs all of one version (this call's): the commit goes on.
         let mut machine = retried_chain(chain());
         let answers = Reply::Submitted(vec![
@@ -3026,13 +3035,41 @@ mod tests {
                 legs[shard].push(leg);
                 legs
             });
-        let decisions = submit(machine.step(Reply::Found(legs)).unwrap(), Phase::Decide);
+        // Its records, logged together (one recorded later would be voided, see `orphans`).
+        let mut logged = legs;
+        let records = ChainShape::new(router, &chain()).records(router);
+        logged[1].extend((100..).zip(records).map(|(timestamp, record)| Transfer {
+            timestamp,
+            ..record
+        }));
+        let decisions = submit(
+            machine.step(Reply::Found(logged.clone())).unwrap(),
+            Phase::Decide,
+        );
         assert_eq!(decisions[1], [resolution(30, Decision::Commit)]);
-        // The resolver, both callers dead: every leg exists, 30's differ.
-        let shape = ChainShape::new(router, &chain());
-        let (mut machine, _) = ChainRecoveryMachine::new(router, vec![shape]);
-        let decisions = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
-        assert_ne!(decisions[1], [resolution(30, Decision::Commit)]);
+        // The third recorded later: the chain aborts; if it committed before, 32 is voided.
+        logged[1].last_mut().unwrap().timestamp = 500;
+        let mut machine = retried_chain(chain());
+        let answers = Reply::Submitted(vec![
+            vec![R::Exists, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        machine.step(answers).unwrap();
+        let decisions = submit(machine.step(Reply::Found(logged)).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [chain_abort(30, R::Exists, 0)]);
+        let answer = submitted(1, &[R::ExistsWithDifferentFlags]);
+        let Action::Lookup { .. } = machine.step(answer).unwrap() else {
+            panic!("the decision logged first is read back");
+        };
+        let mut decision = vec![Vec::new(); SHARDS];
+        decision[1].push(resolution(30, Decision::Commit));
+        let finish = submit(machine.step(Reply::Found(decision)).unwrap(), Phase::Finish);
+        assert_eq!(finish[1], [resolution(31, Decision::Commit)]);
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
+        assert_eq!(
+            finish[0],
+            [resolution(30, Decision::Commit), fence(router, 32, 0), void]
+        );
     }
 
     #[test]
