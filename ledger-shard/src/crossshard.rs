@@ -194,6 +194,9 @@ pub(crate) const CHAIN_RECORD_DONE: u32 = u32::MAX;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct LegIndex {
     ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
+    /// The users' posts and voids among `ids`, with the leg each resolves: only the post's
+    /// own acknowledgement takes it out (see [`LegIndex::observe`]).
+    posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
 }
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
@@ -246,8 +249,14 @@ impl LegIndex {
                 && *result == R::ExistsWithDifferentPendingId
                 && is_resolution_id(transfer.pending_id)
             {
-                // A user's post's acknowledgement (see `acknowledgement`).
-                self.ids.remove(&id);
+                // A user's post's acknowledgement (see `acknowledgement`): only the post as
+                // logged, resubmitted, counts (a user's retry of its id as a post of another
+                // transfer answers the same code, with another pending id).
+                let acknowledged = leg_id(transfer.pending_id - RESOLUTION_ID_MIN);
+                if self.posts.get(&id) == Some(&acknowledged) {
+                    self.posts.remove(&id);
+                    self.ids.remove(&id);
+                }
                 continue;
             }
             if !result.is_ok() {
@@ -265,6 +274,7 @@ impl LegIndex {
                 self.ids
                     .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
                 self.ids.insert(id);
+                self.posts.insert(id, transfer.pending_id);
             } else if is_chain_record(transfer) {
                 self.ids.insert(id);
             }
@@ -311,6 +321,7 @@ impl LegIndex {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
         let mut ids = HashSet::default();
+        let mut posts = HashMap::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
             let known = is_leg_id(transfer.id)
@@ -324,8 +335,11 @@ impl LegIndex {
             if submitted_leg(stored) != transfer {
                 return None;
             }
+            if is_users_post_of_leg(&transfer) {
+                posts.insert(transfer.id, transfer.pending_id);
+            }
         }
-        Some(Self { ids })
+        Some(Self { ids, posts })
     }
 }
 
@@ -1719,6 +1733,36 @@ mod tests {
         index.encode(&ledger, &mut bytes);
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger);
         assert_eq!(decoded, Some(index));
+    }
+
+    #[test]
+    fn a_users_retry_naming_another_transfer_does_not_acknowledge_a_post() {
+        // P (id 8) of the cross-shard pending transfer 7 is logged on the coordinator and
+        // waits there for its participant. The user retries id 8 as a post of the plain
+        // cross-shard transfer 9: located, it goes to the same coordinator with pending id
+        // res(9) and answers ExistsWithDifferentPendingId, like an acknowledgement.
+        let router = Router::new(2);
+        let bridge = pending_bridge_id(router, 1, 1, 0);
+        let post = Transfer {
+            pending_id: leg_id(7),
+            credit_account_id: bridge,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(8, 0, 0, 4, 0, 0)
+        };
+        let mut index = LegIndex::default();
+        index.observe(&[post], &[R::Ok]);
+        let retry = Transfer {
+            pending_id: resolution_id(9),
+            credit_account_id: 0,
+            ..post
+        };
+        index.observe(&[retry], &[R::ExistsWithDifferentPendingId]);
+        assert_eq!(index.len(), 1, "the participant has yet to apply P");
+        index.observe(
+            &[acknowledgement(&post)],
+            &[R::ExistsWithDifferentPendingId],
+        );
+        assert_eq!(index.len(), 0);
     }
 
     #[test]

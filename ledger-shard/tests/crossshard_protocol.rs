@@ -978,10 +978,10 @@ fn chain_spanning_shards_fails_whole() {
         client.create_transfers(&overdraft).unwrap(),
         [LEF, R::ExceedsCredits, LEF]
     );
-    // The retry never flips: the failing leg's id is burnt.
+    // The retry never flips: the abort burnt the head's leg on the coordinator.
     assert_eq!(
         client.create_transfers(&overdraft).unwrap(),
-        [LEF, R::IdAlreadyFailed, LEF]
+        [R::IdAlreadyFailed, LEF, LEF]
     );
     // A remote shard refuses: the credit account of a cross-shard event does not exist, or a
     // same-shard event on the other shard overdraws; the whole chain rolls back.

@@ -736,10 +736,13 @@ impl Resolver {
         for ((shard, _), (mut records, age)) in records {
             if age >= self.timing.coordinator_age {
                 records.sort_unstable_by_key(|record| record.user_data_32);
-                due.entry((shard, shard))
-                    .or_default()
-                    .chains
-                    .push(chain_from_records(&records));
+                // The records live on the coordinator (the first one seen may not be the
+                // head's: a changed retry's records, see `ChainMachine::refusals`).
+                let chain = ChainShape {
+                    coordinator: shard,
+                    ..chain_from_records(&records)
+                };
+                due.entry((shard, shard)).or_default().chains.push(chain);
             }
         }
     }
@@ -1081,7 +1084,7 @@ impl LocateMachine {
         let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
         for post in &posts {
             let t = post.pending_id;
-            if t == 0 || t >= SYSTEM_ID_MIN {
+            if t == 0 || t >= SYSTEM_ID_MIN || t == post.id {
                 continue;
             }
             let shards = if names_one_shard(router, post) {
@@ -1153,7 +1156,9 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
             ..*post
         },
     };
-    if t == 0 || t >= SYSTEM_ID_MIN {
+    // A post taking its pending transfer's id is the ledger's to refuse (the coordinator would
+    // store it: its pending id there is `leg(t)`).
+    if t == 0 || t >= SYSTEM_ID_MIN || t == post.id {
         return local(named_shard, t);
     }
     if let Some(shard) = per_shard.iter().position(|found| found.contains_key(&t)) {
@@ -1478,8 +1483,9 @@ impl ChainShape {
 enum Head {
     /// The head's leg exists (its part was logged): an abort voids it.
     Held,
-    /// The coordinator's part failed, for good (its failing leg's id is burnt, or its failure
-    /// is a property of the events): nothing can ever commit, nothing to log there.
+    /// The coordinator's part failed. A retry with changed fields may still log it (a
+    /// failure that is a property of the events burns no id) after the other legs were
+    /// voided: an abort fences the head's leg, as for [`Head::Unknown`].
     Failed,
     /// Not known to exist (the resolver, whose caller gave up): an abort fences it, so a late
     /// part can never create it.
@@ -1518,6 +1524,9 @@ struct ChainEnd {
     router: Router,
     chains: Vec<ChainShape>,
     decisions: Vec<ChainDecision>,
+    /// Events recorded under a head after its chain's records (a changed retry's, see
+    /// `ChainMachine::refusals`): never in that chain, they are voided whatever it decided.
+    orphans: HashSet<u128>,
     stage: ChainEndStage,
 }
 
@@ -1540,16 +1549,26 @@ impl ChainEnd {
     ) -> (Self, Action<Vec<ChainDecision>>) {
         let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
         let mut tags: Vec<Vec<Option<usize>>> = vec![Vec::new(); router.shard_count()];
-        for (position, (chain, &(decision, head))) in chains.iter().zip(&proposed).enumerate() {
+        let mut proposed = proposed;
+        for (position, (chain, (decision, head))) in chains.iter().zip(&mut proposed).enumerate() {
             let shard = chain.coordinator;
+            if chain
+                .members
+                .first()
+                .is_some_and(|first| first.t != chain.head)
+            {
+                // Records without the head's: it was acknowledged, so its chain is decided
+                // (logged, or burnt by an abort's fence and void). Nothing to log for it.
+                continue;
+            }
+            let (decision, head) = (*decision, *head);
             match (decision, head) {
                 (ChainDecision::Commit, _) => {
                     let first = &chain.members[0];
                     per_shard[shard].push(first.commit(router, first.shards()[0]));
                 }
-                (ChainDecision::Abort { .. }, Head::Failed) => continue,
-                (ChainDecision::Abort { reason, index }, Head::Held | Head::Unknown) => {
-                    if head == Head::Unknown {
+                (ChainDecision::Abort { reason, index }, _) => {
+                    if head != Head::Held {
                         per_shard[shard].push(fence(router, chain.head, shard));
                         tags[shard].push(None);
                     }
@@ -1563,6 +1582,7 @@ impl ChainEnd {
             router,
             chains,
             decisions: proposed,
+            orphans: HashSet::new(),
             stage: ChainEndStage::Deciding(tags),
         };
         let action = Action::Submit {
@@ -1658,11 +1678,15 @@ impl ChainEnd {
                         continue;
                     }
                     match *decision {
-                        ChainDecision::Commit => {
+                        ChainDecision::Commit if !self.orphans.contains(&member.t) => {
                             per_shard[shard].push(member.commit(router, (shard, peer)));
                             commits[shard].push(true);
                         }
-                        ChainDecision::Abort { reason, .. } => {
+                        ChainDecision::Commit | ChainDecision::Abort { .. } => {
+                            let reason = match *decision {
+                                ChainDecision::Abort { reason, .. } => reason,
+                                ChainDecision::Commit => R::IdAlreadyFailed,
+                            };
                             per_shard[shard].push(fence(router, member.t, shard));
                             per_shard[shard].push(resolution(member.t, Decision::Abort(reason)));
                             commits[shard].extend([false, false]);
@@ -1746,13 +1770,21 @@ pub struct ChainMachine {
     answers: Vec<Vec<Vec<R>>>,
     /// Per chain, whether every part was created now.
     created: Vec<bool>,
+    /// Events recorded later than their chain's head (see [`orphans`]).
+    orphans: HashSet<u128>,
 }
 
 #[derive(Debug)]
 enum ChainStage {
     Recording,
+    /// A chain's records were partly logged before (see [`ChainMachine::refusals`]): its new
+    /// members fenced and their records acknowledged, the call fails.
+    Refusing,
     /// Per shard, the (chain, event) of each leg.
     Preparing(Vec<Vec<(usize, usize)>>),
+    /// The proposed decisions, while the legs of chains whose parts were logged before (by
+    /// this chain's caller or by another version of it) are read back.
+    Verifying(Vec<(ChainDecision, Head)>),
     Ending(ChainEnd),
     Done,
 }
@@ -1776,12 +1808,48 @@ impl ChainMachine {
             stage: ChainStage::Recording,
             answers: Vec::new(),
             created: Vec::new(),
+            orphans: HashSet::new(),
         };
         let action = Action::Submit {
             phase: Phase::Record,
             per_shard,
         };
         (machine, action)
+    }
+
+    /// A chain some of whose records were logged before and some now differs from the chain
+    /// logged under its head (records are logged at once), which may have committed: its new
+    /// members must never apply. `Some`: the fences of their legs and the acknowledgements of
+    /// their records (out of the index), after which the call fails; `None`: go on.
+    fn refusals(&self, answers: &[Vec<R>]) -> Option<Vec<Vec<Transfer>>> {
+        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); self.router.shard_count()];
+        let mut offsets = vec![0; self.router.shard_count()];
+        for shape in &self.shapes {
+            let k = shape.coordinator;
+            let count = shape.members.len();
+            let mine = &answers[k][offsets[k]..offsets[k] + count];
+            offsets[k] += count;
+            if !(mine.iter().any(|answer| answer.is_ok()) && mine.iter().any(|a| a.is_exists())) {
+                continue;
+            }
+            let records = shape.records(self.router);
+            for ((member, record), answer) in shape.members.iter().zip(records).zip(mine) {
+                if !answer.is_ok() {
+                    continue;
+                }
+                for (shard, _) in member.shards() {
+                    per_shard[shard].push(fence(self.router, member.t, shard));
+                }
+                per_shard[k].push(Transfer {
+                    user_data_32: CHAIN_RECORD_DONE,
+                    ..record
+                });
+            }
+        }
+        per_shard
+            .iter()
+            .any(|events| !events.is_empty())
+            .then_some(per_shard)
     }
 
     /// The coordinator of the first chain (for the test checkpoints).
@@ -1854,10 +1922,74 @@ impl ChainMachine {
                 (ChainDecision::Commit, head)
             });
         }
-        let (end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
+        // A part logged before may be another version's (the same ids, other amounts or
+        // accounts): a commit needs every leg to be this chain's, or an event's two legs
+        // could differ (I1). Read them back.
+        let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); self.router.shard_count()];
+        for (chain, (decision, _)) in proposed.iter().enumerate() {
+            if *decision == ChainDecision::Commit && !self.created[chain] {
+                for (shard, leg) in self.chains[chain]
+                    .iter()
+                    .flat_map(|event| chain_legs(self.router, event))
+                {
+                    per_shard[shard].push(leg.id);
+                }
+                // And its records: one recorded later than the head's is not its chain's.
+                let shape = &self.shapes[chain];
+                let records = shape.members.iter().map(|member| applied_id(member.t));
+                per_shard[shape.coordinator].extend(records);
+            }
+        }
+        if per_shard.iter().any(|ids| !ids.is_empty()) {
+            self.stage = ChainStage::Verifying(proposed);
+            return Ok(Action::Lookup { per_shard });
+        }
+        Ok(self.end(proposed))
+    }
+
+    /// The legs read back: a chain any of whose legs is missing or differs from this call's
+    /// aborts (with the code its retry answers, see [`Self::failing_event`]).
+    fn on_verified(
+        &mut self,
+        mut proposed: Vec<(ChainDecision, Head)>,
+        reply: Reply,
+    ) -> Result<Action<Vec<Vec<R>>>> {
+        let found = found(reply, self.router.shard_count())?;
+        let unlinked = |leg: &Transfer| Transfer {
+            flags: leg.flags.difference(TransferFlags::LINKED),
+            timestamp: 0,
+            ..*leg
+        };
+        for (chain, (decision, _)) in proposed.iter_mut().enumerate() {
+            if *decision != ChainDecision::Commit || self.created[chain] {
+                continue;
+            }
+            let ours = self.chains[chain]
+                .iter()
+                .flat_map(|event| chain_legs(self.router, event))
+                .all(|(shard, leg)| {
+                    found[shard]
+                        .get(&leg.id)
+                        .is_some_and(|logged| unlinked(logged) == unlinked(&leg))
+                });
+            let shape = &self.shapes[chain];
+            let late = orphans(shape, &found[shape.coordinator]);
+            if !ours || !late.is_empty() {
+                let (index, reason) = self.failing_event(chain);
+                *decision = ChainDecision::Abort { reason, index };
+            }
+            // Voided even if the head's chain committed.
+            self.orphans.extend(late);
+        }
+        Ok(self.end(proposed))
+    }
+
+    fn end(&mut self, proposed: Vec<(ChainDecision, Head)>) -> Action<Vec<Vec<R>>> {
+        let (mut end, action) = ChainEnd::start(self.router, self.shapes.clone(), proposed);
+        end.orphans = std::mem::take(&mut self.orphans);
         self.stage = ChainStage::Ending(end);
         let decisions = &self.shapes;
-        Ok(map_done(action, |_| vec![Vec::new(); decisions.len()]))
+        map_done(action, |_| vec![Vec::new(); decisions.len()])
     }
 
     /// The first event of `chain` whose legs answered a failure of their own (not `Ok`, not
@@ -1930,14 +2062,28 @@ impl Machine for ChainMachine {
                     }
                     shape
                 };
-                for answer in submitted(reply, &shape)?.into_iter().flatten() {
+                let answers = submitted(reply, &shape)?;
+                for &answer in answers.iter().flatten() {
                     if !(answer.is_ok() || answer.is_exists()) {
                         return Err(protocol(&format!("chain record: {answer:?}")));
                     }
                 }
-                Ok(self.prepare())
+                match self.refusals(&answers) {
+                    Some(per_shard) => {
+                        self.stage = ChainStage::Refusing;
+                        Ok(Action::Submit {
+                            phase: Phase::Acknowledge,
+                            per_shard,
+                        })
+                    }
+                    None => Ok(self.prepare()),
+                }
             }
+            ChainStage::Refusing => Err(protocol(
+                "a chain differs from the chain logged under its first event",
+            )),
             ChainStage::Preparing(tags) => self.on_prepared(&tags, reply),
+            ChainStage::Verifying(proposed) => self.on_verified(proposed, reply),
             ChainStage::Ending(mut end) => {
                 let action = end.step(reply)?;
                 if !matches!(action, Action::Done(_)) {
@@ -1966,6 +2112,10 @@ impl ChainRecoveryMachine {
         let mut per_shard: Vec<Vec<u128>> = vec![Vec::new(); router.shard_count()];
         for chain in &chains {
             per_shard[chain.coordinator].push(resolution_id(chain.head));
+            // Its records and the head's (see `orphans`).
+            per_shard[chain.coordinator].push(applied_id(chain.head));
+            let records = chain.members.iter().map(|member| applied_id(member.t));
+            per_shard[chain.coordinator].extend(records);
             for member in &chain.members {
                 for (shard, _) in member.shards() {
                     per_shard[shard].push(leg_id(member.t));
@@ -1994,10 +2144,35 @@ impl Machine for ChainRecoveryMachine {
             .iter()
             .map(|chain| (recovered_decision(chain, &found), Head::Unknown))
             .collect();
-        let (end, action) = ChainEnd::start(self.router, self.chains.clone(), proposed);
+        let (mut end, action) = ChainEnd::start(self.router, self.chains.clone(), proposed);
+        end.orphans = self
+            .chains
+            .iter()
+            .flat_map(|chain| orphans(chain, &found[chain.coordinator]))
+            .collect();
         self.end = Some(end);
         Ok(map_done(action, |_| ()))
     }
+}
+
+/// The events of a chain recorded later than its head, by a changed retry (see
+/// `ChainMachine::refusals`), as `coordinator` holds their records: a chain's records are
+/// logged together, record `i` at the head's timestamp plus `i`. The others are events of the
+/// head's chain (a retry naming fewer events acknowledges only its own records).
+fn orphans(chain: &ChainShape, coordinator: &HashMap<u128, Transfer>) -> Vec<u128> {
+    let head = coordinator.get(&applied_id(chain.head));
+    chain
+        .members
+        .iter()
+        .filter(|member| {
+            let record = coordinator.get(&applied_id(member.t));
+            let together = head.zip(record).is_some_and(|(head, record)| {
+                record.timestamp.checked_sub(head.timestamp) == Some(u64::from(record.user_data_32))
+            });
+            !together
+        })
+        .map(|member| member.t)
+        .collect()
 }
 
 /// The decision for a chain whose caller gave up: the one logged, else commit if every
@@ -2006,11 +2181,35 @@ fn recovered_decision(chain: &ChainShape, found: &[HashMap<u128, Transfer>]) -> 
     if let Some(logged) = found[chain.coordinator].get(&resolution_id(chain.head)) {
         return logged_chain_decision(logged);
     }
+    if chain
+        .members
+        .first()
+        .is_some_and(|first| first.t != chain.head)
+    {
+        // The head's record was acknowledged, so its chain is decided: not logged, the
+        // decision was an abort that burnt it.
+        return ChainDecision::Abort {
+            reason: R::IdAlreadyFailed,
+            index: 0,
+        };
+    }
+    // Every leg exists, and an event's two legs are of one version of the chain (two callers
+    // may have logged parts of the same ids with other amounts, I1).
     let held = chain.members.iter().all(|member| {
-        member
+        let legs: Vec<Option<&Transfer>> = member
             .shards()
             .into_iter()
-            .all(|(shard, _)| found[shard].contains_key(&leg_id(member.t)))
+            .map(|(shard, _)| found[shard].get(&leg_id(member.t)))
+            .collect();
+        match legs[..] {
+            [Some(_)] => true,
+            [Some(coordinator), Some(participant)] => {
+                coordinator.amount == participant.amount
+                    && (member.pending
+                        || coordinator.user_data_128 == participant.credit_account_id)
+            }
+            _ => false,
+        }
     });
     if held {
         ChainDecision::Commit
@@ -2658,6 +2857,218 @@ mod tests {
         assert_eq!(
             decisions[1],
             [fence(router, 30, 1), chain_abort(30, R::IdAlreadyFailed, 0)]
+        );
+    }
+
+    /// The records of `chain()` and what the resolver finds due when only the third one is
+    /// left on the coordinator (shard 1).
+    fn third_record_alone() -> (Vec<Transfer>, Vec<Recovery>) {
+        let router = router();
+        let records = ChainShape::new(router, &chain()).records(router);
+        let index = vec![Some(Vec::new()), Some(vec![records[2]])];
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router, at(0), &index).is_empty());
+        let due = resolver.pass(router, at(50), &index);
+        (records, due)
+    }
+
+    #[test]
+    fn the_resolver_ends_a_partial_set_of_records_on_their_coordinator() {
+        // Only the third event's record (its debit account on shard 0) is left on the chain's
+        // coordinator, shard 1: a changed retry's, whose caller died before refusing it.
+        let router = router();
+        let (records, due) = third_record_alone();
+        assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 1));
+        assert_eq!(due[0].chains[0].coordinator, 1);
+        assert_eq!(due[0].chains[0].head, 30);
+        // The chain of 30 committed; the record's event has no leg. Nothing is logged for 30;
+        // 32's leg is fenced and voided (never posted); the record is acknowledged.
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let Action::Lookup { per_shard } = action else {
+            panic!("the legs and the decision are read");
+        };
+        assert_eq!(per_shard[0], [leg_id(32)]);
+        let mut found = vec![Vec::new(); SHARDS];
+        found[1].push(resolution(30, Decision::Commit));
+        let finish = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert!(finish.iter().all(Vec::is_empty));
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
+        assert_eq!(finish[0], [fence(router, 32, 0), void]);
+        let answers = Reply::Submitted(vec![
+            vec![R::DebitAccountNotFound, R::PendingTransferNotFound],
+            Vec::new(),
+        ]);
+        let acks = submit(machine.step(answers).unwrap(), Phase::Acknowledge);
+        assert_eq!(acks[1].len(), 1);
+        assert_eq!(acks[1][0].id, records[2].id);
+        done(
+            machine
+                .step(submitted(1, &[R::ExistsWithDifferentUserData32]))
+                .unwrap(),
+        );
+    }
+
+    #[test]
+    fn the_resolver_makes_a_record_logged_with_its_heads_follow_the_chain() {
+        // Logged with the head's record (a retry naming fewer events acknowledged the rest):
+        // 32 follows the chain's commit; with no decision logged (burnt), it is voided.
+        let router = router();
+        let (records, due) = third_record_alone();
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
+        let stored = |record: Transfer, timestamp| Transfer {
+            timestamp,
+            ..record
+        };
+        let mut found = vec![Vec::new(); SHARDS];
+        found[1].extend([
+            resolution(30, Decision::Commit),
+            stored(records[0], 100),
+            stored(records[2], 102),
+        ]);
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(finish[0], [resolution(32, Decision::Commit)]);
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        submit(
+            machine
+                .step(Reply::Found(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Decide,
+        );
+        let finish = submit(
+            machine
+                .step(Reply::Submitted(vec![Vec::new(); SHARDS]))
+                .unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(finish[0], [fence(router, 32, 0), void]);
+    }
+
+    /// A chain of `events` whose records (on shard 1) existed: its parts are being logged.
+    fn retried_chain(events: Vec<Transfer>) -> ChainMachine {
+        let (mut machine, action) = ChainMachine::new(router(), vec![events]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Exists; 3])).unwrap(),
+            Phase::Prepare,
+        );
+        machine
+    }
+
+    #[test]
+    fn a_chain_never_commits_legs_of_two_versions_of_one_event() {
+        // Version X of the chain (30 of 10) logged its part on shard 0 and died; version Y,
+        // the same ids with 30 of 20, logs its part on shard 1 (the coordinator) and finds
+        // X's on shard 0: 30's two legs differ.
+        let router = router();
+        let y: Vec<Transfer> = chain()
+            .into_iter()
+            .map(|event| Transfer {
+                amount: if event.id == 30 { 20 } else { event.amount },
+                ..event
+            })
+            .collect();
+        let mut machine = retried_chain(y);
+        let answers = Reply::Submitted(vec![
+            vec![R::ExistsWithDifferentAmount, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        // Its parts were not all created now: the legs are read back before any commit.
+        let Action::Lookup { per_shard } = machine.step(answers).unwrap() else {
+            panic!("the legs are read back");
+        };
+        assert_eq!(per_shard[0], [leg_id(30), leg_id(32)]);
+        let mut found = vec![Vec::new(); SHARDS];
+        for (shard, leg) in chain().iter().flat_map(|event| chain_legs(router, event)) {
+            let amount = if leg.id == leg_id(30) && shard == 1 {
+                20
+            } else {
+                leg.amount
+            };
+            found[shard].push(Transfer { amount, ..leg });
+        }
+        let decisions = submit(
+            machine.step(Reply::Found(found.clone())).unwrap(),
+            Phase::Decide,
+        );
+        assert_eq!(
+            decisions[1],
+            [chain_abort(30, R::ExistsWithDifferentAmount, 0)],
+            "A would be debited 20 at the coordinator, B credited 10 at the participant"
+        );
+        // The resolver, both callers dead: every leg exists, 30's differ.
+        let shape = ChainShape::new(router, &chain());
+        let (mut machine, _) = ChainRecoveryMachine::new(router, vec![shape]);
+        let decisions = submit(machine.step(Reply::Found(found)).unwrap(), Phase::Decide);
+        assert_ne!(decisions[1], [resolution(30, Decision::Commit)]);
+    }
+
+    #[test]
+    fn a_retried_chain_commits_only_its_own_recorded_events() {
+        let router = router();
+        // The same legs all of one version (this call's): the commit goes on.
+        let mut machine = retried_chain(chain());
+        let answers = Reply::Submitted(vec![
+            vec![R::Exists, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        let Action::Lookup { .. } = machine.step(answers).unwrap() else {
+            panic!("the legs are read back");
+        };
+        let legs = chain()
+            .iter()
+            .flat_map(|event| chain_legs(router, event))
+            .fold(vec![Vec::new(); SHARDS], |mut legs, (shard, leg)| {
+                legs[shard].push(leg);
+                legs
+            });
+        // Its records, logged together (one recorded later would be voided, see `orphans`).
+        let mut logged = legs;
+        let records = ChainShape::new(router, &chain()).records(router);
+        logged[1].extend((100..).zip(records).map(|(timestamp, record)| Transfer {
+            timestamp,
+            ..record
+        }));
+        let decisions = submit(
+            machine.step(Reply::Found(logged.clone())).unwrap(),
+            Phase::Decide,
+        );
+        assert_eq!(decisions[1], [resolution(30, Decision::Commit)]);
+        // The third recorded later: the chain aborts; if it committed before, 32 is voided.
+        logged[1].last_mut().unwrap().timestamp = 500;
+        let mut machine = retried_chain(chain());
+        let answers = Reply::Submitted(vec![
+            vec![R::Exists, R::LinkedEventFailed],
+            vec![R::Ok, R::Ok],
+        ]);
+        machine.step(answers).unwrap();
+        let decisions = submit(machine.step(Reply::Found(logged)).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [chain_abort(30, R::Exists, 0)]);
+        let answer = submitted(1, &[R::ExistsWithDifferentFlags]);
+        let Action::Lookup { .. } = machine.step(answer).unwrap() else {
+            panic!("the decision logged first is read back");
+        };
+        let mut decision = vec![Vec::new(); SHARDS];
+        decision[1].push(resolution(30, Decision::Commit));
+        let finish = submit(machine.step(Reply::Found(decision)).unwrap(), Phase::Finish);
+        assert_eq!(finish[1], [resolution(31, Decision::Commit)]);
+        let void = resolution(32, Decision::Abort(R::IdAlreadyFailed));
+        assert_eq!(
+            finish[0],
+            [resolution(30, Decision::Commit), fence(router, 32, 0), void]
         );
     }
 
