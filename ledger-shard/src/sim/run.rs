@@ -100,6 +100,11 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         let s = &report.stats;
         total.transfers += s.transfers;
         total.cross_transfers += s.cross_transfers;
+        total.pending_transfers += s.pending_transfers;
+        total.chain_events += s.chain_events;
+        total.chains += s.chains;
+        total.posts += s.posts;
+        total.posts_ok += s.posts_ok;
         total.acknowledged += s.acknowledged;
         total.rejected += s.rejected;
         total.failed_calls += s.failed_calls;
@@ -116,7 +121,7 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
-         acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
+         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
          aborted_cross={} resolver_passes={} recoveries={} crash_cases={:?} | paxos: \
          chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
          partitions={} disk_losses={} messages={} dropped={}",
@@ -124,6 +129,11 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         reports.len(),
         total.transfers,
         total.cross_transfers,
+        total.pending_transfers,
+        total.chains,
+        total.chain_events,
+        total.posts,
+        total.posts_ok,
         total.acknowledged,
         total.rejected,
         total.failed_calls,
