@@ -63,6 +63,22 @@ fn cluster_seeds_keep_money_atomic_conserved_and_durable() {
         // The new paths ran: pending transfers, chains, and posts and voids that landed.
         assert!(pending > 0 && chain_events > 0);
         assert!(reports.iter().map(|r| r.stats.posts_ok).sum::<u64>() > 0);
+        // The resolver ended users' posts, chains and expiries too.
+        assert!(reports.iter().map(|r| r.stats.recovered_posts).sum::<u64>() > 0);
+        assert!(
+            reports
+                .iter()
+                .map(|r| r.stats.recovered_chains)
+                .sum::<u64>()
+                > 0
+        );
+        assert!(
+            reports
+                .iter()
+                .map(|r| r.stats.recovered_expiries)
+                .sum::<u64>()
+                > 0
+        );
     }
 }
 

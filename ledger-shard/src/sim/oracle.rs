@@ -11,8 +11,14 @@
 //!   was funded;
 //! - **resolution bound**: after the heal, every leg resolves within the bound of both its
 //!   shards having leaders;
+//! - users' pending transfers, posts and voids: a commit is a marker `res(t)` on both sides;
+//!   a user's post logged at the coordinator is in flight until the participant's `x(t)`,
+//!   which must be the same post or void; users' posts, expiries and chain records must be
+//!   acknowledged within the bound;
+//! - chains: a leg commits only after its coordinator's `res(head)` committed;
 //! - at the end, on the replicas themselves: both legs posted or neither, every acknowledged
-//!   transfer posted on both sides, no rejected transfer posted, nothing in flight.
+//!   transfer posted on both sides, no rejected transfer posted, nothing in flight; chains
+//!   all or none; posts and voids answered `Ok` on both sides; no pending amount left.
 
 use std::collections::{BTreeMap, BTreeSet};
 

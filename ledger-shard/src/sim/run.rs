@@ -111,6 +111,9 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.retried_calls += s.retried_calls;
         total.resolver_passes += s.resolver_passes;
         total.recoveries += s.recoveries;
+        total.recovered_posts += s.recovered_posts;
+        total.recovered_chains += s.recovered_chains;
+        total.recovered_expiries += s.recovered_expiries;
         total.committed += s.committed;
         total.aborted += s.aborted;
         for (sum, count) in total.cases.iter_mut().zip(s.cases) {
@@ -122,7 +125,8 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
          pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
-         aborted_cross={} resolver_passes={} recoveries={} crash_cases={:?} | paxos: \
+         aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
+         crash_cases={:?} | paxos: \
          chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
          partitions={} disk_losses={} messages={} dropped={}",
         base.wrapping_add(count),
@@ -142,6 +146,9 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.aborted,
         total.resolver_passes,
         total.recoveries,
+        total.recovered_posts,
+        total.recovered_chains,
+        total.recovered_expiries,
         total.cases,
         paxos.chosen_slots,
         paxos.crashes,

@@ -266,6 +266,12 @@ pub struct ClusterStats {
     pub resolver_passes: u64,
     /// Recoveries the resolver drove to their end.
     pub recoveries: u64,
+    /// Users' posts and voids the resolver found to apply (in the recoveries it started).
+    pub recovered_posts: u64,
+    /// Chains the resolver found to end.
+    pub recovered_chains: u64,
+    /// Expired pending transfers the resolver found to void.
+    pub recovered_expiries: u64,
     /// Cross-shard transfers committed (both legs posted).
     pub committed: u64,
     /// Cross-shard transfers aborted after a prepare.
@@ -1804,9 +1810,16 @@ impl ClusterSim {
                 self.now_us
             );
         }
+        // Like the cluster's resolver: each recovery for at most four intervals (or the
+        // request timeout, if shorter), side by side.
+        let timings = self.options.timings;
+        let deadline =
+            self.now_us + (4 * timings.resolver_interval_us).min(timings.request_timeout_us);
         for recovery in recoveries {
+            self.stats.recovered_posts += recovery.posts.len() as u64;
+            self.stats.recovered_chains += recovery.chains.len() as u64;
+            self.stats.recovered_expiries += recovery.expiries.len() as u64;
             let (driven, next) = protocol::recovery(self.router, recovery);
-            let deadline = self.now_us + self.options.timings.request_timeout_us;
             let (id, job) = self.insert_job(Owner::Resolver, JobKind::Recovery(driven), deadline);
             match next {
                 Next::Send { requests, phase } => {
