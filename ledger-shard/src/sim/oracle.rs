@@ -490,28 +490,12 @@ impl Tracker {
             match plan.kind {
                 Kind::Plain | Kind::Pending => {}
                 Kind::Chain { head } => {
-                    let decided = lookup(plan.debit_shard, 2 * SYSTEM_ID_MIN + t);
-                    let committed = decided.is_some_and(|r| !r.flags.void_pending_transfer());
-                    if plan.debit_shard != plan.credit_shard {
-                        let other = lookup(plan.credit_shard, 2 * SYSTEM_ID_MIN + t)
-                            .is_some_and(|r| !r.flags.void_pending_transfer());
-                        if other != committed {
-                            return Err(format!(
-                                "atomicity: event {t} of chain {head} is committed at its {} \
-                                 only",
-                                if committed {
-                                    "debit shard"
-                                } else {
-                                    "credit shard"
-                                }
-                            ));
-                        }
-                    }
+                    let committed = chain_member_committed(&lookup, t, head, plan)?;
                     chains.entry(head).or_default().push((t, committed));
                     continue;
                 }
                 Kind::Post { t: pending } => {
-                    self.check_post_final(&lookup, t, pending, plan, planned)?;
+                    Self::check_post_final(&lookup, t, pending, plan, planned)?;
                     continue;
                 }
             }
@@ -519,18 +503,7 @@ impl Tracker {
                 .answered
                 .is_some_and(|r: R| !(r.is_ok() || r.is_exists()));
             if plan.debit_shard == plan.credit_shard {
-                let found = lookup(plan.debit_shard, t).is_some();
-                if acknowledged && !found {
-                    return Err(format!(
-                        "lost: transfer {t} was acknowledged but is not found"
-                    ));
-                }
-                if rejected && found {
-                    return Err(format!(
-                        "transfer {t} was answered {:?} but is posted",
-                        plan.answered
-                    ));
-                }
+                check_local_final(&lookup, t, plan, acknowledged, rejected)?;
                 continue;
             }
             let resolution = 2 * SYSTEM_ID_MIN + t;
@@ -558,16 +531,12 @@ impl Tracker {
                     }
                 ));
             }
-            if acknowledged && !coordinator_posted {
+            if (acknowledged && !coordinator_posted) || (rejected && coordinator_posted) {
                 return Err(format!(
-                    "lost: transfer {t} was answered {:?} but is not posted on both sides",
-                    plan.answered
-                ));
-            }
-            if rejected && coordinator_posted {
-                return Err(format!(
-                    "transfer {t} was answered {:?} but is posted",
-                    plan.answered
+                    "{}: transfer {t} was answered {:?} but is {}posted on both sides",
+                    if coordinator_posted { "answer" } else { "lost" },
+                    plan.answered,
+                    if coordinator_posted { "" } else { "not " }
                 ));
             }
             if coordinator_posted {
@@ -576,32 +545,13 @@ impl Tracker {
                 aborted += 1;
             }
         }
-        for (head, members) in &chains {
-            let all = members.iter().all(|(_, committed)| *committed);
-            if !all && members.iter().any(|(_, committed)| *committed) {
-                return Err(format!(
-                    "atomicity: chain {head} committed only some of its events: {members:?}"
-                ));
-            }
-            let answered = planned.get(head).and_then(|plan| plan.answered);
-            if answered == Some(R::Ok) && !all {
-                return Err(format!(
-                    "lost: chain {head} was answered Ok but is not committed"
-                ));
-            }
-            if answered.is_some_and(|r| !(r.is_ok() || r.is_exists())) && all {
-                return Err(format!(
-                    "chain {head} was answered {answered:?} but is committed"
-                ));
-            }
-        }
+        check_chains_final(&chains, planned)?;
         Ok((committed, aborted))
     }
 
     /// A user's post or void `p` of pending transfer `t` answered `Ok`: logged at the
     /// coordinator and applied the same at the participant (`x(t)`).
     fn check_post_final(
-        &self,
         lookup: &impl Fn(usize, u128) -> Option<Transfer>,
         p: u128,
         t: u128,
@@ -673,4 +623,80 @@ impl Tracker {
         }
         Ok(())
     }
+}
+
+/// Whether event `t` of chain `head` is committed (at its debit shard), and on both sides alike.
+fn chain_member_committed(
+    lookup: &impl Fn(usize, u128) -> Option<Transfer>,
+    t: u128,
+    head: u128,
+    plan: &Planned,
+) -> Result<bool, String> {
+    let committed = lookup(plan.debit_shard, 2 * SYSTEM_ID_MIN + t)
+        .is_some_and(|r| !r.flags.void_pending_transfer());
+    if plan.debit_shard != plan.credit_shard {
+        let other = lookup(plan.credit_shard, 2 * SYSTEM_ID_MIN + t)
+            .is_some_and(|r| !r.flags.void_pending_transfer());
+        if other != committed {
+            return Err(format!(
+                "atomicity: event {t} of chain {head} is committed at its {} only",
+                if committed {
+                    "debit shard"
+                } else {
+                    "credit shard"
+                }
+            ));
+        }
+    }
+    Ok(committed)
+}
+
+/// Each chain all or none; answered `Ok`: all; rejected: none.
+fn check_chains_final(
+    chains: &BTreeMap<u128, Vec<(u128, bool)>>,
+    planned: &BTreeMap<u128, Planned>,
+) -> Result<(), String> {
+    for (head, members) in chains {
+        let all = members.iter().all(|(_, committed)| *committed);
+        if !all && members.iter().any(|(_, committed)| *committed) {
+            return Err(format!(
+                "atomicity: chain {head} committed only some of its events: {members:?}"
+            ));
+        }
+        let answered = planned.get(head).and_then(|plan| plan.answered);
+        if answered == Some(R::Ok) && !all {
+            return Err(format!(
+                "lost: chain {head} was answered Ok but is not committed"
+            ));
+        }
+        if answered.is_some_and(|r| !(r.is_ok() || r.is_exists())) && all {
+            return Err(format!(
+                "chain {head} was answered {answered:?} but is committed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A same-shard transfer: found iff acknowledged (not if rejected).
+fn check_local_final(
+    lookup: &impl Fn(usize, u128) -> Option<Transfer>,
+    t: u128,
+    plan: &Planned,
+    acknowledged: bool,
+    rejected: bool,
+) -> Result<(), String> {
+    let found = lookup(plan.debit_shard, t).is_some();
+    if acknowledged && !found {
+        return Err(format!(
+            "lost: transfer {t} was acknowledged but is not found"
+        ));
+    }
+    if rejected && found {
+        return Err(format!(
+            "transfer {t} was answered {:?} but is posted",
+            plan.answered
+        ));
+    }
+    Ok(())
 }

@@ -776,11 +776,28 @@ impl ClusterSim {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) | None => Ok(()),
             },
-            JobKind::PostFinish(driven) => match driven.advance(&answers)? {
+            JobKind::PostFinish(_)
+            | JobKind::Recovery(_)
+            | JobKind::Locate { .. }
+            | JobKind::Post { .. }
+            | JobKind::Chain { .. } => self.advance_users_job(id, job, &answers),
+            JobKind::Scan => self.after_scan(&answers),
+        }
+    }
+
+    /// Advances a job of users' posts, chains, or the resolver's recoveries.
+    fn advance_users_job(
+        &mut self,
+        id: u64,
+        mut job: Job,
+        answers: &[Response],
+    ) -> Result<(), String> {
+        match &mut job.kind {
+            JobKind::PostFinish(driven) => match driven.advance(answers)? {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) | None => Ok(()),
             },
-            JobKind::Locate { driven, transfers } => match driven.advance(&answers)? {
+            JobKind::Locate { driven, transfers } => match driven.advance(answers)? {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(located)) => {
                     let transfers = std::mem::take(transfers);
@@ -792,26 +809,26 @@ impl ClusterSim {
                     Ok(())
                 }
             },
-            JobKind::Post { driven, .. } => match driven.advance(&answers)? {
-                Some(next) => self.continue_post(id, job, next),
-                None => {
-                    let JobKind::Post { transfers, .. } = &job.kind else {
-                        return Ok(());
-                    };
-                    let transfers = transfers.clone();
-                    self.call_answered(job.owner, &transfers, Err("a request failed".into()));
-                    Ok(())
+            JobKind::Post { driven, .. } => {
+                if let Some(next) = driven.advance(answers)? {
+                    return self.continue_post(id, job, next);
                 }
-            },
+                let JobKind::Post { transfers, .. } = &job.kind else {
+                    return Ok(());
+                };
+                let transfers = transfers.clone();
+                self.call_answered(job.owner, &transfers, Err("a request failed".into()));
+                Ok(())
+            }
             JobKind::Chain { driven, transfers } => {
-                if let Some(next) = driven.advance(&answers)? {
+                if let Some(next) = driven.advance(answers)? {
                     return self.continue_chain(id, job, next);
                 }
                 let transfers = std::mem::take(transfers);
                 self.call_answered(job.owner, &transfers, Err("a request failed".into()));
                 Ok(())
             }
-            JobKind::Recovery(driven) => match driven.advance(&answers)? {
+            JobKind::Recovery(driven) => match driven.advance(answers)? {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) => {
                     self.resolver_active -= 1;
@@ -823,7 +840,7 @@ impl ClusterSim {
                     Ok(())
                 }
             },
-            JobKind::Scan => self.after_scan(&answers),
+            _ => Ok(()),
         }
     }
 
@@ -1332,17 +1349,16 @@ impl ClusterSim {
                 self.start_call(owner, transfers, deadline)?;
             }
             Unsettled::Open { t, post } => {
-                let post = match post {
-                    Some(post) => post,
-                    None => {
-                        let post = self.draw_post(client, t);
-                        if let Some((Unsettled::Open { post: slot, .. }, _)) =
-                            self.notebook.get_mut(&key)
-                        {
-                            *slot = Some(post);
-                        }
-                        post
+                let post = if let Some(post) = post {
+                    post
+                } else {
+                    let post = self.draw_post(client, t);
+                    if let Some((Unsettled::Open { post: slot, .. }, _)) =
+                        self.notebook.get_mut(&key)
+                    {
+                        *slot = Some(post);
                     }
+                    post
                 };
                 self.stats.posts += 1;
                 let (driven, next) = protocol::locate(self.router, post);
