@@ -151,6 +151,13 @@ fn a_participant_voiding_a_users_post_is_caught() {
 }
 
 #[test]
+fn a_chain_committed_in_part_is_caught() {
+    // A chain's finish voids its events other than the head, which its coordinator committed.
+    let bug = PlantedBug::ChainFinishVoidsMembers;
+    assert_caught(15, Step::Prepared, Who::ParticipantLeader, bug, "of chain");
+}
+
+#[test]
 fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
     // The ledger's SimStateMachine implementation: the paxos simulator's clients write (empty
     // batches under unique nonces) and read digests, under that seed's faults.

@@ -104,6 +104,9 @@ pub enum PlantedBug {
     /// A participant applies a user's post of a cross-shard pending transfer as a void
     /// (`x(t)` voids its leg while the coordinator posted).
     ParticipantVoidsUsersPost,
+    /// A chain's finish voids its events' legs other than the head's, although the chain
+    /// committed.
+    ChainFinishVoidsMembers,
 }
 
 /// The protocol's timings, in simulated microseconds (shorter than the real ones).
@@ -1859,7 +1862,9 @@ impl ClusterSim {
                 owner == Owner::Resolver && phase == Some(Phase::Finish)
             }
             PlantedBug::NoResolver => false,
-            PlantedBug::ParticipantVoidsUsersPost => phase == Some(Phase::Finish),
+            PlantedBug::ParticipantVoidsUsersPost | PlantedBug::ChainFinishVoidsMembers => {
+                phase == Some(Phase::Finish)
+            }
         };
         if !planting {
             return requests;
@@ -1897,6 +1902,19 @@ impl ClusterSim {
                                 transfer
                             });
                         }
+                        PlantedBug::ChainFinishVoidsMembers => {
+                            let member = transfer.flags.post_pending_transfer()
+                                && self.is_chain_member(transfer.id);
+                            planted.push(if member {
+                                Transfer {
+                                    flags: TransferFlags::VOID_PENDING_TRANSFER,
+                                    amount: 0,
+                                    ..transfer
+                                }
+                            } else {
+                                transfer
+                            });
+                        }
                         PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
                             let post = transfer.flags.post_pending_transfer();
                             planted.push(
@@ -1919,6 +1937,14 @@ impl ClusterSim {
                 }
             })
             .collect()
+    }
+
+    /// Whether `resolution` is `res(t)` of a chain's event `t` other than its head.
+    fn is_chain_member(&self, resolution: u128) -> bool {
+        let t = resolution.wrapping_sub(2 * SYSTEM_ID_MIN);
+        self.planned
+            .get(&t)
+            .is_some_and(|plan| matches!(plan.kind, Kind::Chain { head } if head != t))
     }
 
     fn is_participant_shard(&self, shard: usize, leg: u128) -> bool {
