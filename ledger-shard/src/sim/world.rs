@@ -1888,42 +1888,23 @@ impl ClusterSim {
                                 ..Transfer::new(0, 0, 0, u128::MAX, 0, 0)
                             });
                         }
-                        PlantedBug::ParticipantVoidsUsersPost => {
-                            // A participant's application of a user's post, `x(t)`, voids.
-                            let applied = transfer.id >= 3 * SYSTEM_ID_MIN
-                                && transfer.flags.post_pending_transfer();
-                            planted.push(if applied {
-                                Transfer {
-                                    flags: TransferFlags::VOID_PENDING_TRANSFER,
-                                    amount: 0,
-                                    ..transfer
-                                }
-                            } else {
-                                transfer
-                            });
-                        }
-                        PlantedBug::ChainFinishVoidsMembers => {
-                            let member = transfer.flags.post_pending_transfer()
-                                && self.is_chain_member(transfer.id);
-                            planted.push(if member {
-                                Transfer {
-                                    flags: TransferFlags::VOID_PENDING_TRANSFER,
-                                    amount: 0,
-                                    ..transfer
-                                }
-                            } else {
-                                transfer
-                            });
+                        PlantedBug::ParticipantVoidsUsersPost
+                        | PlantedBug::ChainFinishVoidsMembers => {
+                            // A participant's application of a user's post, `x(t)`, or a
+                            // chain member's post, voids.
+                            let hit = transfer.flags.post_pending_transfer()
+                                && if bug == PlantedBug::ParticipantVoidsUsersPost {
+                                    transfer.id >= 3 * SYSTEM_ID_MIN
+                                } else {
+                                    self.is_chain_member(transfer.id)
+                                };
+                            planted.push(if hit { voided(transfer) } else { transfer });
                         }
                         PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
                             let post = transfer.flags.post_pending_transfer();
                             planted.push(
                                 if post && self.is_participant_shard(shard, transfer.pending_id) {
-                                    Transfer {
-                                        flags: TransferFlags::VOID_PENDING_TRANSFER,
-                                        amount: 0,
-                                        ..transfer
-                                    }
+                                    voided(transfer)
                                 } else {
                                     transfer
                                 },
@@ -2045,6 +2026,15 @@ impl ClusterSim {
             self.trace.word(*count ^ (index as u64) << 32);
         }
         Ok(())
+    }
+}
+
+/// `transfer` (a post of a pending transfer) as a void instead.
+fn voided(transfer: Transfer) -> Transfer {
+    Transfer {
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        amount: 0,
+        ..transfer
     }
 }
 
