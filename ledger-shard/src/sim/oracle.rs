@@ -189,13 +189,15 @@ impl Tracker {
         } else if shard == plan.credit_shard && plan.debit_shard != shard {
             let Some(&(logged_void, amount)) = self.logged_posts.get(&t) else {
                 return Err(format!(
-                    "atomicity: participant shard {shard} applied a post or void of pending                      transfer {t} that its coordinator (shard {}) never logged",
+                    "atomicity: participant shard {shard} applied a post or void of pending \
+                     transfer {t} that its coordinator (shard {}) never logged",
                     plan.debit_shard
                 ));
             };
             if logged_void != void || (post && amount != transfer.amount) {
                 return Err(format!(
-                    "atomicity: participant shard {shard} applied {} of {} to pending transfer                      {t}, its coordinator (shard {}) logged {} of {amount}",
+                    "atomicity: participant shard {shard} applied {} of {} to pending transfer \
+                     {t}, its coordinator (shard {}) logged {} of {amount}",
                     if void { "a void" } else { "a post" },
                     transfer.amount,
                     plan.debit_shard,
@@ -245,32 +247,20 @@ impl Tracker {
         let coordinator = planned.get(&head).map_or(usize::MAX, |h| h.debit_shard);
         let commit = !transfer.flags.void_pending_transfer();
         if t == head && shard == coordinator {
-            if commit {
-                if self.aborted.contains(&head) {
-                    return Err(format!("I10: chain {head} committed after an abort"));
-                }
-                self.committed.insert(head);
-            } else {
-                if self.committed.contains(&head) {
-                    return Err(format!("I10: chain {head} aborted after a commit"));
-                }
-                if self.chain_posted.contains(&head) {
-                    return Err(format!(
-                        "atomicity: chain {head} aborted at its coordinator (shard {shard})                          after one of its legs was posted"
-                    ));
-                }
-                self.aborted.insert(head);
-            }
+            let posted = self.chain_posted.contains(&head);
+            self.decide("chain", head, shard, commit, posted)?;
         } else if commit {
             if !self.committed.contains(&head) {
                 return Err(format!(
-                    "atomicity: shard {shard} committed event {t} of chain {head} before its                      coordinator (shard {coordinator}) did"
+                    "atomicity: shard {shard} committed event {t} of chain {head} before its \
+                     coordinator (shard {coordinator}) did"
                 ));
             }
             self.chain_posted.insert(head);
         } else if self.committed.contains(&head) {
             return Err(format!(
-                "atomicity: shard {shard} voided event {t} of chain {head}, which its                  coordinator (shard {coordinator}) committed"
+                "atomicity: shard {shard} voided event {t} of chain {head}, which its \
+                 coordinator (shard {coordinator}) committed"
             ));
         }
         if transfer.flags.post_pending_transfer() && plan.debit_shard != plan.credit_shard {
@@ -311,24 +301,9 @@ impl Tracker {
         let amount = if post { plan.transfer.amount } else { 0 };
         let ledger = plan.transfer.ledger;
         if shard == plan.debit_shard {
-            if commit {
-                if self.aborted.contains(&t) {
-                    return Err(format!("I10: transfer {t} committed after an abort"));
-                }
-                self.committed.insert(t);
-                *self.in_flight.entry(ledger).or_default() += signed(amount);
-            } else {
-                if self.committed.contains(&t) {
-                    return Err(format!("I10: transfer {t} aborted after a commit"));
-                }
-                if self.participant_posted.contains(&t) {
-                    return Err(format!(
-                        "atomicity: transfer {t} aborted at its coordinator (shard {shard}) \
-                         after its participant posted it"
-                    ));
-                }
-                self.aborted.insert(t);
-            }
+            let posted = self.participant_posted.contains(&t);
+            self.decide("transfer", t, shard, commit, posted)?;
+            *self.in_flight.entry(ledger).or_default() += signed(amount);
         } else if shard == plan.credit_shard {
             if commit {
                 if !self.committed.contains(&t) {
@@ -355,6 +330,36 @@ impl Tracker {
             return Err(format!(
                 "shard {shard} resolved transfer {t}, which does not touch it"
             ));
+        }
+        Ok(())
+    }
+
+    /// Records a coordinator's decision on `id` (a transfer, or a chain by its head): never
+    /// both ways, never an abort after one of its legs was posted elsewhere (`posted`).
+    fn decide(
+        &mut self,
+        what: &str,
+        id: u128,
+        shard: usize,
+        commit: bool,
+        posted: bool,
+    ) -> Result<(), String> {
+        if commit {
+            if self.aborted.contains(&id) {
+                return Err(format!("I10: {what} {id} committed after an abort"));
+            }
+            self.committed.insert(id);
+        } else {
+            if self.committed.contains(&id) {
+                return Err(format!("I10: {what} {id} aborted after a commit"));
+            }
+            if posted {
+                return Err(format!(
+                    "atomicity: {what} {id} aborted at its coordinator (shard {shard}) after \
+                     one of its legs was posted"
+                ));
+            }
+            self.aborted.insert(id);
         }
         Ok(())
     }
@@ -421,7 +426,8 @@ impl Tracker {
             let start_us = created_us.max(debit).max(credit);
             if now_us > start_us + bound_us {
                 return Err(format!(
-                    "resolution: transfer {t}'s leg ({:?}) on shard {shard} (applied at {created_us}us) \
+                    "resolution: transfer {t}'s leg ({:?}) on shard {shard} (applied at \
+                     {created_us}us) \
                      is unresolved at {now_us}us, {bound_us}us after both its shards ({} and {}) \
                      had leaders ({debit}us, {credit}us)",
                     plan.kind, plan.debit_shard, plan.credit_shard

@@ -124,7 +124,8 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
-         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
+         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
+         rejected={} failed_calls={} retried_calls={} committed_cross={} \
          aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
          crash_cases={:?} | paxos: \
          chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
