@@ -3,7 +3,11 @@
 //! simulator's swarm faults plus a crash of the coordinator's leader, the participant's
 //! leader or the client after every protocol step (the nine cases cycle across seeds) — keeps
 //! money conserved, transfers atomic, acknowledged transfers durable, and resolves every
-//! prepared transfer within 2 s (simulated) of its shards having leaders after the heal.
+//! prepared transfer within 2 s (simulated) of its shards having leaders after the heal. The
+//! workload is mostly plain transfers (≥ 50 % across shards), plus users' pending transfers
+//! across shards posted (fully or partly), voided or expired later, and linked chains of 2–3
+//! transfers spanning shards (some events pending): chains commit all or none, a post or void
+//! answered `Ok` is applied on both sides, and nothing is left pending at the end.
 //! `SIM_SEEDS` and `SIM_SEED_BASE` select other seeds; a failing seed prints its replay
 //! command. And the checks can fail: planted protocol bugs are caught.
 
@@ -39,6 +43,13 @@ fn cluster_seeds_keep_money_atomic_conserved_and_durable() {
         cross * 2 >= transfers,
         "only {cross} of {transfers} transfers crossed shards"
     );
+    let pending: u64 = reports.iter().map(|r| r.stats.pending_transfers).sum();
+    let chain_events: u64 = reports.iter().map(|r| r.stats.chain_events).sum();
+    assert!(
+        (transfers - pending - chain_events) * 2 > transfers,
+        "plain transfers are not the majority: {pending} pending and {chain_events} chain \
+         events of {transfers}"
+    );
     if count >= 9 {
         // Every (step × who) crash case happened somewhere, and transfers both committed and
         // aborted across shards.
@@ -49,6 +60,25 @@ fn cluster_seeds_keep_money_atomic_conserved_and_durable() {
         assert!(reports.iter().map(|r| r.stats.committed).sum::<u64>() > 0);
         assert!(reports.iter().map(|r| r.stats.aborted).sum::<u64>() > 0);
         assert!(reports.iter().map(|r| r.stats.acknowledged).sum::<u64>() > 0);
+        // The new paths ran: pending transfers, chains, and posts and voids that landed.
+        assert!(pending > 0 && chain_events > 0);
+        assert!(reports.iter().map(|r| r.stats.posts_ok).sum::<u64>() > 0);
+        // The resolver ended users' posts, chains and expiries too.
+        assert!(reports.iter().map(|r| r.stats.recovered_posts).sum::<u64>() > 0);
+        assert!(
+            reports
+                .iter()
+                .map(|r| r.stats.recovered_chains)
+                .sum::<u64>()
+                > 0
+        );
+        assert!(
+            reports
+                .iter()
+                .map(|r| r.stats.recovered_expiries)
+                .sum::<u64>()
+                > 0
+        );
     }
 }
 
@@ -105,6 +135,26 @@ fn transfers_left_prepared_without_a_resolver_are_caught() {
     // Clients crash right after the prepare, and nobody finishes their transfers.
     let bug = PlantedBug::NoResolver;
     assert_caught(13, Step::Prepared, Who::Client, bug, "resolution:");
+}
+
+#[test]
+fn a_participant_voiding_a_users_post_is_caught() {
+    // The participant applies a user's post of a cross-shard pending transfer as a void.
+    let bug = PlantedBug::ParticipantVoidsUsersPost;
+    assert_caught(
+        14,
+        Step::Decided,
+        Who::ParticipantLeader,
+        bug,
+        "applied a void",
+    );
+}
+
+#[test]
+fn a_chain_committed_in_part_is_caught() {
+    // A chain's finish voids its events other than the head, which its coordinator committed.
+    let bug = PlantedBug::ChainFinishVoidsMembers;
+    assert_caught(15, Step::Prepared, Who::ParticipantLeader, bug, "of chain");
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! replicas of the real [`LedgerMachine`] over the real Paxos replica and log store (on
 //! ledger-paxos's simulator: seeded network and disk faults, crashes, partitions, swarm
 //! profiles), all on one seed and one simulated clock; simulated clients running cross-shard
-//! transfers against the current leaders, and a simulated resolver on simulated time.
+//! transfers against the current leaders — mostly plain ones, plus users' pending transfers
+//! across shards that the workload later posts (fully or partly) or voids (some expire), and
+//! linked chains spanning shards — and a simulated resolver on simulated time that ends every
+//! kind of recovery the core yields (legs, users' posts, chains, expiries).
 //!
 //! On top of each group's random faults, each seed crashes, right after one protocol step
 //! (prepared, voted, decided), the coordinator shard's leader, the participant shard's leader,
@@ -10,10 +13,13 @@
 //! ([`CrashCase::ALL`]). Then everything heals.
 //!
 //! Checks (`src/sim/oracle.rs` says how): each shard's replicas apply identical prefixes and
-//! keep double entry; conservation per ledger across shards at every applied entry;
-//! atomicity (a participant posts only what its coordinator committed, and at the end both
-//! legs or neither); no acknowledged transfer lost; every prepared transfer resolves within
-//! the bound once both its shards have leaders after the heal; same seed, same trace hash.
+//! keep double entry; conservation per ledger across shards at every applied entry (users'
+//! posts and chain events in flight counted); atomicity (a participant posts only what its
+//! coordinator committed, and at the end both legs or neither; a chain all or none; a user's
+//! post applied at the participant as its coordinator logged it); no acknowledged transfer,
+//! chain, post or void lost; no pending amount left at the end; every prepared transfer and
+//! every protocol record resolves within the bound once its shards have caught-up leaders
+//! after the heal; same seed, same trace hash.
 //!
 //! # Examples
 //!

@@ -11,8 +11,14 @@
 //!   was funded;
 //! - **resolution bound**: after the heal, every leg resolves within the bound of both its
 //!   shards having leaders;
+//! - users' pending transfers, posts and voids: a commit is a marker `res(t)` on both sides;
+//!   a user's post logged at the coordinator is in flight until the participant's `x(t)`,
+//!   which must be the same post or void; users' posts, expiries and chain records must be
+//!   acknowledged within the bound;
+//! - chains: a leg commits only after its coordinator's `res(head)` committed;
 //! - at the end, on the replicas themselves: both legs posted or neither, every acknowledged
-//!   transfer posted on both sides, no rejected transfer posted, nothing in flight.
+//!   transfer posted on both sides, no rejected transfer posted, nothing in flight; chains
+//!   all or none; posts and voids answered `Ok` on both sides; no pending amount left.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +27,7 @@ use ledger_paxos::StateMachine;
 use ledger_paxos::sim::Simulator;
 
 use crate::machine::LedgerMachine;
-use crate::sim::world::Planned;
+use crate::sim::world::{Kind, Planned};
 use crate::wire::{self, ReplyStatus};
 
 /// Balances here are far below `i128::MAX`.
@@ -41,6 +47,12 @@ fn resolution_t(id: u128) -> Option<u128> {
         .then(|| id - 2 * SYSTEM_ID_MIN)
 }
 
+/// `t` of `x(t)`: a participant's application of a user's post, a chain's record, or an
+/// expiry's void at the coordinator.
+fn applied_t(id: u128) -> Option<u128> {
+    (id >= 3 * SYSTEM_ID_MIN).then(|| id - 3 * SYSTEM_ID_MIN)
+}
+
 /// One shard's chosen log, applied.
 #[derive(Debug, Default)]
 pub(crate) struct Oracle {
@@ -49,6 +61,10 @@ pub(crate) struct Oracle {
 }
 
 impl Oracle {
+    pub(crate) fn next_slot(&self) -> u64 {
+        self.next_slot
+    }
+
     pub(crate) fn machine(&self) -> &LedgerMachine {
         &self.machine
     }
@@ -84,9 +100,19 @@ pub(crate) struct Tracker {
     committed: BTreeSet<u128>,
     aborted: BTreeSet<u128>,
     participant_posted: BTreeSet<u128>,
-    in_flight: BTreeMap<u32, u128>,
+    /// Chains by head: a member's leg posted (or committed pending) somewhere.
+    chain_posted: BTreeSet<u128>,
+    /// Per ledger: amounts posted at one side of a cross-shard transfer (its coordinator, or
+    /// for a chain's event either side first) and not yet at the other.
+    in_flight: BTreeMap<u32, i128>,
     /// `(shard, t)` → when the leg was applied.
     unresolved: BTreeMap<(usize, u128), u64>,
+    /// Users' posts and voids (and expiries) of cross-shard pending transfers, by `t`, as
+    /// their coordinators logged them: (void, amount).
+    logged_posts: BTreeMap<u128, (bool, u128)>,
+    /// Protocol records in a coordinator's index until acknowledged — users' posts (`p`),
+    /// expiries and chain records (`x(t)`) — by `(shard, id)`: when applied.
+    records: BTreeMap<(usize, u128), u64>,
 }
 
 impl Tracker {
@@ -115,6 +141,134 @@ impl Tracker {
         for (transfer, result) in transfers.iter().zip(results) {
             if result.is_ok() {
                 self.observe_ok(shard, transfer, now_us, planned)?;
+            } else if (result == R::ExistsWithDifferentPendingId
+                && resolution_t(transfer.pending_id).is_some())
+                || (result == R::ExistsWithDifferentUserData32
+                    && applied_t(transfer.id).is_some()
+                    && transfer.user_data_32 == u32::MAX)
+            {
+                // A coordinator's acknowledgement of a user's post or expiry, or of a chain
+                // record: out of its index.
+                self.records.remove(&(shard, transfer.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// A user's post or void at its coordinator (`pending_id = leg(t)`), or an `x(t)`.
+    fn observe_post(
+        &mut self,
+        shard: usize,
+        transfer: &Transfer,
+        now_us: u64,
+        planned: &BTreeMap<u128, Planned>,
+    ) -> Result<(), String> {
+        let void = transfer.flags.void_pending_transfer();
+        let post = transfer.flags.post_pending_transfer();
+        if let Some(t) = leg_t(transfer.pending_id).filter(|_| transfer.id < SYSTEM_ID_MIN) {
+            let plan = planned
+                .get(&t)
+                .ok_or_else(|| format!("shard {shard}: a post of unknown transfer {t}"))?;
+            if plan.debit_shard == plan.credit_shard {
+                // A same-shard event of a chain, posted where it lives.
+                return Ok(());
+            }
+            self.logged(t, void, transfer.amount, plan)?;
+            self.records.insert((shard, transfer.id), now_us);
+            return Ok(());
+        }
+        let Some(t) = applied_t(transfer.id) else {
+            return Ok(());
+        };
+        let plan = planned
+            .get(&t)
+            .ok_or_else(|| format!("shard {shard}: x({t}) of an unknown transfer"))?;
+        if !post && !void {
+            // A chain record.
+            self.records.insert((shard, transfer.id), now_us);
+        } else if shard == plan.credit_shard && plan.debit_shard != shard {
+            let Some(&(logged_void, amount)) = self.logged_posts.get(&t) else {
+                return Err(format!(
+                    "atomicity: participant shard {shard} applied a post or void of pending \
+                     transfer {t} that its coordinator (shard {}) never logged",
+                    plan.debit_shard
+                ));
+            };
+            if logged_void != void || (post && amount != transfer.amount) {
+                return Err(format!(
+                    "atomicity: participant shard {shard} applied {} of {} to pending transfer \
+                     {t}, its coordinator (shard {}) logged {} of {amount}",
+                    if void { "a void" } else { "a post" },
+                    transfer.amount,
+                    plan.debit_shard,
+                    if logged_void { "a void" } else { "a post" },
+                ));
+            }
+            if post {
+                *self.in_flight.entry(plan.transfer.ledger).or_default() -= signed(amount);
+            }
+        } else if shard == plan.debit_shard && void {
+            // An expiry, voided at the coordinator like a user's void.
+            self.logged(t, true, 0, plan)?;
+            self.records.insert((shard, transfer.id), now_us);
+        } else {
+            return Err(format!(
+                "shard {shard} applied x({t}), which does not touch it as it does"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The coordinator of pending transfer `t` logged its (first) post or void.
+    fn logged(&mut self, t: u128, void: bool, amount: u128, plan: &Planned) -> Result<(), String> {
+        if self.logged_posts.contains_key(&t) {
+            return Err(format!(
+                "pending transfer {t} posted or voided twice at its coordinator"
+            ));
+        }
+        self.logged_posts.insert(t, (void, amount));
+        if !void {
+            *self.in_flight.entry(plan.transfer.ledger).or_default() += signed(amount);
+        }
+        Ok(())
+    }
+
+    /// A resolution `res(t)` of an event of a chain spanning shards: its coordinator's
+    /// `res(head)` decides; every other leg only follows the decision.
+    fn observe_chain_resolution(
+        &mut self,
+        shard: usize,
+        t: u128,
+        head: u128,
+        transfer: &Transfer,
+        planned: &BTreeMap<u128, Planned>,
+    ) -> Result<(), String> {
+        let plan = &planned[&t];
+        let coordinator = planned.get(&head).map_or(usize::MAX, |h| h.debit_shard);
+        let commit = !transfer.flags.void_pending_transfer();
+        if t == head && shard == coordinator {
+            let posted = self.chain_posted.contains(&head);
+            self.decide("chain", head, shard, commit, posted)?;
+        } else if commit {
+            if !self.committed.contains(&head) {
+                return Err(format!(
+                    "atomicity: shard {shard} committed event {t} of chain {head} before its \
+                     coordinator (shard {coordinator}) did"
+                ));
+            }
+            self.chain_posted.insert(head);
+        } else if self.committed.contains(&head) {
+            return Err(format!(
+                "atomicity: shard {shard} voided event {t} of chain {head}, which its \
+                 coordinator (shard {coordinator}) committed"
+            ));
+        }
+        if transfer.flags.post_pending_transfer() && plan.debit_shard != plan.credit_shard {
+            let flight = self.in_flight.entry(plan.transfer.ledger).or_default();
+            if shard == plan.debit_shard {
+                *flight += signed(plan.transfer.amount);
+            } else {
+                *flight -= signed(plan.transfer.amount);
             }
         }
         Ok(())
@@ -132,36 +286,26 @@ impl Tracker {
             return Ok(());
         }
         let Some(t) = resolution_t(transfer.id) else {
-            return Ok(());
+            return self.observe_post(shard, transfer, now_us, planned);
         };
         self.unresolved.remove(&(shard, t));
         let plan = planned
             .get(&t)
             .ok_or_else(|| format!("shard {shard}: a resolution of unknown transfer {t}"))?;
+        if let Kind::Chain { head } = plan.kind {
+            return self.observe_chain_resolution(shard, t, head, transfer, planned);
+        }
+        // A post commits a plain transfer, a marker (neither post nor void) a pending one.
+        let commit = !transfer.flags.void_pending_transfer();
         let post = transfer.flags.post_pending_transfer();
-        let amount = plan.transfer.amount;
+        let amount = if post { plan.transfer.amount } else { 0 };
         let ledger = plan.transfer.ledger;
         if shard == plan.debit_shard {
-            if post {
-                if self.aborted.contains(&t) {
-                    return Err(format!("I10: transfer {t} committed after an abort"));
-                }
-                self.committed.insert(t);
-                *self.in_flight.entry(ledger).or_default() += amount;
-            } else {
-                if self.committed.contains(&t) {
-                    return Err(format!("I10: transfer {t} aborted after a commit"));
-                }
-                if self.participant_posted.contains(&t) {
-                    return Err(format!(
-                        "atomicity: transfer {t} aborted at its coordinator (shard {shard}) \
-                         after its participant posted it"
-                    ));
-                }
-                self.aborted.insert(t);
-            }
+            let posted = self.participant_posted.contains(&t);
+            self.decide("transfer", t, shard, commit, posted)?;
+            *self.in_flight.entry(ledger).or_default() += signed(amount);
         } else if shard == plan.credit_shard {
-            if post {
+            if commit {
                 if !self.committed.contains(&t) {
                     return Err(format!(
                         "atomicity: participant shard {shard} posted transfer {t} before its \
@@ -169,11 +313,12 @@ impl Tracker {
                         plan.debit_shard
                     ));
                 }
-                self.participant_posted.insert(t);
-                let flight = self.in_flight.entry(ledger).or_default();
-                *flight = flight.checked_sub(amount).ok_or_else(|| {
-                    format!("conservation: transfer {t} posted twice at its participant")
-                })?;
+                if !self.participant_posted.insert(t) {
+                    return Err(format!(
+                        "conservation: transfer {t} posted twice at its participant"
+                    ));
+                }
+                *self.in_flight.entry(ledger).or_default() -= signed(amount);
             } else if self.committed.contains(&t) {
                 return Err(format!(
                     "atomicity: participant shard {shard} voided transfer {t}, which its \
@@ -185,6 +330,36 @@ impl Tracker {
             return Err(format!(
                 "shard {shard} resolved transfer {t}, which does not touch it"
             ));
+        }
+        Ok(())
+    }
+
+    /// Records a coordinator's decision on `id` (a transfer, or a chain by its head): never
+    /// both ways, never an abort after one of its legs was posted elsewhere (`posted`).
+    fn decide(
+        &mut self,
+        what: &str,
+        id: u128,
+        shard: usize,
+        commit: bool,
+        posted: bool,
+    ) -> Result<(), String> {
+        if commit {
+            if self.aborted.contains(&id) {
+                return Err(format!("I10: {what} {id} committed after an abort"));
+            }
+            self.committed.insert(id);
+        } else {
+            if self.committed.contains(&id) {
+                return Err(format!("I10: {what} {id} aborted after a commit"));
+            }
+            if posted {
+                return Err(format!(
+                    "atomicity: {what} {id} aborted at its coordinator (shard {shard}) after \
+                     one of its legs was posted"
+                ));
+            }
+            self.aborted.insert(id);
         }
         Ok(())
     }
@@ -218,7 +393,7 @@ impl Tracker {
             sums.entry(account.ledger).or_default().1 += signed(opening_balance);
         }
         for (ledger, (posted, funded)) in sums {
-            let in_flight = signed(self.in_flight.get(&ledger).copied().unwrap_or(0));
+            let in_flight = self.in_flight.get(&ledger).copied().unwrap_or(0);
             if posted + in_flight != funded {
                 return Err(format!(
                     "conservation: ledger {ledger}: customers' posted balances {posted} + in \
@@ -251,11 +426,28 @@ impl Tracker {
             let start_us = created_us.max(debit).max(credit);
             if now_us > start_us + bound_us {
                 return Err(format!(
-                    "resolution: transfer {t}'s leg on shard {shard} (applied at {created_us}us) \
+                    "resolution: transfer {t}'s leg ({:?}) on shard {shard} (applied at \
+                     {created_us}us) \
                      is unresolved at {now_us}us, {bound_us}us after both its shards ({} and {}) \
                      had leaders ({debit}us, {credit}us)",
-                    plan.debit_shard, plan.credit_shard
+                    plan.kind, plan.debit_shard, plan.credit_shard
                 ));
+            }
+        }
+        let all_leaders = leader_since
+            .iter()
+            .try_fold(0, |latest: u64, since| since.map(|since| latest.max(since)));
+        if let Some(all_leaders) = all_leaders {
+            for (&(shard, id), &created_us) in &self.records {
+                let start_us = created_us.max(all_leaders);
+                if now_us > start_us + bound_us {
+                    return Err(format!(
+                        "resolution: protocol record {id:#x} on shard {shard} (a user's post, \
+                         an expiry or a chain record, applied at {created_us}us) is not \
+                         acknowledged at {now_us}us, {bound_us}us after every shard had a \
+                         leader ({all_leaders}us)"
+                    ));
+                }
             }
         }
         Ok(())
@@ -268,6 +460,13 @@ impl Tracker {
                 "I10: {} legs unresolved at the end, e.g. transfer {t} on shard {shard} (since \
                  {at}us)",
                 self.unresolved.len()
+            ));
+        }
+        if let Some(((shard, id), at)) = self.records.iter().next() {
+            return Err(format!(
+                "I10: {} protocol records unacknowledged at the end, e.g. {id:#x} on shard \
+                 {shard} (since {at}us)",
+                self.records.len()
             ));
         }
         if let Some((ledger, amount)) = self.in_flight.iter().find(|(_, amount)| **amount != 0) {
@@ -291,33 +490,36 @@ impl Tracker {
                 .with_ledger(|ledger| ledger.lookup_transfers(&[id]).first().copied())
         };
         let (mut committed, mut aborted) = (0, 0);
+        let mut chains: BTreeMap<u128, Vec<(u128, bool)>> = BTreeMap::new();
         for (&t, plan) in planned {
             let acknowledged = plan.answered.is_some_and(|r: R| r.is_ok() || r.is_exists());
+            match plan.kind {
+                Kind::Plain | Kind::Pending => {}
+                Kind::Chain { head } => {
+                    let committed = chain_member_committed(&lookup, t, head, plan)?;
+                    chains.entry(head).or_default().push((t, committed));
+                    continue;
+                }
+                Kind::Post { t: pending } => {
+                    Self::check_post_final(&lookup, t, pending, plan, planned)?;
+                    continue;
+                }
+            }
             let rejected = plan
                 .answered
                 .is_some_and(|r: R| !(r.is_ok() || r.is_exists()));
             if plan.debit_shard == plan.credit_shard {
-                let found = lookup(plan.debit_shard, t).is_some();
-                if acknowledged && !found {
-                    return Err(format!(
-                        "lost: transfer {t} was acknowledged but is not found"
-                    ));
-                }
-                if rejected && found {
-                    return Err(format!(
-                        "transfer {t} was answered {:?} but is posted",
-                        plan.answered
-                    ));
-                }
+                check_local_final(&lookup, t, plan, acknowledged, rejected)?;
                 continue;
             }
             let resolution = 2 * SYSTEM_ID_MIN + t;
             let at_coordinator = lookup(plan.debit_shard, resolution);
             let at_participant = lookup(plan.credit_shard, resolution);
+            // Committed: a post (plain) or a marker (pending), not a void.
             let coordinator_posted =
-                at_coordinator.is_some_and(|r| r.flags.post_pending_transfer());
+                at_coordinator.is_some_and(|r| !r.flags.void_pending_transfer());
             let participant_posted =
-                at_participant.is_some_and(|r| r.flags.post_pending_transfer());
+                at_participant.is_some_and(|r| !r.flags.void_pending_transfer());
             if coordinator_posted != self.committed.contains(&t) {
                 return Err(format!(
                     "I5: transfer {t}: the final replicas of shard {} disagree with its chosen \
@@ -335,16 +537,12 @@ impl Tracker {
                     }
                 ));
             }
-            if acknowledged && !coordinator_posted {
+            if (acknowledged && !coordinator_posted) || (rejected && coordinator_posted) {
                 return Err(format!(
-                    "lost: transfer {t} was answered {:?} but is not posted on both sides",
-                    plan.answered
-                ));
-            }
-            if rejected && coordinator_posted {
-                return Err(format!(
-                    "transfer {t} was answered {:?} but is posted",
-                    plan.answered
+                    "{}: transfer {t} was answered {:?} but is {}posted on both sides",
+                    if coordinator_posted { "answer" } else { "lost" },
+                    plan.answered,
+                    if coordinator_posted { "" } else { "not " }
                 ));
             }
             if coordinator_posted {
@@ -353,6 +551,158 @@ impl Tracker {
                 aborted += 1;
             }
         }
+        check_chains_final(&chains, planned)?;
         Ok((committed, aborted))
     }
+
+    /// A user's post or void `p` of pending transfer `t` answered `Ok`: logged at the
+    /// coordinator and applied the same at the participant (`x(t)`).
+    fn check_post_final(
+        lookup: &impl Fn(usize, u128) -> Option<Transfer>,
+        p: u128,
+        t: u128,
+        plan: &Planned,
+        planned: &BTreeMap<u128, Planned>,
+    ) -> Result<(), String> {
+        if plan.answered != Some(R::Ok) {
+            return Ok(());
+        }
+        let Some(pending) = planned.get(&t) else {
+            return Err(format!("post {p} of an unknown transfer {t}"));
+        };
+        if pending.debit_shard == pending.credit_shard {
+            // A same-shard event of a chain: posted where it lives.
+            if lookup(pending.debit_shard, p).is_none() {
+                return Err(format!(
+                    "lost: post {p} of {t} was answered Ok but is not found"
+                ));
+            }
+            return Ok(());
+        }
+        let logged = lookup(pending.debit_shard, p);
+        let applied = lookup(pending.credit_shard, 3 * SYSTEM_ID_MIN + t);
+        let void = plan.transfer.flags.void_pending_transfer();
+        let same = |found: Option<Transfer>| {
+            found.is_some_and(|found| {
+                found.flags.void_pending_transfer() == void
+                    && (void || found.amount == plan.transfer.amount)
+            })
+        };
+        if !same(logged) || !same(applied) {
+            return Err(format!(
+                "lost: {} {p} of pending transfer {t} was answered Ok, but its coordinator \
+                 (shard {}) holds {logged:?} and its participant (shard {}) {applied:?}",
+                if void { "void" } else { "post" },
+                pending.debit_shard,
+                pending.credit_shard
+            ));
+        }
+        Ok(())
+    }
+
+    /// At the end no customer has a pending amount: every pending transfer the workload
+    /// created was posted, voided or expired, on both sides.
+    pub(crate) fn check_no_pending(
+        finals: &[&LedgerMachine],
+        customers: &[Account],
+    ) -> Result<(), String> {
+        let shards = finals.len();
+        for (shard, machine) in finals.iter().enumerate() {
+            let ids: Vec<u128> = customers
+                .iter()
+                .filter(|a| a.id % shards as u128 == shard as u128)
+                .map(|a| a.id)
+                .collect();
+            let found = machine
+                .probe()
+                .with_ledger(|ledger| ledger.lookup_accounts(&ids));
+            if let Some(account) = found
+                .iter()
+                .find(|a| a.debits_pending != 0 || a.credits_pending != 0)
+            {
+                return Err(format!(
+                    "pending: account {} on shard {shard} ends with debits_pending {} and \
+                     credits_pending {}",
+                    account.id, account.debits_pending, account.credits_pending
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether event `t` of chain `head` is committed (at its debit shard), and on both sides alike.
+fn chain_member_committed(
+    lookup: &impl Fn(usize, u128) -> Option<Transfer>,
+    t: u128,
+    head: u128,
+    plan: &Planned,
+) -> Result<bool, String> {
+    let committed = lookup(plan.debit_shard, 2 * SYSTEM_ID_MIN + t)
+        .is_some_and(|r| !r.flags.void_pending_transfer());
+    if plan.debit_shard != plan.credit_shard {
+        let other = lookup(plan.credit_shard, 2 * SYSTEM_ID_MIN + t)
+            .is_some_and(|r| !r.flags.void_pending_transfer());
+        if other != committed {
+            return Err(format!(
+                "atomicity: event {t} of chain {head} is committed at its {} only",
+                if committed {
+                    "debit shard"
+                } else {
+                    "credit shard"
+                }
+            ));
+        }
+    }
+    Ok(committed)
+}
+
+/// Each chain all or none; answered `Ok`: all; rejected: none.
+fn check_chains_final(
+    chains: &BTreeMap<u128, Vec<(u128, bool)>>,
+    planned: &BTreeMap<u128, Planned>,
+) -> Result<(), String> {
+    for (head, members) in chains {
+        let all = members.iter().all(|(_, committed)| *committed);
+        if !all && members.iter().any(|(_, committed)| *committed) {
+            return Err(format!(
+                "atomicity: chain {head} committed only some of its events: {members:?}"
+            ));
+        }
+        let answered = planned.get(head).and_then(|plan| plan.answered);
+        if answered == Some(R::Ok) && !all {
+            return Err(format!(
+                "lost: chain {head} was answered Ok but is not committed"
+            ));
+        }
+        if answered.is_some_and(|r| !(r.is_ok() || r.is_exists())) && all {
+            return Err(format!(
+                "chain {head} was answered {answered:?} but is committed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A same-shard transfer: found iff acknowledged (not if rejected).
+fn check_local_final(
+    lookup: &impl Fn(usize, u128) -> Option<Transfer>,
+    t: u128,
+    plan: &Planned,
+    acknowledged: bool,
+    rejected: bool,
+) -> Result<(), String> {
+    let found = lookup(plan.debit_shard, t).is_some();
+    if acknowledged && !found {
+        return Err(format!(
+            "lost: transfer {t} was acknowledged but is not found"
+        ));
+    }
+    if rejected && found {
+        return Err(format!(
+            "transfer {t} was answered {:?} but is posted",
+            plan.answered
+        ));
+    }
+    Ok(())
 }

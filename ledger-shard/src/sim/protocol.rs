@@ -211,6 +211,42 @@ pub(crate) fn finish(
     Driven::start(machine, first, router.shard_count())
 }
 
+/// A locate machine for one user's post or void.
+pub(crate) fn locate(
+    router: Router,
+    post: Transfer,
+) -> (Driven<core::LocateMachine>, Next<Vec<core::Located>>) {
+    let (machine, first) = core::LocateMachine::new(router, vec![post]);
+    Driven::start(machine, first, router.shard_count())
+}
+
+/// The machine of a located user's post or void of a cross-shard pending transfer.
+pub(crate) fn post(
+    router: Router,
+    post: core::CrossPost,
+) -> (Driven<core::PostMachine>, Next<core::PostOutcome>) {
+    let (machine, first) = core::PostMachine::new(router, vec![post]);
+    Driven::start(machine, first, router.shard_count())
+}
+
+/// The participants' application and the coordinators' acknowledgement of logged posts.
+pub(crate) fn post_finish(
+    router: Router,
+    logged: Vec<Transfer>,
+) -> (Driven<core::PostFinishMachine>, Next<()>) {
+    let (machine, first) = core::PostFinishMachine::new(router, logged);
+    Driven::start(machine, first, router.shard_count())
+}
+
+/// The machine of one linked chain spanning shards (its bridges created).
+pub(crate) fn chain(
+    router: Router,
+    events: &[Transfer],
+) -> (Driven<core::ChainMachine>, Next<Vec<Vec<R>>>) {
+    let (machine, first) = core::ChainMachine::new(router, vec![events.to_vec()]);
+    Driven::start(machine, first, router.shard_count())
+}
+
 /// A recovery's machine.
 pub(crate) fn recovery(
     router: Router,

@@ -100,12 +100,20 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         let s = &report.stats;
         total.transfers += s.transfers;
         total.cross_transfers += s.cross_transfers;
+        total.pending_transfers += s.pending_transfers;
+        total.chain_events += s.chain_events;
+        total.chains += s.chains;
+        total.posts += s.posts;
+        total.posts_ok += s.posts_ok;
         total.acknowledged += s.acknowledged;
         total.rejected += s.rejected;
         total.failed_calls += s.failed_calls;
         total.retried_calls += s.retried_calls;
         total.resolver_passes += s.resolver_passes;
         total.recoveries += s.recoveries;
+        total.recovered_posts += s.recovered_posts;
+        total.recovered_chains += s.recovered_chains;
+        total.recovered_expiries += s.recovered_expiries;
         total.committed += s.committed;
         total.aborted += s.aborted;
         for (sum, count) in total.cases.iter_mut().zip(s.cases) {
@@ -116,14 +124,21 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
-         acknowledged={} rejected={} failed_calls={} retried_calls={} committed_cross={} \
-         aborted_cross={} resolver_passes={} recoveries={} crash_cases={:?} | paxos: \
+         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
+         rejected={} failed_calls={} retried_calls={} committed_cross={} \
+         aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
+         crash_cases={:?} | paxos: \
          chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
          partitions={} disk_losses={} messages={} dropped={}",
         base.wrapping_add(count),
         reports.len(),
         total.transfers,
         total.cross_transfers,
+        total.pending_transfers,
+        total.chains,
+        total.chain_events,
+        total.posts,
+        total.posts_ok,
         total.acknowledged,
         total.rejected,
         total.failed_calls,
@@ -132,6 +147,9 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.aborted,
         total.resolver_passes,
         total.recoveries,
+        total.recovered_posts,
+        total.recovered_chains,
+        total.recovered_expiries,
         total.cases,
         paxos.chosen_slots,
         paxos.crashes,

@@ -20,8 +20,9 @@ use ledger_core::{
 use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, SimStats, Simulator};
 
 use crate::crossshard::protocol::{
-    CallMachine, CallOutcome, Cross, FinishMachine, Phase, RecoveryMachine, Resolver,
-    ResolverTiming, missing_bridges,
+    CallMachine, CallOutcome, ChainMachine, Cross, FinishMachine, LocateMachine, Located, Phase,
+    PostFinishMachine, PostMachine, PostOutcome, RecoveryMachine, Resolver, ResolverTiming,
+    missing_bridges, missing_chain_bridges,
 };
 use crate::machine::LedgerMachine;
 use crate::router::Router;
@@ -100,6 +101,12 @@ pub enum PlantedBug {
     ResolverAbortsCommitted,
     /// The resolver never runs: transfers whose client died stay prepared.
     NoResolver,
+    /// A participant applies a user's post of a cross-shard pending transfer as a void
+    /// (`x(t)` voids its leg while the coordinator posted).
+    ParticipantVoidsUsersPost,
+    /// A chain's finish voids its events' legs other than the head's, although the chain
+    /// committed.
+    ChainFinishVoidsMembers,
 }
 
 /// The protocol's timings, in simulated microseconds (shorter than the real ones).
@@ -172,6 +179,16 @@ pub struct ClusterSimOptions {
     pub cross_permille: u64,
     /// Per cross-shard transfer: the chance its credit account does not exist (a no vote).
     pub missing_credit_permille: u64,
+    /// Per new call: the chance it is a user's cross-shard pending transfer (later posted,
+    /// partly posted or voided by the workload; some carry a timeout of 1 s).
+    pub pending_permille: u64,
+    /// Per new call: the chance it is a linked chain of 2–3 transfers spanning shards (some
+    /// events pending, posted or voided later like the others).
+    pub chain_permille: u64,
+    /// Per client turn while there is any: the chance it settles pending work (a post or void
+    /// of a committed pending transfer, or a retry of a pending call whose outcome is
+    /// unknown). After the heal the clients only settle, until everything is.
+    pub settle_permille: u64,
     /// The targeted crash this seed exercises.
     pub case: CrashCase,
     /// Per call reaching the case's step: the chance the crash happens.
@@ -208,6 +225,9 @@ impl ClusterSimOptions {
             opening_balance: 1_000,
             cross_permille: 750,
             missing_credit_permille: 60,
+            pending_permille: 120,
+            chain_permille: 100,
+            settle_permille: 400,
             case: CrashCase::for_seed(seed),
             case_permille: random.range(150, 600),
             timings: Timings::draw(&mut random),
@@ -225,6 +245,16 @@ pub struct ClusterStats {
     pub transfers: u64,
     /// Of which cross shards.
     pub cross_transfers: u64,
+    /// Of which users' pending transfers across shards (alone in their call).
+    pub pending_transfers: u64,
+    /// Of which events of linked chains spanning shards.
+    pub chain_events: u64,
+    /// Linked chains spanning shards started.
+    pub chains: u64,
+    /// Users' posts and voids submitted (including the partial posts).
+    pub posts: u64,
+    /// Of which answered `Ok`.
+    pub posts_ok: u64,
     /// Transfers answered `Ok` or `Exists` (acknowledged).
     pub acknowledged: u64,
     /// Transfers answered with a rejection.
@@ -239,6 +269,12 @@ pub struct ClusterStats {
     pub resolver_passes: u64,
     /// Recoveries the resolver drove to their end.
     pub recoveries: u64,
+    /// Users' posts and voids the resolver found to apply (in the recoveries it started).
+    pub recovered_posts: u64,
+    /// Chains the resolver found to end.
+    pub recovered_chains: u64,
+    /// Expired pending transfers the resolver found to void.
+    pub recovered_expiries: u64,
     /// Cross-shard transfers committed (both legs posted).
     pub committed: u64,
     /// Cross-shard transfers aborted after a prepare.
@@ -290,12 +326,32 @@ enum JobKind {
     },
     Local {
         transfers: Vec<Transfer>,
+        /// The shard (a located post's), else the debit account's.
+        shard: Option<usize>,
         sent: bool,
     },
     /// A cross-shard call's missing bridge accounts, created first (as the cluster does).
     Bridges {
         transfers: Vec<Transfer>,
         created: Vec<Vec<u128>>,
+        chain: bool,
+    },
+    /// A user's post or void being located.
+    Locate {
+        driven: Driven<LocateMachine>,
+        transfers: Vec<Transfer>,
+    },
+    /// A user's post or void of a cross-shard pending transfer, at its coordinator.
+    Post {
+        driven: Driven<PostMachine>,
+        transfers: Vec<Transfer>,
+        shards: (usize, usize),
+    },
+    PostFinish(Driven<PostFinishMachine>),
+    /// A linked chain spanning shards.
+    Chain {
+        driven: Driven<ChainMachine>,
+        transfers: Vec<Transfer>,
     },
     Call {
         driven: Driven<CallMachine>,
@@ -336,9 +392,36 @@ struct Client {
     bridges: BTreeSet<u128>,
 }
 
+/// What kind of event a planned transfer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A plain transfer (same-shard or cross-shard).
+    Plain,
+    /// A user's cross-shard pending transfer.
+    Pending,
+    /// An event of a linked chain spanning shards, whose first event is `head`.
+    Chain { head: u128 },
+    /// A user's post or void of pending transfer `t` (its shards are `t`'s).
+    Post { t: u128 },
+}
+
+/// Pending work the workload keeps until it is settled (its notebook survives client
+/// crashes: the workload, not the client process, owes the post or void).
+#[derive(Debug, Clone)]
+pub(crate) enum Unsettled {
+    /// A call holding pending events whose outcome is unknown: retried with the same ids.
+    Call {
+        transfers: Vec<Transfer>,
+        chain: bool,
+    },
+    /// A committed pending transfer `t`, still to post or void (`post`: the one to retry).
+    Open { t: u128, post: Option<Transfer> },
+}
+
 /// A transfer the clients started, and what they were answered.
 #[derive(Debug, Clone)]
 pub(crate) struct Planned {
+    pub(crate) kind: Kind,
     pub(crate) transfer: Transfer,
     pub(crate) debit_shard: usize,
     pub(crate) credit_shard: usize,
@@ -365,8 +448,12 @@ pub struct ClusterSim {
     resolver_active: usize,
     customers: Vec<Account>,
     planned: BTreeMap<u128, Planned>,
+    /// The workload's pending work by key (its first id), and the client settling it.
+    notebook: BTreeMap<u128, (Unsettled, Option<usize>)>,
     oracles: Vec<Oracle>,
     tracker: Tracker,
+    /// Per shard after the heal: when it first had a leader (I11), and a caught-up one.
+    leader_seen: Vec<Option<u64>>,
     leader_since: Vec<Option<u64>>,
     setup_done: bool,
     last_bound_check_us: u64,
@@ -391,6 +478,8 @@ const CUSTOMER_ID_BASE: u128 = 1_000;
 const LEADER_BOUND_US: u64 = 3_000_000;
 /// Credit accounts that never exist (a no vote at the participant).
 const MISSING_ID_BASE: u128 = 900_000;
+/// After the heal, clients settle pending work until this long before the end.
+const SETTLE_MARGIN_US: u64 = 1_500_000;
 
 impl ClusterSim {
     /// Builds the groups and schedules the setup, the resolver and the samples.
@@ -447,8 +536,10 @@ impl ClusterSim {
             resolver_active: 0,
             customers,
             planned: BTreeMap::new(),
+            notebook: BTreeMap::new(),
             oracles: (0..options.shards).map(|_| Oracle::default()).collect(),
             tracker: Tracker::default(),
+            leader_seen: vec![None; options.shards],
             leader_since: vec![None; options.shards],
             setup_done: false,
             last_bound_check_us: 0,
@@ -552,7 +643,18 @@ impl ClusterSim {
         }
         if self.now_us >= self.options.heal_us {
             for shard in 0..self.groups.len() {
-                if self.leader_since[shard].is_none() && self.leader_of(shard).is_some() {
+                // A leader that has caught up with its shard's chosen log: a leader elected
+                // at the heal may first spend a while recovering slots (a Paxos stall of
+                // over a second was seen, seed 3226816527), which is not the protocol's time.
+                let caught_up = self.leader_of(shard).is_some_and(|leader| {
+                    self.groups[shard]
+                        .applied_slot(leader)
+                        .is_some_and(|applied| applied >= self.oracles[shard].next_slot())
+                });
+                if self.leader_seen[shard].is_none() && self.leader_of(shard).is_some() {
+                    self.leader_seen[shard] = Some(self.now_us);
+                }
+                if self.leader_since[shard].is_none() && caught_up {
                     self.leader_since[shard] = Some(self.now_us);
                 }
             }
@@ -641,7 +743,11 @@ impl ClusterSim {
                 let requests = self.setup_requests(*round);
                 self.send_round(id, job, requests, None)
             }
-            JobKind::Local { transfers, sent } => {
+            JobKind::Local {
+                transfers,
+                shard,
+                sent,
+            } => {
                 if *sent {
                     let results = match answers.first() {
                         Some(Response::Transfers(results)) => Ok(results.clone()),
@@ -652,7 +758,8 @@ impl ClusterSim {
                     return Ok(());
                 }
                 *sent = true;
-                let shard = self.router.shard_of(transfers[0].debit_account_id);
+                let shard =
+                    shard.unwrap_or_else(|| self.router.shard_of(transfers[0].debit_account_id));
                 let requests = vec![Request::Transfers {
                     shard,
                     transfers: transfers.clone(),
@@ -672,7 +779,59 @@ impl ClusterSim {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) | None => Ok(()),
             },
-            JobKind::Recovery(driven) => match driven.advance(&answers)? {
+            JobKind::PostFinish(_)
+            | JobKind::Recovery(_)
+            | JobKind::Locate { .. }
+            | JobKind::Post { .. }
+            | JobKind::Chain { .. } => self.advance_users_job(id, job, &answers),
+            JobKind::Scan => self.after_scan(&answers),
+        }
+    }
+
+    /// Advances a job of users' posts, chains, or the resolver's recoveries.
+    fn advance_users_job(
+        &mut self,
+        id: u64,
+        mut job: Job,
+        answers: &[Response],
+    ) -> Result<(), String> {
+        match &mut job.kind {
+            JobKind::PostFinish(driven) => match driven.advance(answers)? {
+                Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
+                Some(Next::Done(())) | None => Ok(()),
+            },
+            JobKind::Locate { driven, transfers } => match driven.advance(answers)? {
+                Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
+                Some(Next::Done(located)) => {
+                    let transfers = std::mem::take(transfers);
+                    self.after_locate(job.owner, job.deadline_us, transfers, &located)
+                }
+                None => {
+                    let transfers = std::mem::take(transfers);
+                    self.call_answered(job.owner, &transfers, Err("a request failed".into()));
+                    Ok(())
+                }
+            },
+            JobKind::Post { driven, .. } => {
+                if let Some(next) = driven.advance(answers)? {
+                    return self.continue_post(id, job, next);
+                }
+                let JobKind::Post { transfers, .. } = &job.kind else {
+                    return Ok(());
+                };
+                let transfers = transfers.clone();
+                self.call_answered(job.owner, &transfers, Err("a request failed".into()));
+                Ok(())
+            }
+            JobKind::Chain { driven, transfers } => {
+                if let Some(next) = driven.advance(answers)? {
+                    return self.continue_chain(id, job, next);
+                }
+                let transfers = std::mem::take(transfers);
+                self.call_answered(job.owner, &transfers, Err("a request failed".into()));
+                Ok(())
+            }
+            JobKind::Recovery(driven) => match driven.advance(answers)? {
                 Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
                 Some(Next::Done(())) => {
                     self.resolver_active -= 1;
@@ -684,13 +843,18 @@ impl ClusterSim {
                     Ok(())
                 }
             },
-            JobKind::Scan => self.after_scan(&answers),
+            _ => Ok(()),
         }
     }
 
     /// A call's bridges exist (or could not be created): its machine starts.
     fn after_bridges(&mut self, id: u64, mut job: Job, answers: &[Response]) -> Result<(), String> {
-        let JobKind::Bridges { transfers, created } = &mut job.kind else {
+        let JobKind::Bridges {
+            transfers,
+            created,
+            chain,
+        } = &mut job.kind
+        else {
             return Ok(());
         };
         for (ids, answer) in created.iter().zip(answers) {
@@ -714,9 +878,120 @@ impl ClusterSim {
             }
         }
         let transfers = std::mem::take(transfers);
+        if *chain {
+            let (driven, next) = protocol::chain(self.router, &transfers);
+            job.kind = JobKind::Chain { driven, transfers };
+            return self.continue_chain(id, job, next);
+        }
         let (driven, next) = protocol::call(self.router, &transfers);
         job.kind = JobKind::Call { driven, transfers };
         self.continue_call(id, job, next)
+    }
+
+    /// A post's pending transfer is located: to one shard as is, or across shards.
+    fn after_locate(
+        &mut self,
+        owner: Owner,
+        deadline: u64,
+        transfers: Vec<Transfer>,
+        located: &[Located],
+    ) -> Result<(), String> {
+        match located.first() {
+            Some(Located::Local { shard, event }) => {
+                let kind = JobKind::Local {
+                    transfers: vec![*event],
+                    shard: Some(*shard),
+                    sent: false,
+                };
+                let (id, job) = self.insert_job(owner, kind, deadline);
+                self.jobs.insert(id, job);
+                self.advance_job(id)
+            }
+            Some(Located::Cross(post)) => {
+                let shards = post.shards();
+                let (driven, next) = protocol::post(self.router, *post);
+                let kind = JobKind::Post {
+                    driven,
+                    transfers,
+                    shards,
+                };
+                let (id, job) = self.insert_job(owner, kind, deadline);
+                self.continue_post(id, job, next)
+            }
+            None => Err("the locate machine located nothing".to_string()),
+        }
+    }
+
+    /// A user's post: its coordinator logged it (a crash of the case may follow), then the
+    /// caller's answer, then the participant applies it and the coordinator acknowledges.
+    fn continue_post(&mut self, id: u64, job: Job, next: Next<PostOutcome>) -> Result<(), String> {
+        let JobKind::Post {
+            transfers, shards, ..
+        } = &job.kind
+        else {
+            return Ok(());
+        };
+        match next {
+            Next::Send { requests, phase } => self.send_round(id, job, requests, phase),
+            Next::Done(outcome) => {
+                let (coordinator, participant) = *shards;
+                if !outcome.finishes.is_empty()
+                    && self.options.case.after == Step::Decided
+                    && self.inject_case(job.owner, Some(coordinator), participant)
+                {
+                    return Ok(());
+                }
+                let transfers = transfers.clone();
+                self.call_answered(job.owner, &transfers, Ok(outcome.results));
+                if outcome.finishes.is_empty() {
+                    return Ok(());
+                }
+                let (driven, next) = protocol::post_finish(self.router, outcome.finishes);
+                let deadline = self.now_us + self.options.timings.request_timeout_us;
+                let (id, job) = self.insert_job(job.owner, JobKind::PostFinish(driven), deadline);
+                match next {
+                    Next::Send { requests, phase } => self.send_round(id, job, requests, phase),
+                    Next::Done(()) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// A chain's machine asked for its next round (maybe after a crash of the case), or
+    /// answered.
+    fn continue_chain(&mut self, id: u64, job: Job, next: Next<Vec<Vec<R>>>) -> Result<(), String> {
+        let JobKind::Chain { driven, transfers } = &job.kind else {
+            return Ok(());
+        };
+        match next {
+            Next::Send { requests, phase } => {
+                let step = match phase {
+                    Some(Phase::Prepare) => Some(Step::Prepared),
+                    Some(Phase::Decide) => Some(Step::Voted),
+                    Some(Phase::Finish) => Some(Step::Decided),
+                    _ => None,
+                };
+                if step == Some(self.options.case.after) {
+                    let coordinator = driven.machine().first_coordinator();
+                    let participant = transfers
+                        .iter()
+                        .flat_map(|t| [t.debit_account_id, t.credit_account_id])
+                        .map(|account| self.router.shard_of(account))
+                        .find(|&shard| Some(shard) != coordinator)
+                        .unwrap_or(0);
+                    if self.inject_case(job.owner, coordinator, participant) {
+                        return Ok(());
+                    }
+                }
+                self.send_round(id, job, requests, phase)
+            }
+            Next::Done(results) => {
+                let transfers = transfers.clone();
+                let results = results.into_iter().next().unwrap_or_default();
+                self.call_answered(job.owner, &transfers, Ok(results));
+                Ok(())
+            }
+        }
     }
 
     /// A call's machine asked for its next round (maybe after a crash of the case), or
@@ -729,7 +1004,7 @@ impl ClusterSim {
         match next {
             Next::Send { requests, phase } => {
                 if completed_before(phase) == Some(case.after)
-                    && self.inject_case(job.owner, driven.machine(), transfers)
+                    && self.inject_call_case(job.owner, driven.machine(), transfers)
                 {
                     // The client crashed with the call: nothing more is sent.
                     return Ok(());
@@ -739,7 +1014,7 @@ impl ClusterSim {
             Next::Done(outcome) => {
                 if !outcome.finishes.is_empty()
                     && case.after == Step::Decided
-                    && self.inject_case(job.owner, driven.machine(), transfers)
+                    && self.inject_call_case(job.owner, driven.machine(), transfers)
                 {
                     return Ok(());
                 }
@@ -991,33 +1266,221 @@ impl ClusterSim {
 
     fn on_client(&mut self, client: usize, generation: u64) -> Result<(), String> {
         let state = &self.clients[client];
-        if state.generation != generation || state.busy || self.now_us >= self.options.heal_us {
+        if state.generation != generation || state.busy {
             return Ok(());
         }
         let owner = Owner::Client { client, generation };
         let deadline = self.now_us + self.options.timings.request_timeout_us;
+        let healed = self.now_us >= self.options.heal_us;
+        if healed {
+            // After the heal the clients only settle the workload's pending work, until a
+            // margin before the end that leaves the resolver its bound.
+            if self.now_us + SETTLE_MARGIN_US > self.end_us() {
+                return Ok(());
+            }
+            if !self.settle(client, owner, deadline)? {
+                self.schedule(self.now_us + 50_000, Wake::Client { client, generation });
+            }
+            return Ok(());
+        }
         if let Some(transfers) = self.clients[client].retry.take() {
             self.stats.retried_calls += 1;
             self.clients[client].busy = true;
             return self.start_call(owner, transfers, deadline);
         }
-        let cross = self.random.chance(self.options.cross_permille);
-        let count = if cross { self.random.range(1, 3) } else { 1 };
-        let mut transfers = Vec::new();
-        for _ in 0..count {
-            let transfer = self.draw_transfer(client, cross);
-            transfers.push(transfer);
+        if self.random.chance(self.options.settle_permille)
+            && self.settle(client, owner, deadline)?
+        {
+            return Ok(());
         }
+        let draw = self.random.range(0, 1_000);
+        let transfers = if draw < self.options.pending_permille {
+            let mut transfer = self.draw_transfer(client, true, Kind::Pending);
+            transfer.flags = TransferFlags::PENDING;
+            if self.random.chance(150) {
+                transfer.timeout = 1;
+            }
+            self.set_planned(transfer);
+            self.stats.pending_transfers += 1;
+            self.notebook.insert(
+                transfer.id,
+                (
+                    Unsettled::Call {
+                        transfers: vec![transfer],
+                        chain: false,
+                    },
+                    Some(client),
+                ),
+            );
+            vec![transfer]
+        } else if draw < self.options.pending_permille + self.options.chain_permille {
+            self.draw_chain(client)
+        } else {
+            let cross = self.random.chance(self.options.cross_permille);
+            let count = if cross { self.random.range(1, 3) } else { 1 };
+            (0..count)
+                .map(|_| self.draw_transfer(client, cross, Kind::Plain))
+                .collect()
+        };
         self.clients[client].busy = true;
         self.start_call(owner, transfers, deadline)
     }
 
-    fn draw_transfer(&mut self, client: usize, cross: bool) -> Transfer {
+    /// Takes one item of the workload's pending work no client is settling and starts it:
+    /// a retry of a pending call whose outcome is unknown, or a post (full or partial) or
+    /// void of a committed pending transfer. `false` if there is none.
+    fn settle(&mut self, client: usize, owner: Owner, deadline: u64) -> Result<bool, String> {
+        let free: Vec<u128> = self
+            .notebook
+            .iter()
+            .filter(|(_, (_, taker))| taker.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        if free.is_empty() {
+            return Ok(false);
+        }
+        let key = free[self.random.index(free.len())];
+        let Some((item, taker)) = self.notebook.get_mut(&key) else {
+            return Ok(false);
+        };
+        *taker = Some(client);
+        let item = item.clone();
+        self.clients[client].busy = true;
+        match item {
+            Unsettled::Call { transfers, .. } => {
+                self.stats.retried_calls += 1;
+                self.start_call(owner, transfers, deadline)?;
+            }
+            Unsettled::Open { t, post } => {
+                let post = if let Some(post) = post {
+                    post
+                } else {
+                    let post = self.draw_post(client, t);
+                    if let Some((Unsettled::Open { post: slot, .. }, _)) =
+                        self.notebook.get_mut(&key)
+                    {
+                        *slot = Some(post);
+                    }
+                    post
+                };
+                self.stats.posts += 1;
+                let (driven, next) = protocol::locate(self.router, post);
+                let kind = JobKind::Locate {
+                    driven,
+                    transfers: vec![post],
+                };
+                let (id, job) = self.insert_job(owner, kind, deadline);
+                match next {
+                    Next::Send { requests, phase } => self.send_round(id, job, requests, phase)?,
+                    Next::Done(located) => {
+                        self.after_locate(owner, deadline, vec![post], &located)?;
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// A new id of `client`'s.
+    fn next_id(&mut self, client: usize) -> u128 {
         let state = &mut self.clients[client];
         state.counter += 1;
-        let id = ((client as u128 + 1) << 48)
+        ((client as u128 + 1) << 48)
             | (u128::from(state.generation) << 32)
-            | u128::from(state.counter);
+            | u128::from(state.counter)
+    }
+
+    /// A user's post (full or partial) or void of the committed pending transfer `t`,
+    /// naming no account (so it is located).
+    fn draw_post(&mut self, client: usize, t: u128) -> Transfer {
+        let id = self.next_id(client);
+        let plan = &self.planned[&t];
+        let pending = plan.transfer;
+        let (debit_shard, credit_shard) = (plan.debit_shard, plan.credit_shard);
+        let choice = self.random.range(0, 3);
+        let (flags, amount) = match choice {
+            0 => (TransferFlags::POST_PENDING_TRANSFER, pending.amount),
+            1 => (
+                TransferFlags::POST_PENDING_TRANSFER,
+                u128::from(self.random.range(1, 400)).min(pending.amount),
+            ),
+            _ => (TransferFlags::VOID_PENDING_TRANSFER, 0),
+        };
+        let post = Transfer {
+            pending_id: t,
+            flags,
+            ..Transfer::new(id, 0, 0, amount, 0, 0)
+        };
+        self.planned.insert(
+            id,
+            Planned {
+                kind: Kind::Post { t },
+                transfer: post,
+                debit_shard,
+                credit_shard,
+                answered: None,
+            },
+        );
+        post
+    }
+
+    /// A linked chain of 2–3 transfers spanning shards: its first event crosses shards, the
+    /// others may too; some are pending (never one crossing into the coordinator's shard,
+    /// which the cluster refuses).
+    fn draw_chain(&mut self, client: usize) -> Vec<Transfer> {
+        let count = self.random.range(2, 4);
+        let mut events = Vec::new();
+        let mut coordinator = 0;
+        for index in 0..count {
+            let cross = index == 0 || self.random.chance(self.options.cross_permille);
+            let mut event = self.draw_transfer(client, cross, Kind::Chain { head: 0 });
+            if index == 0 {
+                coordinator = self.router.shard_of(event.debit_account_id);
+            }
+            let (d, c) = (
+                self.router.shard_of(event.debit_account_id),
+                self.router.shard_of(event.credit_account_id),
+            );
+            if self.random.chance(400) && !(d != c && c == coordinator) {
+                event.flags = TransferFlags::PENDING;
+            }
+            if index + 1 < count {
+                event.flags = event.flags.union(TransferFlags::LINKED);
+            }
+            events.push(event);
+        }
+        let head = events[0].id;
+        for event in &events {
+            if let Some(plan) = self.planned.get_mut(&event.id) {
+                plan.kind = Kind::Chain { head };
+                plan.transfer = *event;
+            }
+        }
+        self.stats.chains += 1;
+        self.stats.chain_events += count;
+        if events.iter().any(|event| event.flags.pending()) {
+            self.notebook.insert(
+                head,
+                (
+                    Unsettled::Call {
+                        transfers: events.clone(),
+                        chain: true,
+                    },
+                    Some(client),
+                ),
+            );
+        }
+        events
+    }
+
+    fn set_planned(&mut self, transfer: Transfer) {
+        if let Some(plan) = self.planned.get_mut(&transfer.id) {
+            plan.transfer = transfer;
+        }
+    }
+
+    fn draw_transfer(&mut self, client: usize, cross: bool, kind: Kind) -> Transfer {
+        let id = self.next_id(client);
         let debit = self.customers[self.random.index(self.customers.len())];
         let debit_shard = self.router.shard_of(debit.id);
         let candidates: Vec<&Account> = self
@@ -1041,6 +1504,7 @@ impl ClusterSim {
         self.planned.insert(
             id,
             Planned {
+                kind,
                 transfer,
                 debit_shard,
                 credit_shard: self.router.shard_of(credit),
@@ -1056,11 +1520,13 @@ impl ClusterSim {
         transfers: Vec<Transfer>,
         deadline: u64,
     ) -> Result<(), String> {
+        let chain = transfers.len() > 1 && transfers[0].flags.linked();
         let cross = self.router.shard_of(transfers[0].debit_account_id)
             != self.router.shard_of(transfers[0].credit_account_id);
         if !cross {
             let kind = JobKind::Local {
                 transfers,
+                shard: None,
                 sent: false,
             };
             let (id, job) = self.insert_job(owner, kind, deadline);
@@ -1071,12 +1537,24 @@ impl ClusterSim {
             return Ok(());
         };
         let known = &self.clients[client].bridges;
-        let crosses: Vec<Cross> = transfers
-            .iter()
-            .map(|transfer| Cross::new(self.router, *transfer))
-            .collect();
-        let missing = missing_bridges(self.router, &crosses, |id| known.contains(&id));
+        let missing = if chain {
+            missing_chain_bridges(self.router, std::slice::from_ref(&transfers), |id| {
+                known.contains(&id)
+            })
+        } else {
+            let crosses: Vec<Cross> = transfers
+                .iter()
+                .map(|transfer| Cross::new(self.router, *transfer))
+                .collect();
+            missing_bridges(self.router, &crosses, |id| known.contains(&id))
+        };
         if missing.iter().all(Vec::is_empty) {
+            if chain {
+                let (driven, next) = protocol::chain(self.router, &transfers);
+                let kind = JobKind::Chain { driven, transfers };
+                let (id, job) = self.insert_job(owner, kind, deadline);
+                return self.continue_chain(id, job, next);
+            }
             let (driven, next) = protocol::call(self.router, &transfers);
             let (id, job) = self.insert_job(owner, JobKind::Call { driven, transfers }, deadline);
             return self.continue_call(id, job, next);
@@ -1089,7 +1567,11 @@ impl ClusterSim {
                 requests.push(Request::Accounts { shard, accounts });
             }
         }
-        let kind = JobKind::Bridges { transfers, created };
+        let kind = JobKind::Bridges {
+            transfers,
+            created,
+            chain,
+        };
         let (id, job) = self.insert_job(owner, kind, deadline);
         self.send_round(id, job, requests, None)
     }
@@ -1113,6 +1595,7 @@ impl ClusterSim {
                 self.now_us
             );
         }
+        let results_ok = results.as_ref().ok().cloned();
         if let Ok(results) = results {
             for (transfer, result) in transfers.iter().zip(results) {
                 if result.is_ok() || result.is_exists() {
@@ -1126,10 +1609,16 @@ impl ClusterSim {
             }
         } else {
             self.stats.failed_calls += 1;
-            if self.random.chance(500) {
+            let noted = self.notebook.contains_key(&transfers[0].id)
+                || self
+                    .planned
+                    .get(&transfers[0].id)
+                    .is_some_and(|plan| matches!(plan.kind, Kind::Post { .. }));
+            if !noted && self.random.chance(500) {
                 self.clients[client].retry = Some(transfers.to_vec());
             }
         }
+        self.note_answer(client, transfers, results_ok.as_deref());
         if self.clients[client].generation == generation {
             self.clients[client].busy = false;
             let at = self.now_us + self.random.range(0, self.options.timings.think_us);
@@ -1137,22 +1626,107 @@ impl ClusterSim {
         }
     }
 
+    /// Updates the workload's notebook with a call's answer (`None`: no answer): a pending
+    /// call answered becomes its committed pending transfers to settle (or nothing); a post
+    /// or void answered with a final result settles its pending transfer. Otherwise the item
+    /// goes back to the notebook for any client to take again.
+    fn note_answer(&mut self, client: usize, transfers: &[Transfer], results: Option<&[R]>) {
+        let first = transfers[0].id;
+        let post_of = match self.planned.get(&first).map(|plan| plan.kind) {
+            Some(Kind::Post { t }) => Some(t),
+            _ => None,
+        };
+        let key = post_of.unwrap_or(first);
+        let Some((item, taker)) = self.notebook.get_mut(&key) else {
+            return;
+        };
+        if *taker != Some(client) {
+            return;
+        }
+        *taker = None;
+        let Some(results) = results else {
+            return;
+        };
+        match item {
+            Unsettled::Call { transfers, chain } => {
+                let committed = if *chain {
+                    results
+                        .first()
+                        .is_some_and(|r| r.is_ok() || *r == R::Exists)
+                } else {
+                    results.first().is_some_and(|r| r.is_ok() || r.is_exists())
+                };
+                let pending: Vec<u128> = transfers
+                    .iter()
+                    .filter(|t| t.flags.pending())
+                    .map(|t| t.id)
+                    .collect();
+                self.notebook.remove(&key);
+                if committed {
+                    for t in pending {
+                        self.notebook
+                            .insert(t, (Unsettled::Open { t, post: None }, None));
+                    }
+                }
+            }
+            Unsettled::Open { post, .. } => {
+                let result = results.first().copied().unwrap_or(R::Ok);
+                if result.is_ok() {
+                    self.stats.posts_ok += 1;
+                }
+                let settled = result.is_ok()
+                    || result.is_exists()
+                    || matches!(
+                        result,
+                        R::PendingTransferAlreadyPosted
+                            | R::PendingTransferAlreadyVoided
+                            | R::PendingTransferExpired
+                    );
+                if settled {
+                    self.notebook.remove(&key);
+                } else {
+                    // Rejected (not found yet, say): a new post next time.
+                    *post = None;
+                }
+            }
+        }
+    }
+
     /// Crashes whoever the case names, right after the call's step; `true` if the client
     /// itself crashed (the call is gone).
-    fn inject_case(&mut self, owner: Owner, machine: &CallMachine, transfers: &[Transfer]) -> bool {
+    fn inject_call_case(
+        &mut self,
+        owner: Owner,
+        machine: &CallMachine,
+        transfers: &[Transfer],
+    ) -> bool {
+        let coordinator = machine.first_live_coordinator();
+        let participant = coordinator.map_or(0, |coordinator| {
+            transfers
+                .iter()
+                .find(|t| self.router.shard_of(t.debit_account_id) == coordinator)
+                .map_or(coordinator, |t| self.router.shard_of(t.credit_account_id))
+        });
+        self.inject_case(owner, coordinator, participant)
+    }
+
+    /// Crashes whoever the case names (the coordinator's or the participant's leader, or the
+    /// client), right after a step; `true` if the client itself crashed (the call is gone).
+    fn inject_case(
+        &mut self,
+        owner: Owner,
+        coordinator: Option<usize>,
+        participant: usize,
+    ) -> bool {
         let Owner::Client { client, .. } = owner else {
             return false;
         };
-        let Some(coordinator) = machine.first_live_coordinator() else {
+        let Some(coordinator) = coordinator else {
             return false;
         };
         if self.now_us >= self.options.heal_us || !self.random.chance(self.options.case_permille) {
             return false;
         }
-        let participant = transfers
-            .iter()
-            .find(|t| self.router.shard_of(t.debit_account_id) == coordinator)
-            .map_or(coordinator, |t| self.router.shard_of(t.credit_account_id));
         let case = self.options.case;
         let shard = match case.who {
             Who::Client => {
@@ -1211,6 +1785,11 @@ impl ClusterSim {
         state.counter = 0;
         state.bridges.clear();
         let generation = state.generation;
+        for (_, taker) in self.notebook.values_mut() {
+            if *taker == Some(client) {
+                *taker = None;
+            }
+        }
         let at = self.now_us + self.random.range(10_000, 300_000);
         self.schedule(at, Wake::Client { client, generation });
     }
@@ -1250,9 +1829,16 @@ impl ClusterSim {
                 self.now_us
             );
         }
+        // Like the cluster's resolver: each recovery for at most four intervals (or the
+        // request timeout, if shorter), side by side.
+        let timings = self.options.timings;
+        let deadline =
+            self.now_us + (4 * timings.resolver_interval_us).min(timings.request_timeout_us);
         for recovery in recoveries {
+            self.stats.recovered_posts += recovery.posts.len() as u64;
+            self.stats.recovered_chains += recovery.chains.len() as u64;
+            self.stats.recovered_expiries += recovery.expiries.len() as u64;
             let (driven, next) = protocol::recovery(self.router, recovery);
-            let deadline = self.now_us + self.options.timings.request_timeout_us;
             let (id, job) = self.insert_job(Owner::Resolver, JobKind::Recovery(driven), deadline);
             match next {
                 Next::Send { requests, phase } => {
@@ -1276,6 +1862,9 @@ impl ClusterSim {
                 owner == Owner::Resolver && phase == Some(Phase::Finish)
             }
             PlantedBug::NoResolver => false,
+            PlantedBug::ParticipantVoidsUsersPost | PlantedBug::ChainFinishVoidsMembers => {
+                phase == Some(Phase::Finish)
+            }
         };
         if !planting {
             return requests;
@@ -1299,15 +1888,23 @@ impl ClusterSim {
                                 ..Transfer::new(0, 0, 0, u128::MAX, 0, 0)
                             });
                         }
+                        PlantedBug::ParticipantVoidsUsersPost
+                        | PlantedBug::ChainFinishVoidsMembers => {
+                            // A participant's application of a user's post, `x(t)`, or a
+                            // chain member's post, voids.
+                            let hit = transfer.flags.post_pending_transfer()
+                                && if bug == PlantedBug::ParticipantVoidsUsersPost {
+                                    transfer.id >= 3 * SYSTEM_ID_MIN
+                                } else {
+                                    self.is_chain_member(transfer.id)
+                                };
+                            planted.push(if hit { voided(transfer) } else { transfer });
+                        }
                         PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
                             let post = transfer.flags.post_pending_transfer();
                             planted.push(
                                 if post && self.is_participant_shard(shard, transfer.pending_id) {
-                                    Transfer {
-                                        flags: TransferFlags::VOID_PENDING_TRANSFER,
-                                        amount: 0,
-                                        ..transfer
-                                    }
+                                    voided(transfer)
                                 } else {
                                     transfer
                                 },
@@ -1321,6 +1918,14 @@ impl ClusterSim {
                 }
             })
             .collect()
+    }
+
+    /// Whether `resolution` is `res(t)` of a chain's event `t` other than its head.
+    fn is_chain_member(&self, resolution: u128) -> bool {
+        let t = resolution.wrapping_sub(2 * SYSTEM_ID_MIN);
+        self.planned
+            .get(&t)
+            .is_some_and(|plan| matches!(plan.kind, Kind::Chain { head } if head != t))
     }
 
     fn is_participant_shard(&self, shard: usize, leg: u128) -> bool {
@@ -1366,7 +1971,7 @@ impl ClusterSim {
         if !self.setup_done {
             return Err("the setup never completed".to_string());
         }
-        for (shard, since) in self.leader_since.iter().enumerate() {
+        for (shard, since) in self.leader_seen.iter().enumerate() {
             let bound_us = self.options.heal_us + LEADER_BOUND_US;
             if since.is_none_or(|since| since > bound_us) {
                 return Err(format!(
@@ -1416,10 +2021,20 @@ impl ClusterSim {
             self.options.opening_balance,
         )?;
         self.tracker.check_nothing_in_flight()?;
+        Tracker::check_no_pending(&finals, &self.customers)?;
         for (index, count) in self.stats.cases.iter().enumerate() {
             self.trace.word(*count ^ (index as u64) << 32);
         }
         Ok(())
+    }
+}
+
+/// `transfer` (a post of a pending transfer) as a void instead.
+fn voided(transfer: Transfer) -> Transfer {
+    Transfer {
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        amount: 0,
+        ..transfer
     }
 }
 
