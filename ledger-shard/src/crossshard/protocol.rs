@@ -1527,6 +1527,9 @@ struct ChainEnd {
     /// Events recorded under a head after its chain's records (a changed retry's, see
     /// `ChainMachine::refusals`): never in that chain, they are voided whatever it decided.
     orphans: HashSet<u128>,
+    /// Per chain, whether this machine logged its commit (`Ok`, not `Exists`): the chain
+    /// committed now, whatever earlier attempts left behind.
+    committed_now: Vec<bool>,
     stage: ChainEndStage,
 }
 
@@ -1580,6 +1583,7 @@ impl ChainEnd {
         let proposed = proposed.into_iter().map(|(decision, _)| decision).collect();
         let end = Self {
             router,
+            committed_now: vec![false; chains.len()],
             chains,
             decisions: proposed,
             orphans: HashSet::new(),
@@ -1636,6 +1640,7 @@ impl ChainEnd {
                 let chain = &self.chains[position];
                 let aborting = matches!(self.decisions[position], ChainDecision::Abort { .. });
                 if answer.is_ok() || answer.is_exists() {
+                    self.committed_now[position] = !aborting && answer.is_ok();
                     continue;
                 }
                 if aborting && matches!(answer, R::PendingTransferNotFound | R::IdAlreadyFailed) {
@@ -2022,13 +2027,18 @@ impl ChainMachine {
         (index, code)
     }
 
-    fn results(&self, decisions: &[ChainDecision]) -> Vec<Vec<R>> {
+    /// The callers' answers. A chain this call committed answers `Ok` for every event, even
+    /// when an earlier attempt had logged some of its parts (they were verified to be this
+    /// call's); one committed before answers as a retry on one ledger would.
+    fn results(&self, decisions: &[ChainDecision], committed_now: &[bool]) -> Vec<Vec<R>> {
         let mut results = Vec::with_capacity(self.chains.len());
         for (chain, &decision) in decisions.iter().enumerate() {
             let count = self.chains[chain].len();
             let mut codes = vec![R::LinkedEventFailed; count];
             match decision {
-                ChainDecision::Commit if self.created[chain] => codes = vec![R::Ok; count],
+                ChainDecision::Commit if self.created[chain] || committed_now[chain] => {
+                    codes = vec![R::Ok; count];
+                }
                 ChainDecision::Commit => {
                     // A retry: the ledger would answer the first existing event's code.
                     let (index, code) = self.failing_event(chain);
@@ -2086,10 +2096,13 @@ impl Machine for ChainMachine {
             ChainStage::Verifying(proposed) => self.on_verified(proposed, reply),
             ChainStage::Ending(mut end) => {
                 let action = end.step(reply)?;
+                let committed_now = end.committed_now.clone();
                 if !matches!(action, Action::Done(_)) {
                     self.stage = ChainStage::Ending(end);
                 }
-                Ok(map_done(action, |decisions| self.results(&decisions)))
+                Ok(map_done(action, |decisions| {
+                    self.results(&decisions, &committed_now)
+                }))
             }
             ChainStage::Done => Err(protocol("a reply to a machine that is done")),
         }
