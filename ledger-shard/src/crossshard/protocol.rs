@@ -2028,15 +2028,23 @@ impl ChainMachine {
     }
 
     /// The callers' answers. A chain this call committed answers `Ok` for every event, even
-    /// when an earlier attempt had logged some of its parts (they were verified to be this
-    /// call's); one committed before answers as a retry on one ledger would.
+    /// when an earlier attempt had logged some of its parts exactly as this call has them;
+    /// one committed before, or whose logged legs differ from this call's (a retry naming
+    /// fewer events: `ExistsWith…`), answers as a retry on one ledger would.
     fn results(&self, decisions: &[ChainDecision], committed_now: &[bool]) -> Vec<Vec<R>> {
         let mut results = Vec::with_capacity(self.chains.len());
         for (chain, &decision) in decisions.iter().enumerate() {
             let count = self.chains[chain].len();
             let mut codes = vec![R::LinkedEventFailed; count];
             match decision {
-                ChainDecision::Commit if self.created[chain] || committed_now[chain] => {
+                ChainDecision::Commit
+                    if self.created[chain]
+                        || (committed_now[chain]
+                            && !self.answers[chain]
+                                .iter()
+                                .flatten()
+                                .any(|&answer| is_exists_with_different(answer))) =>
+                {
                     codes = vec![R::Ok; count];
                 }
                 ChainDecision::Commit => {
