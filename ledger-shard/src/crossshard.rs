@@ -1651,17 +1651,22 @@ mod tests {
         assert_eq!(logged_decision(&post), Decision::Commit);
     }
 
-    #[test]
-    fn leg_index_keeps_users_posts_until_acknowledged() {
-        let router = Router::new(2);
-        let cross = Cross {
+    /// A user's pending transfer 7 of 10 from account 1 (shard 1) to account 2 (shard 0).
+    fn pending_seven() -> Cross {
+        Cross {
             transfer: Transfer {
                 flags: TransferFlags::PENDING,
                 ..Transfer::new(7, 1, 2, 10, 1, 1)
             },
             debit_shard: 1,
             credit_shard: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn leg_index_keeps_users_posts_until_acknowledged() {
+        let router = Router::new(2);
+        let cross = pending_seven();
         let leg = coordinator_leg(router, &cross);
         assert!(is_pending_bridge(router, leg.credit_account_id));
         assert_eq!(bridge_ledger(router, leg.credit_account_id), 1);
@@ -1705,14 +1710,7 @@ mod tests {
     #[test]
     fn leg_index_snapshot_reads_users_posts_back_from_the_ledger() {
         let router = Router::new(2);
-        let cross = Cross {
-            transfer: Transfer {
-                flags: TransferFlags::PENDING,
-                ..Transfer::new(7, 1, 2, 10, 1, 1)
-            },
-            debit_shard: 1,
-            credit_shard: 0,
-        };
+        let cross = pending_seven();
         let leg = coordinator_leg(router, &cross);
         let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
         let accounts = vec![

@@ -27,6 +27,7 @@ use ledger_paxos::StateMachine;
 use ledger_paxos::sim::Simulator;
 
 use crate::machine::LedgerMachine;
+use crate::router::Router;
 use crate::sim::world::{Kind, Planned};
 use crate::wire::{self, ReplyStatus};
 
@@ -375,15 +376,7 @@ impl Tracker {
         let shards = oracles.len();
         let mut sums: BTreeMap<u32, (i128, i128)> = BTreeMap::new();
         for (shard, oracle) in oracles.iter().enumerate() {
-            let ids: Vec<u128> = customers
-                .iter()
-                .filter(|a| a.id % shards as u128 == shard as u128)
-                .map(|a| a.id)
-                .collect();
-            let found = oracle
-                .machine
-                .probe()
-                .with_ledger(|ledger| ledger.lookup_accounts(&ids));
+            let found = shard_customers(&oracle.machine, customers, Router::new(shards), shard);
             for account in found {
                 let entry = sums.entry(account.ledger).or_default();
                 entry.0 += signed(account.credits_posted) - signed(account.debits_posted);
@@ -608,14 +601,7 @@ impl Tracker {
     ) -> Result<(), String> {
         let shards = finals.len();
         for (shard, machine) in finals.iter().enumerate() {
-            let ids: Vec<u128> = customers
-                .iter()
-                .filter(|a| a.id % shards as u128 == shard as u128)
-                .map(|a| a.id)
-                .collect();
-            let found = machine
-                .probe()
-                .with_ledger(|ledger| ledger.lookup_accounts(&ids));
+            let found = shard_customers(machine, customers, Router::new(shards), shard);
             if let Some(account) = found
                 .iter()
                 .find(|a| a.debits_pending != 0 || a.credits_pending != 0)
@@ -705,4 +691,21 @@ fn check_local_final(
         ));
     }
     Ok(())
+}
+
+/// The customers the router places on `shard`, as `machine`'s ledger holds them now.
+fn shard_customers(
+    machine: &LedgerMachine,
+    customers: &[Account],
+    router: Router,
+    shard: usize,
+) -> Vec<Account> {
+    let ids: Vec<u128> = customers
+        .iter()
+        .map(|a| a.id)
+        .filter(|&id| router.shard_of(id) == shard)
+        .collect();
+    machine
+        .probe()
+        .with_ledger(|ledger| ledger.lookup_accounts(&ids))
 }
