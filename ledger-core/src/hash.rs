@@ -84,7 +84,18 @@ impl IdIndex {
     fn grow_to(&mut self, capacity: usize) {
         assert!(capacity.is_power_of_two());
         assert!(capacity <= 1 << 33, "id index capacity beyond 2^33 slots");
-        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        let mut slots = vec![0; capacity];
+        // A large zeroed table comes from `calloc` as fresh pages the kernel maps lazily, and
+        // the reinsertion below (and every later probe) *reads* a slot before writing it: each
+        // page would be mapped to the shared zero page first and copied on the first write,
+        // and every such copy flushes the TLB of all the process's CPUs by inter-processor
+        // interrupt (in a VM, a trap to the hypervisor). That was a quarter of the CPU of a
+        // growing ledger (BENCHMARKS.md). Writing one word per 4 KiB page first maps each page
+        // once, writable; `black_box` keeps the compiler from dropping the stores of zero.
+        for page in slots.chunks_mut(4096 / size_of::<u64>()) {
+            *std::hint::black_box(&mut page[0]) = 0;
+        }
+        let old = std::mem::replace(&mut self.slots, slots);
         let mask = capacity - 1;
         for slot in old.into_iter().filter(|&slot| slot != 0) {
             let mut position = (slot >> 32) as usize & mask;
