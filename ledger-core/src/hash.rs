@@ -149,6 +149,18 @@ impl IdIndex {
         }
     }
 
+    /// The record index in `hash`'s home slot if its tag matches: a guess, unconfirmed (the
+    /// caller only prefetches it), `None` on an empty table, an empty slot or another tag.
+    #[inline]
+    pub(crate) fn peek(&self, hash: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let tag = hash & 0xFFFF_FFFF;
+        let slot = self.slots[tag as usize & (self.slots.len() - 1)];
+        (slot != 0 && slot >> 32 == tag).then(|| (slot as u32) - 1)
+    }
+
     /// Inserts at the slot a preceding [`Self::find`] returned as `Vacant`.
     #[inline]
     pub(crate) fn insert_at(&mut self, position: usize, hash: u64, index: u32) {

@@ -410,9 +410,21 @@ impl Ledger {
                 let hash = hash_id(ahead.id);
                 self.transfer_index.prefetch(hash);
                 id_hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = hash;
+                // A post or void also finds its pending transfer: its index slot now, the
+                // record that slot names half the distance later.
+                if let Some(pending_id) = post_or_void_pending_id(ahead) {
+                    self.transfer_index.prefetch(hash_id(pending_id));
+                }
             }
             if let Some(ahead) = accounts.get(offset + PREFETCH_DISTANCE / 2) {
                 self.prefetch_accounts(*ahead);
+            }
+            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE / 2)
+                && let Some(pending_id) = post_or_void_pending_id(ahead)
+                && let Some(candidate) = self.transfer_index.peek(hash_id(pending_id))
+                && (candidate as usize) < self.transfers.len()
+            {
+                crate::prefetch::prefetch(self.transfers.get(candidate as usize));
             }
             let linked = transfer.flags.linked();
             if linked && chain.is_none() {
@@ -728,6 +740,14 @@ fn account_exists(
 
 /// The timestamp at which a pending transfer expires, if it has a timeout (`None` also if the
 /// deadline would overflow, which creation rejects).
+/// The pending id a post or void names (`None` for any other event, or a zero id).
+#[inline]
+fn post_or_void_pending_id(transfer: &Transfer) -> Option<u128> {
+    let flags = transfer.flags;
+    let resolves = flags.post_pending_transfer() || flags.void_pending_transfer();
+    (resolves && transfer.pending_id != 0).then_some(transfer.pending_id)
+}
+
 pub(crate) fn pending_deadline(transfer: &Transfer) -> Option<u64> {
     if transfer.timeout == 0 {
         return None;

@@ -50,7 +50,9 @@ impl Ledger {
         }
         let flags = transfer.flags;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
-            return self.post_or_void_pending_transfer(transfer, timestamp, in_chain, position);
+            let resolved = [debit_index, credit_index];
+            return self
+                .post_or_void_pending_transfer(transfer, resolved, timestamp, in_chain, position);
         }
         if let Err(result) = create_transfer_validate_fields(transfer) {
             return result;
@@ -212,6 +214,7 @@ impl Ledger {
     fn post_or_void_pending_transfer(
         &mut self,
         transfer: &Transfer,
+        resolved: [u32; 2],
         timestamp: u64,
         in_chain: bool,
         position: usize,
@@ -228,12 +231,8 @@ impl Ledger {
             Ok(amount) => amount,
             Err(result) => return result,
         };
-        let debit_index = self
-            .account_index_of(pending.debit_account_id)
-            .expect("pending accounts exist");
-        let credit_index = self
-            .account_index_of(pending.credit_account_id)
-            .expect("pending accounts exist");
+        let [debit_index, credit_index] =
+            self.pending_account_indices(transfer, &pending, resolved);
         let post = transfer.flags.post_pending_transfer();
         // A post with a system id applies a decision the cluster took while the accounts were
         // open (a cross-shard commit): it must land even if an account closed since.
@@ -286,6 +285,38 @@ impl Ledger {
             Status::NotPending,
         );
         R::Ok
+    }
+
+    /// The indices of `pending`'s two accounts for a post or void of it: an account the
+    /// event names (checked equal to the pending transfer's) was already resolved, and
+    /// prefetched, by pass 1 of `create_transfers` (`resolved`); one it leaves zero is looked
+    /// up here.
+    #[inline]
+    fn pending_account_indices(
+        &self,
+        transfer: &Transfer,
+        pending: &Transfer,
+        resolved: [u32; 2],
+    ) -> [u32; 2] {
+        let index = |named: u128, resolved: u32, id: u128| {
+            if named != 0 && resolved != NONE {
+                debug_assert_eq!(self.accounts.get(resolved as usize).id, id);
+                return resolved;
+            }
+            self.account_index_of(id).expect("pending accounts exist")
+        };
+        [
+            index(
+                transfer.debit_account_id,
+                resolved[0],
+                pending.debit_account_id,
+            ),
+            index(
+                transfer.credit_account_id,
+                resolved[1],
+                pending.credit_account_id,
+            ),
+        ]
     }
 
     /// Releases the reservation and, for a post, books `posted_amount`.

@@ -388,3 +388,74 @@ fn with_capacity_sizes_the_indexes_once() {
     assert_eq!(after.transfer_index_bytes, before.transfer_index_bytes);
     assert_eq!(ledger.transfer_count(), 1_000);
 }
+
+/// A post or void that names its pending transfer's accounts takes them from the batch's
+/// first pass instead of looking them up: the outcome must be exactly that of the same events
+/// naming no account, across many events (the prefetch distance), a chain rolled back after a
+/// post, and a post that names a wrong account.
+#[test]
+fn resolving_events_naming_their_accounts_match_those_naming_none() {
+    let accounts: Vec<Account> = (1..=40).map(plain).collect();
+    let pendings: Vec<Transfer> = (0..60_u128)
+        .map(|i| pending(1_000 + i, 1 + i % 40, 1 + (i * 7 + 3) % 40, 10 + i))
+        .collect();
+    let resolutions = |named: bool| -> Vec<Transfer> {
+        let mut events = Vec::new();
+        for (i, p) in pendings.iter().enumerate() {
+            let flags = if i % 3 == 0 {
+                TransferFlags::VOID_PENDING_TRANSFER
+            } else {
+                TransferFlags::POST_PENDING_TRANSFER
+            };
+            let amount = if i % 3 == 0 { 0 } else { u128::MAX };
+            let mut event = resolve(2_000 + i as u128, p.id, flags, amount);
+            if named {
+                // Both, only the debit, only the credit.
+                if i % 4 != 2 {
+                    event.debit_account_id = p.debit_account_id;
+                }
+                if i % 4 != 1 {
+                    event.credit_account_id = p.credit_account_id;
+                }
+            }
+            // Events 10..=12 form a chain whose last event fails: 10 and 11 roll back.
+            if (10..12).contains(&i) {
+                event.flags = event.flags.union(TransferFlags::LINKED);
+            }
+            if i == 12 {
+                event.amount = p.amount + 1;
+            }
+            events.push(event);
+        }
+        events
+    };
+    let mut named = ledger_with(&accounts);
+    let mut unnamed = ledger_with(&accounts);
+    assert!(apply(&mut named, &pendings).iter().all(|r| r.is_ok()));
+    assert!(apply(&mut unnamed, &pendings).iter().all(|r| r.is_ok()));
+    let named_results = apply(&mut named, &resolutions(true));
+    let unnamed_results = apply(&mut unnamed, &resolutions(false));
+    assert_eq!(named_results, unnamed_results);
+    assert_eq!(named_results[10], R::LinkedEventFailed);
+    assert_eq!(named_results[12], R::ExceedsPendingTransferAmount);
+    assert_eq!(
+        named_results.iter().filter(|r| r.is_ok()).count(),
+        57,
+        "{named_results:?}"
+    );
+    let ids: Vec<u128> = (1..=40).collect();
+    assert_eq!(named.lookup_accounts(&ids), unnamed.lookup_accounts(&ids));
+
+    // A post naming an account that is not its pending transfer's is refused.
+    let mut wrong = resolve(
+        3_000,
+        1_010,
+        TransferFlags::POST_PENDING_TRANSFER,
+        u128::MAX,
+    );
+    wrong.debit_account_id = 40;
+    assert_eq!(
+        apply(&mut named, &[wrong]),
+        [R::PendingTransferHasDifferentDebitAccountId]
+    );
+}

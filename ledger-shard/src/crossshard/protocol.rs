@@ -2312,7 +2312,9 @@ mod tests {
         assert!(votes[1].is_empty());
 
         let decisions = submit(call.step(submitted(0, &[R::Ok])).unwrap(), Phase::Decide);
-        assert_eq!(decisions[1], [resolution(7, Decision::Commit)]);
+        assert_eq!(decisions[1], [decision_event(router, &t, Decision::Commit)]);
+        assert_eq!(decisions[1][0].id, resolution_id(7));
+        assert_eq!(decisions[1][0].pending_id, leg_id(7));
         assert!(decisions[1][0].flags.post_pending_transfer());
 
         let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
@@ -2322,7 +2324,11 @@ mod tests {
 
         let (mut finish, action) = FinishMachine::new(router, &outcome.finishes);
         let posts = submit(action, Phase::Finish);
-        assert_eq!(posts[0], [resolution(7, Decision::Commit)]);
+        assert_eq!(posts[0], [commit_event(router, &t)]);
+        assert_eq!(
+            (posts[0][0].id, posts[0][0].pending_id),
+            (resolution_id(7), leg_id(7))
+        );
         assert!(posts[1].is_empty());
         done(finish.step(submitted(0, &[R::Exists])).unwrap());
     }
