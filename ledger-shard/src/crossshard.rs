@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use ledger_core::{
     Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Ledger, Query,
-    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
+    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags, TransferStatus,
 };
 use parking_lot::Mutex;
 
@@ -187,17 +187,45 @@ pub(crate) const CHAIN_RECORD_DONE: u32 = u32::MAX;
 
 // ---- the replicated index of unresolved legs --------------------------------------------
 
+/// A set of ids hashed by [`IdHasher`].
+type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
+
 /// The legs one replica holds that are not resolved yet, kept by the state machine from the
-/// results of every applied transfer (deterministic, part of the snapshot). Only the ids: the
-/// legs themselves are in the ledger, which the reads and the snapshot consult (an index entry
-/// is 16 bytes, not a 128-byte transfer; two set operations per leg sit on the apply path).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// results of every applied transfer (deterministic, part of the snapshot). Only references:
+/// the legs themselves are in the ledger, which the reads and the snapshot consult.
+///
+/// A leg `leg(t)` is unresolved until its resolution `res(t)` applies. Legs are created in
+/// apply order, so they are kept as the ascending ledger *store positions* of the legs
+/// created (see [`Ledger::transfer_at`]): creating one appends, and a resolution that posts
+/// or voids its leg costs no lookup at all, as the leg's status in the ledger then says it is
+/// resolved. Only the rare cases where status and resolution disagree are kept by id: a leg a
+/// marker `res(t)` resolved while it stays pending (`marked`), and a leg a user's post closed
+/// before its marker applied (`held`). Resolved positions are dropped lazily, by a compaction
+/// that reads the store in order once the list is mostly resolved. Users' posts, chain
+/// records and expiring decisions (few) are kept by id.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LegIndex {
-    ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
-    /// The users' posts and voids among `ids`, with the leg each resolves: only the post's
+    /// The store positions of created legs, ascending: every unresolved leg, and resolved
+    /// ones until the next compaction.
+    legs: Vec<u32>,
+    /// How many of `legs` are unresolved (exact).
+    legs_unresolved: usize,
+    /// Legs in `legs` still pending (or expired) whose resolution was a marker: resolved.
+    /// Emptied by every compaction, which drops them.
+    marked: IdSet,
+    /// Legs in `legs` posted or voided by a user's post before their resolution applied:
+    /// unresolved.
+    held: IdSet,
+    /// The expiring decisions, users' posts and chain records not resolved yet.
+    others: IdSet,
+    /// The users' posts and voids among `others`, with the leg each resolves: only the post's
     /// own acknowledgement takes it out (see [`LegIndex::observe`]).
     posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
 }
+
+/// Resolved positions the leg list may hold beyond three times the unresolved ones before a
+/// compaction drops them.
+const LEGS_SLACK: usize = 4 * BATCH_EVENTS_MAX as usize;
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
 #[derive(Debug, Default, Clone, Copy)]
@@ -221,8 +249,14 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Whether a transfer posts or voids a leg (its `pending_id` is a leg id).
+fn closes_leg(transfer: &Transfer) -> bool {
+    (transfer.flags.post_pending_transfer() || transfer.flags.void_pending_transfer())
+        && is_leg_id(transfer.pending_id)
+}
+
 impl LegIndex {
-    /// Records the effect of one applied `create_transfers` batch:
+    /// Records the effect of one `create_transfers` batch just applied to `ledger`:
     ///
     /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
     ///   removes it;
@@ -233,81 +267,197 @@ impl LegIndex {
     ///   `user_data_32 = CHAIN_RECORD_DONE`, answering `ExistsWithDifferentUserData32`) removes
     ///   it.
     ///
-    /// Every key is the id of a transfer this shard's ledger stores.
-    pub fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
+    /// Every entry is a transfer this shard's ledger stores.
+    ///
+    /// # Panics
+    ///
+    /// If `results` are not the results of `transfers` just applied to `ledger` (a leg is not
+    /// where its `Ok` puts it in the store).
+    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+        // The i-th Ok event is stored right after the Ok events before it (ledger_core::store).
+        let stored_count = results.iter().filter(|result| result.is_ok()).count();
+        let mut position = ledger
+            .transfer_count()
+            .checked_sub(stored_count)
+            .expect("every Ok event is stored");
         for (transfer, result) in transfers.iter().zip(results) {
-            let id = transfer.id;
-            if is_applied_id(id)
-                && *result == R::ExistsWithDifferentUserData32
-                && transfer.user_data_32 == CHAIN_RECORD_DONE
-            {
-                // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
-                self.ids.remove(&id);
-                continue;
-            }
-            if (id < SYSTEM_ID_MIN || is_applied_id(id))
-                && *result == R::ExistsWithDifferentPendingId
-                && is_resolution_id(transfer.pending_id)
-            {
-                // A user's post's acknowledgement (see `acknowledgement`): only the post as
-                // logged, resubmitted, counts (a user's retry of its id as a post of another
-                // transfer answers the same code, with another pending id).
-                let acknowledged = leg_id(transfer.pending_id - RESOLUTION_ID_MIN);
-                if self.posts.get(&id) == Some(&acknowledged) {
-                    self.posts.remove(&id);
-                    self.ids.remove(&id);
-                }
-                continue;
-            }
             if !result.is_ok() {
+                self.observe_acknowledgement(transfer, *result);
                 continue;
             }
+            let here = position;
+            position += 1;
+            let id = transfer.id;
             if is_leg_id(id) {
-                self.ids.insert(id);
+                assert!(
+                    matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == id),
+                    "a leg is stored where its Ok puts it"
+                );
+                self.legs
+                    .push(u32::try_from(here).expect("store positions are u32"));
+                self.legs_unresolved += 1;
             } else if is_resolution_id(id) {
-                self.ids.remove(&leg_id(id - RESOLUTION_ID_MIN));
-                if is_expiring_decision(transfer) {
-                    self.ids.insert(id);
+                let leg = leg_id(id - RESOLUTION_ID_MIN);
+                if transfer.pending_id == leg && closes_leg(transfer) {
+                    // The leg was pending, so unresolved: its status now says resolved.
+                    self.legs_unresolved = self
+                        .legs_unresolved
+                        .checked_sub(1)
+                        .expect("a leg posted or voided by its resolution was unresolved");
+                } else {
+                    self.observe_resolution_rare(ledger, transfer, leg);
                 }
-            } else if is_users_post_of_leg(transfer) {
-                // Resolved (by its user or by expiry): no longer expiring.
-                self.ids
-                    .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
-                self.ids.insert(id);
-                self.posts.insert(id, transfer.pending_id);
-            } else if is_chain_record(transfer) {
-                self.ids.insert(id);
+            } else {
+                if closes_leg(transfer) {
+                    self.observe_leg_closed(ledger, transfer.pending_id);
+                }
+                if is_users_post_of_leg(transfer) {
+                    // Resolved (by its user or by expiry): no longer expiring.
+                    self.others
+                        .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
+                    self.others.insert(id);
+                    self.posts.insert(id, transfer.pending_id);
+                } else if is_chain_record(transfer) {
+                    self.others.insert(id);
+                }
+            }
+        }
+        assert_eq!(position, ledger.transfer_count(), "every Ok event is stored");
+        if self.legs.len() > 4 * self.legs_unresolved + LEGS_SLACK {
+            self.compact(ledger);
+        }
+    }
+
+    /// A failed event: the acknowledgement of a chain record or of a user's post takes it out.
+    fn observe_acknowledgement(&mut self, transfer: &Transfer, result: R) {
+        let id = transfer.id;
+        if is_applied_id(id)
+            && result == R::ExistsWithDifferentUserData32
+            && transfer.user_data_32 == CHAIN_RECORD_DONE
+        {
+            // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
+            self.others.remove(&id);
+        } else if (id < SYSTEM_ID_MIN || is_applied_id(id))
+            && result == R::ExistsWithDifferentPendingId
+            && is_resolution_id(transfer.pending_id)
+        {
+            // A user's post's acknowledgement (see `acknowledgement`): only the post as
+            // logged, resubmitted, counts (a user's retry of its id as a post of another
+            // transfer answers the same code, with another pending id).
+            let acknowledged = leg_id(transfer.pending_id - RESOLUTION_ID_MIN);
+            if self.posts.get(&id) == Some(&acknowledged) {
+                self.posts.remove(&id);
+                self.others.remove(&id);
             }
         }
     }
 
-    /// Number of unresolved legs.
-    pub fn len(&self) -> usize {
-        self.ids.len()
+    /// A resolution `res(t)` of `leg` applied that does not post or void `leg`: a marker
+    /// (rare: a user's pending transfer committed), which leaves the leg pending.
+    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer, leg: u128) {
+        if closes_leg(resolution) {
+            self.observe_leg_closed(ledger, resolution.pending_id);
+        }
+        // Unresolved iff listed: only its resolution, applied once, resolves a leg.
+        if self.lists(ledger, leg) {
+            self.legs_unresolved -= 1;
+            if !self.held.remove(&leg) {
+                self.marked.insert(leg);
+            }
+        }
+        if is_expiring_decision(resolution) {
+            self.others.insert(resolution.id);
+        }
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger`, in no particular order, as they
-    /// were submitted (timestamp zero). The read runs under the state machine's lock, so it
-    /// copies no more than it returns.
+    /// `leg`, pending until now, was posted or voided by a transfer other than its
+    /// resolution: if unresolved, it stays so.
+    fn observe_leg_closed(&mut self, ledger: &Ledger, leg: u128) {
+        // Pending until now, so resolved iff marked.
+        if !self.marked.contains(&leg) && self.lists(ledger, leg) {
+            self.held.insert(leg);
+        }
+    }
+
+    /// Whether `legs` holds the position of leg `leg`.
+    fn lists(&self, ledger: &Ledger, leg: u128) -> bool {
+        ledger
+            .transfer_position(leg)
+            .and_then(|position| u32::try_from(position).ok())
+            .is_some_and(|position| self.legs.binary_search(&position).is_ok())
+    }
+
+    /// Whether a listed leg, stored with `status`, is resolved.
+    fn is_resolved(&self, leg: &Transfer, status: TransferStatus) -> bool {
+        if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
+            self.held.is_empty() || !self.held.contains(&leg.id)
+        } else {
+            !self.marked.is_empty() && self.marked.contains(&leg.id)
+        }
+    }
+
+    /// The unresolved listed legs, oldest first, as stored.
+    fn unresolved_legs<'l>(&'l self, ledger: &'l Ledger) -> impl Iterator<Item = &'l Transfer> {
+        self.legs.iter().filter_map(move |&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            (!self.is_resolved(leg, status)).then_some(leg)
+        })
+    }
+
+    /// Drops the resolved legs from the list (one ordered pass over their records).
+    fn compact(&mut self, ledger: &Ledger) {
+        let mut legs = std::mem::take(&mut self.legs);
+        legs.retain(|&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            !self.is_resolved(leg, status)
+        });
+        self.legs = legs;
+        assert_eq!(self.legs.len(), self.legs_unresolved, "the count is exact");
+        // Every marked leg was resolved, so dropped.
+        self.marked.clear();
+    }
+
+    /// Number of unresolved legs.
+    pub fn len(&self) -> usize {
+        self.legs_unresolved + self.others.len()
+    }
+
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger` (the oldest legs first, then
+    /// the rest in no particular order), as they were submitted (timestamp zero). The read
+    /// runs under the state machine's lock, so it copies no more than it returns.
     pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
-        let ids: Vec<u128> = self
-            .ids
-            .iter()
-            .take(BATCH_EVENTS_MAX as usize)
+        let count_max = BATCH_EVENTS_MAX as usize;
+        let mut legs: Vec<Transfer> = self
+            .unresolved_legs(ledger)
+            .take(count_max)
             .copied()
             .collect();
-        let legs = ledger.lookup_transfers(&ids);
-        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
+        let ids: Vec<u128> = self
+            .others
+            .iter()
+            .take(count_max - legs.len())
+            .copied()
+            .collect();
+        let others = ledger.lookup_transfers(&ids);
+        assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.extend(others);
         legs.into_iter().map(submitted_leg).collect()
     }
 
     /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
     pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
+        let mut legs: Vec<Transfer> = self.unresolved_legs(ledger).copied().collect();
+        assert_eq!(legs.len(), self.legs_unresolved, "the count is exact");
+        let ids: Vec<u128> = self.others.iter().copied().collect();
+        let others = ledger.lookup_transfers(&ids);
+        assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.extend(others);
         // Sorted by id: identical indexes encode to identical bytes (I5).
-        let mut ids: Vec<u128> = self.ids.iter().copied().collect();
-        ids.sort_unstable();
-        let legs = ledger.lookup_transfers(&ids);
-        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.sort_unstable_by_key(|leg| leg.id);
         out.extend_from_slice(&(legs.len() as u64).to_le_bytes());
         for leg in legs {
             out.extend_from_slice(&submitted_leg(leg).encode());
@@ -320,26 +470,38 @@ impl LegIndex {
     pub(crate) fn decode(reader: &mut Reader<'_>, ledger: &Ledger) -> Option<Self> {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
-        let mut ids = HashSet::default();
-        let mut posts = HashMap::default();
+        let mut index = Self::default();
+        let mut seen = IdSet::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
             let known = is_leg_id(transfer.id)
                 || is_chain_record(&transfer)
                 || is_users_post_of_leg(&transfer)
                 || is_expiring_decision(&transfer);
-            if !known || !ids.insert(transfer.id) {
+            if !known || !seen.insert(transfer.id) {
                 return None;
             }
-            let stored = ledger.lookup_transfers(&[transfer.id]).pop()?;
-            if submitted_leg(stored) != transfer {
+            let position = ledger.transfer_position(transfer.id)?;
+            let (stored, status) = ledger.transfer_at(position)?;
+            if submitted_leg(*stored) != transfer {
                 return None;
             }
-            if is_users_post_of_leg(&transfer) {
-                posts.insert(transfer.id, transfer.pending_id);
+            if is_leg_id(transfer.id) {
+                index.legs.push(u32::try_from(position).ok()?);
+                // Unresolved, yet closed: a user's post applied before its marker.
+                if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
+                    index.held.insert(transfer.id);
+                }
+            } else {
+                index.others.insert(transfer.id);
+                if is_users_post_of_leg(&transfer) {
+                    index.posts.insert(transfer.id, transfer.pending_id);
+                }
             }
         }
-        Some(Self { ids, posts })
+        index.legs.sort_unstable();
+        index.legs_unresolved = index.legs.len();
+        Some(index)
     }
 }
 
@@ -1576,7 +1738,8 @@ mod tests {
             if let Some(index) = LegIndex::decode(&mut reader, &ledger) {
                 let mut out = Vec::new();
                 index.encode(&ledger, &mut out);
-                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out), &ledger), Some(index));
+                let again = LegIndex::decode(&mut Reader::new(&out), &ledger);
+                prop_assert!(again.is_some_and(|again| same(&again, &index, &ledger)));
             }
         }
     }
@@ -1587,8 +1750,16 @@ mod tests {
         let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, 1_000) else {
             panic!("transfers answer transfer results");
         };
-        index.observe(transfers, &results);
+        index.observe(ledger, transfers, &results);
         results
+    }
+
+    /// Whether two indexes of `ledger` hold the same entries (same count, same snapshot).
+    fn same(a: &LegIndex, b: &LegIndex, ledger: &Ledger) -> bool {
+        let (mut a_bytes, mut b_bytes) = (Vec::new(), Vec::new());
+        a.encode(ledger, &mut a_bytes);
+        b.encode(ledger, &mut b_bytes);
+        a.len() == b.len() && a_bytes == b_bytes
     }
 
     /// A ledger holding the coordinator legs of transfers 1 and 2 (3's failed), and its index.
@@ -1631,7 +1802,7 @@ mod tests {
         let mut bytes = Vec::new();
         index.encode(&ledger, &mut bytes);
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
-        assert_eq!(decoded, index);
+        assert!(same(&decoded, &index, &ledger));
         assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1]), &ledger).is_none());
         // Legs the ledger does not hold, or holds otherwise, are refused.
         assert!(LegIndex::decode(&mut Reader::new(&bytes), &Ledger::new()).is_none());
@@ -1663,6 +1834,22 @@ mod tests {
         }
     }
 
+    /// The coordinator's ledger of [`pending_seven`] (shard 1 of 2) holding its leg, an empty
+    /// index that saw it, and the leg.
+    fn pending_seven_coordinator() -> (Ledger, LegIndex, Transfer) {
+        let router = Router::new(2);
+        let leg = coordinator_leg(router, &pending_seven());
+        let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
+        let accounts = vec![
+            Account::new(1, 1, 1),
+            Account::new(leg.credit_account_id, 1, 1),
+            Account::new(pending_bridge_id(router, 1, 1, 1), 1, 1),
+        ];
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts), 1);
+        assert_eq!(apply(&mut ledger, &mut index, &[leg]), [R::Ok]);
+        (ledger, index, leg)
+    }
+
     #[test]
     fn leg_index_keeps_users_posts_until_acknowledged() {
         let router = Router::new(2);
@@ -1674,8 +1861,10 @@ mod tests {
         let commit = decision_event(router, &cross, Decision::Commit);
         assert_eq!((commit.id, commit.amount), (resolution_id(7), 0));
         assert_eq!(logged_decision(&commit), Decision::Commit);
-        let mut index = LegIndex::default();
-        index.observe(&[leg, commit], &[R::Ok, R::Ok]);
+        let (mut ledger, mut index, stored_leg) = pending_seven_coordinator();
+        assert_eq!(stored_leg, leg);
+        assert_eq!(index.len(), 1);
+        assert_eq!(apply(&mut ledger, &mut index, &[commit]), [R::Ok]);
         assert_eq!(
             index.len(),
             0,
@@ -1688,7 +1877,7 @@ mod tests {
             flags: TransferFlags::POST_PENDING_TRANSFER,
             ..Transfer::new(8, 0, 0, 4, 0, 0)
         };
-        index.observe(&[post], &[R::Ok]);
+        assert_eq!(apply(&mut ledger, &mut index, &[post]), [R::Ok]);
         assert_eq!(index.len(), 1, "the post waits for its acknowledgement");
         let applied = applied_event(&post);
         assert_eq!((applied.id, applied.pending_id), (applied_id(7), leg_id(7)));
@@ -1701,9 +1890,12 @@ mod tests {
         // ExistsWithDifferentPendingId and removes it.
         let acknowledgement = acknowledgement(&post);
         assert_eq!(acknowledgement.pending_id, resolution_id(7));
-        index.observe(&[acknowledgement], &[R::PendingIdMustBeZero]);
+        index.observe(&ledger, &[acknowledgement], &[R::PendingIdMustBeZero]);
         assert_eq!(index.len(), 1, "only the expected answer counts");
-        index.observe(&[acknowledgement], &[R::ExistsWithDifferentPendingId]);
+        assert_eq!(
+            apply(&mut ledger, &mut index, &[acknowledgement]),
+            [R::ExistsWithDifferentPendingId]
+        );
         assert_eq!(index.len(), 0);
     }
 
@@ -1729,8 +1921,9 @@ mod tests {
         assert_eq!(index.len(), 2);
         let mut bytes = Vec::new();
         index.encode(&ledger, &mut bytes);
-        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger);
-        assert_eq!(decoded, Some(index));
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert!(same(&decoded, &index, &ledger));
+        assert_eq!(decoded.len(), 2);
     }
 
     #[test]
@@ -1747,19 +1940,19 @@ mod tests {
             flags: TransferFlags::POST_PENDING_TRANSFER,
             ..Transfer::new(8, 0, 0, 4, 0, 0)
         };
-        let mut index = LegIndex::default();
-        index.observe(&[post], &[R::Ok]);
+        let (mut ledger, mut index, _) = pending_seven_coordinator();
+        let decision = decision_event(router, &pending_seven(), Decision::Commit);
+        let results = apply(&mut ledger, &mut index, &[decision, post]);
+        assert_eq!(results, [R::Ok, R::Ok]);
         let retry = Transfer {
             pending_id: resolution_id(9),
             credit_account_id: 0,
             ..post
         };
-        index.observe(&[retry], &[R::ExistsWithDifferentPendingId]);
+        index.observe(&ledger, &[retry], &[R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 1, "the participant has yet to apply P");
-        index.observe(
-            &[acknowledgement(&post)],
-            &[R::ExistsWithDifferentPendingId],
-        );
+        let results = apply(&mut ledger, &mut index, &[acknowledgement(&post)]);
+        assert_eq!(results, [R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 0);
     }
 
