@@ -1956,6 +1956,275 @@ mod tests {
         assert_eq!(index.len(), 0);
     }
 
+    /// The leg index as specified, by id (how it was kept before store positions): the
+    /// reference the index is checked against.
+    #[derive(Default)]
+    struct LegModel {
+        ids: std::collections::BTreeSet<u128>,
+        posts: HashMap<u128, u128>,
+    }
+
+    impl LegModel {
+        fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
+            for (transfer, &result) in transfers.iter().zip(results) {
+                let id = transfer.id;
+                let ok = result == R::Ok;
+                if ok && is_leg_id(id) {
+                    self.ids.insert(id);
+                } else if ok && is_resolution_id(id) {
+                    self.ids.remove(&leg_id(id - RESOLUTION_ID_MIN));
+                    if is_expiring_decision(transfer) {
+                        self.ids.insert(id);
+                    }
+                } else if ok && is_users_post_of_leg(transfer) {
+                    self.ids
+                        .remove(&resolution_id(transfer.pending_id - LEG_ID_MIN));
+                    self.ids.insert(id);
+                    self.posts.insert(id, transfer.pending_id);
+                } else if ok && is_chain_record(transfer) {
+                    self.ids.insert(id);
+                } else if result == R::ExistsWithDifferentPendingId
+                    && is_resolution_id(transfer.pending_id)
+                    && self.posts.get(&id)
+                        == Some(&leg_id(transfer.pending_id - RESOLUTION_ID_MIN))
+                {
+                    self.posts.remove(&id);
+                    self.ids.remove(&id);
+                } else if result == R::ExistsWithDifferentUserData32
+                    && is_applied_id(id)
+                    && transfer.user_data_32 == CHAIN_RECORD_DONE
+                {
+                    self.ids.remove(&id);
+                }
+            }
+        }
+
+        /// The snapshot bytes of the entries (sorted by id, as submitted).
+        fn encode(&self, ledger: &Ledger) -> Vec<u8> {
+            let ids: Vec<u128> = self.ids.iter().copied().collect();
+            let legs = ledger.lookup_transfers(&ids);
+            assert_eq!(legs.len(), ids.len());
+            let mut out = (legs.len() as u64).to_le_bytes().to_vec();
+            for leg in legs {
+                out.extend_from_slice(&submitted_leg(leg).encode());
+            }
+            out
+        }
+    }
+
+    /// Accounts of the leg index scenarios (ledger 1): a user, a bridge, a marker account.
+    const USER: u128 = 1;
+    const BRIDGE: u128 = SYSTEM_ID_MIN + 5;
+    const MARKS: u128 = SYSTEM_ID_MIN + 6;
+
+    fn ledger_for_scenarios() -> Ledger {
+        let mut ledger = Ledger::new();
+        let accounts = [USER, BRIDGE, MARKS].map(|id| Account::new(id, 1, 1));
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts.to_vec()), 1);
+        ledger
+    }
+
+    /// The event `kind` of user transfer `t` in the scenarios.
+    fn scenario_event(kind: u8, t: u128) -> Transfer {
+        let leg = Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), USER, BRIDGE, 10, 1, 1)
+        };
+        let marker = Transfer::new(resolution_id(t), BRIDGE, MARKS, 0, 1, 1);
+        let users_post = |id, flags, amount| Transfer {
+            pending_id: leg_id(t),
+            credit_account_id: BRIDGE,
+            flags,
+            ..Transfer::new(id, 0, 0, amount, 0, 0)
+        };
+        let chain_record = Transfer {
+            user_data_128: 1,
+            ..Transfer::new(applied_id(t), BRIDGE, MARKS, 0, 1, 1)
+        };
+        match kind % 13 {
+            0 => leg,
+            1 => Transfer { timeout: 1, ..leg },
+            2 => resolution(t, Decision::Commit),
+            3 => resolution(t, Decision::Abort(R::CreditAccountNotFound)),
+            4 => marker,
+            5 => Transfer {
+                user_data_64: 3,
+                ..marker
+            },
+            6 => users_post(100 + t, TransferFlags::POST_PENDING_TRANSFER, 10),
+            7 => users_post(200 + t, TransferFlags::VOID_PENDING_TRANSFER, 0),
+            8 => acknowledgement(&users_post(100 + t, TransferFlags::POST_PENDING_TRANSFER, 10)),
+            9 => acknowledgement(&users_post(200 + t, TransferFlags::VOID_PENDING_TRANSFER, 0)),
+            10 => chain_record,
+            11 => Transfer {
+                user_data_32: CHAIN_RECORD_DONE,
+                ..chain_record
+            },
+            _ => fence(Router::new(2), t, 0),
+        }
+    }
+
+    /// Applies `transfers` at `timestamp`, to the index and to the model.
+    fn apply_scenario(
+        ledger: &mut Ledger,
+        (index, model): (&mut LegIndex, &mut LegModel),
+        transfers: &[Transfer],
+        timestamp: u64,
+    ) -> Vec<R> {
+        let command = ledger_core::Command::CreateTransfers(transfers.to_vec());
+        let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, timestamp) else {
+            panic!("transfers answer transfer results");
+        };
+        index.observe(ledger, transfers, &results);
+        model.observe(transfers, &results);
+        results
+    }
+
+    /// The index and the model agree on the count, the unresolved entries and the snapshot.
+    fn assert_agrees(index: &LegIndex, model: &LegModel, ledger: &Ledger) {
+        assert_eq!(index.len(), model.ids.len());
+        let mut bytes = Vec::new();
+        index.encode(ledger, &mut bytes);
+        assert_eq!(bytes, model.encode(ledger), "the snapshot bytes are the model's");
+        let mut unresolved: Vec<u128> = index.unresolved(ledger).iter().map(|t| t.id).collect();
+        unresolved.sort_unstable();
+        assert_eq!(unresolved, model.ids.iter().copied().collect::<Vec<_>>());
+    }
+
+    proptest! {
+        #[test]
+        fn leg_index_agrees_with_the_model(
+            batches in proptest::collection::vec(
+                (
+                    proptest::collection::vec((any::<u8>(), 1_u128..6), 1..8),
+                    0_u8..8,
+                    0_u64..3,
+                ),
+                1..24,
+            ),
+        ) {
+            let mut ledger = ledger_for_scenarios();
+            let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+            let mut timestamp = 10;
+            for (events, shape, seconds) in batches {
+                let mut transfers: Vec<Transfer> = events
+                    .iter()
+                    .map(|&(kind, t)| scenario_event(kind, t))
+                    .collect();
+                // Shapes: 1 a linked chain, 2 a linked chain ending with a failing event
+                // (rolled back whole); 3 compacts after; 4 restores from a snapshot after.
+                if shape == 1 || shape == 2 {
+                    for transfer in &mut transfers {
+                        transfer.flags = transfer.flags.union(TransferFlags::LINKED);
+                    }
+                    if shape == 2 {
+                        transfers.push(Transfer::new(1_000, USER, 99, 1, 1, 1));
+                    } else if let Some(last) = transfers.last_mut() {
+                        last.flags = last.flags.difference(TransferFlags::LINKED);
+                    }
+                }
+                timestamp += seconds * 1_000_000_000;
+                let results =
+                    apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
+                if shape == 2 {
+                    prop_assert!(results.iter().all(|result| !result.is_ok()));
+                }
+                if shape == 3 {
+                    index.compact(&ledger);
+                    prop_assert!(index.marked.is_empty());
+                    prop_assert_eq!(index.legs.len(), index.legs_unresolved);
+                }
+                if shape == 4 {
+                    let mut bytes = Vec::new();
+                    index.encode(&ledger, &mut bytes);
+                    index = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+                }
+                assert_agrees(&index, &model, &ledger);
+            }
+        }
+    }
+
+    #[test]
+    fn leg_index_markers_and_early_users_posts() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let [leg, marker, post] = [0, 4, 6].map(|kind| scenario_event(kind, 1));
+        let [leg_2, marker_2, post_2] = [0, 4, 6].map(|kind| scenario_event(kind, 2));
+        let [leg_3, marker_3] = [0, 4].map(|kind| scenario_event(kind, 3));
+        let batch = [leg, leg_2, marker_3, leg_3, marker, post, post_2];
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &batch, 10);
+        assert!(results.iter().all(|result| result.is_ok()));
+        // Leg 1: marked, then posted by its user: resolved. Leg 2: posted by its user before
+        // its marker (a participant applying P before the decision): still unresolved. Leg 3:
+        // its marker came first, so it stays unresolved (an entry only its resolution removes).
+        assert_eq!(index.legs_unresolved, 2);
+        assert_eq!((index.marked.len(), index.held.len()), (1, 1));
+        assert_agrees(&index, &model, &ledger);
+        let results =
+            apply_scenario(&mut ledger, (&mut index, &mut model), &[marker_2, marker_3], 20);
+        assert_eq!(results, [R::Ok, R::Exists]);
+        assert!(index.held.is_empty(), "the marker resolves the held leg");
+        assert_eq!(index.legs_unresolved, 1);
+        assert_agrees(&index, &model, &ledger);
+        index.compact(&ledger);
+        assert_eq!(index.legs.len(), 1);
+        assert_agrees(&index, &model, &ledger);
+    }
+
+    #[test]
+    fn leg_index_compacts_to_exactly_the_unresolved_legs() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let per_batch = BATCH_EVENTS_MAX as u128 / 2;
+        let mut longest = 0;
+        let mut compactions = 0;
+        for batch in 0..10_u128 {
+            // Every leg but one in a hundred is resolved in its batch, half posted, half voided.
+            let ts = (batch * per_batch + 1)..((batch + 1) * per_batch + 1);
+            let mut transfers: Vec<Transfer> = ts.clone().map(|t| scenario_event(0, t)).collect();
+            transfers.extend(
+                ts.filter(|t| t % 100 != 0)
+                    .map(|t| scenario_event(2 + (t % 2) as u8, t)),
+            );
+            let timestamp = 10 + batch as u64;
+            let results =
+                apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
+            assert!(results.iter().all(|result| result.is_ok()));
+            if index.legs.len() < longest {
+                compactions += 1;
+                assert_eq!(index.legs.len(), index.legs_unresolved);
+            }
+            longest = index.legs.len();
+            assert!(index.legs.len() <= 4 * index.legs_unresolved + LEGS_SLACK);
+        }
+        assert!(compactions >= 1, "the list was compacted");
+        assert_eq!(index.len(), 10 * per_batch as usize / 100);
+        assert_agrees(&index, &model, &ledger);
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert_eq!(decoded.legs.len(), index.len());
+        assert!(same(&decoded, &index, &ledger));
+    }
+
+    #[test]
+    fn leg_index_refuses_a_snapshot_entry_that_is_no_leg_or_a_duplicate() {
+        let (ledger, index) = ledger_with_legs();
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let leg = &bytes[8..8 + TRANSFER_SIZE_BYTES];
+        let mut duplicate = 2_u64.to_le_bytes().to_vec();
+        duplicate.extend_from_slice(leg);
+        duplicate.extend_from_slice(leg);
+        assert!(LegIndex::decode(&mut Reader::new(&duplicate), &ledger).is_none());
+        let user = Transfer::new(9, 1, SYSTEM_ID_MIN + 5, 1, 1, 1);
+        let mut not_a_leg = 1_u64.to_le_bytes().to_vec();
+        not_a_leg.extend_from_slice(&user.encode());
+        assert!(LegIndex::decode(&mut Reader::new(&not_a_leg), &ledger).is_none());
+        let huge = u64::MAX.to_le_bytes();
+        assert!(LegIndex::decode(&mut Reader::new(&huge), &ledger).is_none());
+    }
+
     #[test]
     fn plan_splits_and_refuses_what_is_not_built() {
         let router = Router::new(2);
