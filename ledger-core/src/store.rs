@@ -136,12 +136,7 @@ mod tests {
         let results = apply(&mut ledger, batch, 10);
         assert_eq!(
             results,
-            [
-                R::Ok,
-                R::LinkedEventFailed,
-                R::CreditAccountNotFound,
-                R::Ok
-            ]
+            [R::Ok, R::LinkedEventFailed, R::CreditAccountNotFound, R::Ok]
         );
         assert_eq!(stored_ids(&ledger), [1, 5]);
         assert_eq!(ledger.transfer_position(5), Some(1));
