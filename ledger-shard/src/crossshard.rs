@@ -413,18 +413,25 @@ impl LegIndex {
         }
     }
 
-    /// The leg listed at `position`, as stored, if unresolved.
-    fn unresolved_leg_at<'l>(&self, ledger: &'l Ledger, position: u32) -> Option<&'l Transfer> {
-        let (leg, status) = ledger
-            .transfer_at(position as usize)
-            .expect("listed legs are in the ledger");
-        (!self.is_resolved(leg, status)).then_some(leg)
+    /// The unresolved listed legs, oldest first, as stored.
+    fn unresolved_legs<'l>(&'l self, ledger: &'l Ledger) -> impl Iterator<Item = &'l Transfer> {
+        self.legs.iter().filter_map(move |&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            (!self.is_resolved(leg, status)).then_some(leg)
+        })
     }
 
     /// Drops the resolved legs from the list (one ordered pass over their records).
     fn compact(&mut self, ledger: &Ledger) {
         let mut legs = std::mem::take(&mut self.legs);
-        legs.retain(|&position| self.unresolved_leg_at(ledger, position).is_some());
+        legs.retain(|&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            !self.is_resolved(leg, status)
+        });
         self.legs = legs;
         assert_eq!(self.legs.len(), self.legs_unresolved, "the count is exact");
         // Every marked leg was resolved, so dropped.
@@ -436,55 +443,31 @@ impl LegIndex {
         self.legs_unresolved + self.others.len()
     }
 
-    /// A page of unresolved entries of `ledger`, as they were submitted (timestamp zero): up
-    /// to [`BATCH_EVENTS_MAX`] of them in the index's order (the legs oldest first, then the
-    /// other entries by id), from the first or after the entry `after` (the last of the
-    /// previous page). The read runs under the state machine's lock, so it copies no more
-    /// than it returns.
-    pub fn unresolved(&self, ledger: &Ledger, after: Option<u128>) -> Vec<Transfer> {
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger` (the oldest legs first, then
+    /// the rest in no particular order), as they were submitted (timestamp zero). The read
+    /// runs under the state machine's lock, so it copies no more than it returns.
+    pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
         let count_max = BATCH_EVENTS_MAX as usize;
-        // Where the page starts among the legs (past the end: among the others, by id).
-        let legs_from = match after {
-            None => 0,
-            Some(id) if is_leg_id(id) => ledger
-                .transfer_position(id)
-                .and_then(|position| u32::try_from(position).ok())
-                .map_or(0, |position| {
-                    self.legs.partition_point(|&listed| listed <= position)
-                }),
-            Some(_) => self.legs.len(),
-        };
-        let others_after = after.filter(|&id| !is_leg_id(id));
-        let mut page: Vec<Transfer> = self.legs[legs_from..]
-            .iter()
-            .filter_map(|&position| self.unresolved_leg_at(ledger, position))
+        let mut legs: Vec<Transfer> = self
+            .unresolved_legs(ledger)
             .take(count_max)
             .copied()
             .collect();
-        if page.len() < count_max {
-            let mut ids: Vec<u128> = self
-                .others
-                .iter()
-                .copied()
-                .filter(|&id| others_after.is_none_or(|after| id > after))
-                .collect();
-            ids.sort_unstable();
-            ids.truncate(count_max - page.len());
-            let others = ledger.lookup_transfers(&ids);
-            assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
-            page.extend(others);
-        }
-        page.into_iter().map(submitted_leg).collect()
+        let ids: Vec<u128> = self
+            .others
+            .iter()
+            .take(count_max - legs.len())
+            .copied()
+            .collect();
+        let others = ledger.lookup_transfers(&ids);
+        assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.extend(others);
+        legs.into_iter().map(submitted_leg).collect()
     }
 
     /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
     pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
-        let mut legs: Vec<Transfer> = self
-            .legs
-            .iter()
-            .filter_map(|&position| self.unresolved_leg_at(ledger, position))
-            .copied()
-            .collect();
+        let mut legs: Vec<Transfer> = self.unresolved_legs(ledger).copied().collect();
         assert_eq!(legs.len(), self.legs_unresolved, "the count is exact");
         let ids: Vec<u128> = self.others.iter().copied().collect();
         let others = ledger.lookup_transfers(&ids);
@@ -1660,15 +1643,9 @@ pub(crate) fn present_posts(
 
 // ---- the resolver ------------------------------------------------------------------------
 
-/// The unresolved legs one shard holds after `after` (one page; a linearizable read of its
-/// leader's index).
-fn unresolved(
-    inner: &ClusterInner,
-    shard: usize,
-    after: Option<u128>,
-    deadline: Instant,
-) -> Result<Vec<Transfer>> {
-    match read(inner, shard, &Read::Unresolved(after), deadline)? {
+/// The unresolved legs one shard holds (a linearizable read of its leader's index).
+fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<Vec<Transfer>> {
+    match read(inner, shard, &Read::Unresolved, deadline)? {
         QueryReply::Transfers(legs) => Ok(legs),
         _ => Err(protocol("unresolved legs answered with the wrong kind")),
     }
@@ -1689,9 +1666,7 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
         }
         let now = clock::now();
         let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
-            .map(|shard| {
-                unresolved(inner, shard, resolver.cursor(shard), now + timing.interval).ok()
-            })
+            .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
             .collect();
         let mut recoveries = resolver.pass(inner.router, now.duration_since(origin), &legs);
         // The pass's recoveries run side by side, each for at most RECOVERY_PASSES intervals:
@@ -1834,7 +1809,7 @@ mod tests {
         let results = apply(&mut ledger, &mut index, &[user, post, post, void]);
         let expected = [R::Ok, R::Ok, R::Exists, R::PendingTransferNotFound];
         assert_eq!(results, expected);
-        let unresolved = index.unresolved(&ledger, None);
+        let unresolved = index.unresolved(&ledger);
         assert_eq!(
             unresolved.iter().map(|t| t.id).collect::<Vec<_>>(),
             [leg_id(2)]
@@ -2139,11 +2114,7 @@ mod tests {
             model.encode(ledger),
             "the snapshot bytes are the model's"
         );
-        let mut unresolved: Vec<u128> = index
-            .unresolved(ledger, None)
-            .iter()
-            .map(|t| t.id)
-            .collect();
+        let mut unresolved: Vec<u128> = index.unresolved(ledger).iter().map(|t| t.id).collect();
         unresolved.sort_unstable();
         assert_eq!(unresolved, model.ids.iter().copied().collect::<Vec<_>>());
     }
@@ -2266,70 +2237,6 @@ mod tests {
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
         assert_eq!(decoded.legs.len(), index.len());
         assert!(same(&decoded, &index, &ledger));
-    }
-
-    #[test]
-    fn leg_index_pages_from_a_cursor() {
-        let mut ledger = ledger_for_scenarios();
-        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
-        let count_max = BATCH_EVENTS_MAX as usize;
-        // 12,300 legs, every third resolved; then expiring decisions, users' posts.
-        let legs: Vec<Transfer> = (1..=12_300).map(|t| scenario_event(0, t)).collect();
-        let resolutions: Vec<Transfer> = (1..=12_300)
-            .filter(|t| t % 3 == 0)
-            .map(|t| scenario_event(2, t))
-            .collect();
-        let others: Vec<Transfer> = (20_001..20_004)
-            .flat_map(|t| [scenario_event(0, t), scenario_event(5, t)])
-            .chain([scenario_event(0, 20_010), scenario_event(6, 20_010)])
-            .collect();
-        for batch in [&legs, &resolutions, &others] {
-            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
-            assert!(results.iter().all(|result| result.is_ok()));
-        }
-        // Legs 20,001 to 20,003 are decided (their decisions wait to expire); leg 20,010 is
-        // posted by its user's post (which waits for its acknowledgement) before any decision.
-        let unresolved_legs = 12_300 - 12_300 / 3 + 1;
-        assert_eq!(index.len(), unresolved_legs + 4);
-        // Pages cover every entry once: the legs oldest first, then the others by id.
-        let mut pages = Vec::new();
-        let mut after = None;
-        loop {
-            let page = index.unresolved(&ledger, after);
-            assert!(page.len() <= count_max);
-            after = page.last().map(|entry| entry.id);
-            let full = page.len() == count_max;
-            pages.push(page);
-            if !full {
-                break;
-            }
-        }
-        assert_eq!(pages.len(), 2);
-        let ids: Vec<u128> = pages.concat().iter().map(|entry| entry.id).collect();
-        let mut expected: Vec<u128> = (1..=12_300).filter(|t| t % 3 != 0).map(leg_id).collect();
-        expected.extend([
-            leg_id(20_010),
-            100 + 20_010,
-            resolution_id(20_001),
-            resolution_id(20_002),
-            resolution_id(20_003),
-        ]);
-        assert_eq!(ids, expected);
-        // A cursor on a leg resolved and compacted away since still finds its place.
-        let cursor = leg_id(12_001);
-        let resolve = scenario_event(2, 12_001);
-        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &[resolve], 20);
-        assert_eq!(results, [R::Ok]);
-        index.compact(&ledger);
-        assert!(index.legs.len() < pages.concat().len());
-        let page = index.unresolved(&ledger, Some(cursor));
-        assert_eq!(page[0].id, leg_id(12_002));
-        let legs_after = (12_002..=12_300).filter(|t| t % 3 != 0).count() + 1;
-        assert_eq!(page.len(), legs_after + 4);
-        // A cursor among the others reads on by id.
-        let page = index.unresolved(&ledger, Some(resolution_id(20_001)));
-        let ids: Vec<u128> = page.iter().map(|entry| entry.id).collect();
-        assert_eq!(ids, [resolution_id(20_002), resolution_id(20_003)]);
     }
 
     #[test]

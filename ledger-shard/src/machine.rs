@@ -152,9 +152,7 @@ impl StateMachine for LedgerMachine {
         };
         let reply = match read {
             Read::Digest => return wire::encode_digest(state.applied_slot, ledger.digest()),
-            Read::Unresolved(after) => {
-                ledger_core::QueryReply::Transfers(state.legs.unresolved(ledger, after))
-            }
+            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved(ledger)),
             Read::Ledger(query) => ledger.query(&query),
         };
         wire::encode_query_reply(&reply)
@@ -284,26 +282,6 @@ mod tests {
         let (slot, digest) = wire::decode_digest(&machine.query(&Read::Digest.encode())).unwrap();
         assert_eq!((slot, digest), machine.probe().digest());
         assert!(machine.query(&[0xff, 1, 2]).is_empty());
-    }
-
-    #[test]
-    fn unresolved_reads_carry_their_cursor() {
-        // From the start: the one-byte read it always was.
-        assert_eq!(Read::Unresolved(None).encode().len(), 1);
-        for read in [
-            Read::Unresolved(None),
-            Read::Unresolved(Some(u128::MAX - 7)),
-        ] {
-            assert_eq!(Read::decode(&read.encode()), Some(read));
-        }
-        let bytes = Read::Unresolved(Some(5)).encode();
-        assert_eq!(Read::decode(&bytes[..bytes.len() - 1]), None);
-        let machine = setup();
-        let reply = machine.query(&Read::Unresolved(Some(5)).encode());
-        assert_eq!(
-            QueryReply::decode(&reply).unwrap(),
-            QueryReply::Transfers(Vec::new())
-        );
     }
 
     proptest! {

@@ -82,10 +82,8 @@ pub enum Read {
     Ledger(Query),
     /// The applied slot and the state digest of the replica that answers.
     Digest,
-    /// The cross-shard legs the shard holds unresolved (for the resolver), at most
-    /// `BATCH_EVENTS_MAX` of them: from the first, or after the one with this id (the last
-    /// of the previous page).
-    Unresolved(Option<u128>),
+    /// The cross-shard legs the shard holds unresolved (for the resolver).
+    Unresolved,
 }
 
 const READ_LEDGER: u8 = 1;
@@ -102,12 +100,7 @@ impl Read {
                 query.encode(&mut out);
             }
             Self::Digest => out.push(READ_DIGEST),
-            Self::Unresolved(after) => {
-                out.push(READ_UNRESOLVED);
-                if let Some(after) = after {
-                    out.extend_from_slice(&after.to_le_bytes());
-                }
-            }
+            Self::Unresolved => out.push(READ_UNRESOLVED),
         }
         Bytes::from(out)
     }
@@ -118,10 +111,7 @@ impl Read {
         match kind {
             READ_LEDGER => Query::decode(body).ok().map(Self::Ledger),
             READ_DIGEST if body.is_empty() => Some(Self::Digest),
-            READ_UNRESOLVED if body.is_empty() => Some(Self::Unresolved(None)),
-            READ_UNRESOLVED => Some(Self::Unresolved(Some(u128::from_le_bytes(
-                body.try_into().ok()?,
-            )))),
+            READ_UNRESOLVED if body.is_empty() => Some(Self::Unresolved),
             _ => None,
         }
     }

@@ -44,9 +44,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use ledger_core::{
-    Account, BATCH_EVENTS_MAX, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags,
-};
+use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
 
 use super::{
     APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
@@ -662,21 +660,11 @@ struct Due {
     expiries: Vec<Transfer>,
 }
 
-/// The resolver's memory between passes: when each unresolved leg was first seen, and where
-/// each shard's index is read from.
-///
-/// A read answers at most [`BATCH_EVENTS_MAX`] entries (a *page*); a full page makes the next
-/// pass read that shard on from its last entry ([`Resolver::cursor`]), a shorter one ends the
-/// *cycle* and the next pass starts over. An entry keeps its age while its cycle runs and is
-/// forgotten (resolved) once a cycle ends without it.
+/// The resolver's memory between passes: when each unresolved leg was first seen.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     timing: ResolverTiming,
     first_seen: HashMap<(usize, u128), Duration>,
-    /// Per shard reading on from a full page: the id of that page's last entry.
-    cursors: HashMap<usize, u128>,
-    /// The entries seen since the start of their shard's cycle.
-    cycle: HashSet<(usize, u128)>,
 }
 
 impl Resolver {
@@ -764,15 +752,7 @@ impl Resolver {
         Self {
             timing,
             first_seen: HashMap::new(),
-            cursors: HashMap::new(),
-            cycle: HashSet::new(),
         }
-    }
-
-    /// Where the next pass reads `shard`'s index from: after this entry (`None`: from the
-    /// start). See [`Resolver`].
-    pub fn cursor(&self, shard: usize) -> Option<u128> {
-        self.cursors.get(&shard).copied()
     }
 
     /// Its timing.
@@ -781,9 +761,8 @@ impl Resolver {
     }
 
     /// One pass at time `now` (since any fixed origin, not decreasing between passes):
-    /// `legs[s]` holds the unresolved legs shard `s` reported (`Read::Unresolved` from
-    /// [`Resolver::cursor`]), or `None` when it could not be read (what was known of it is
-    /// kept). Yields the work due, one
+    /// `legs[s]` holds the unresolved legs shard `s` reported (`Read::Unresolved`), or `None`
+    /// when it could not be read (what was known of it is kept). Yields the work due, one
     /// [`Recovery`] per coordinator and participant pair, ordered by the pair; drive each with
     /// a [`RecoveryMachine`] (a failed one is retried by a later pass).
     pub fn pass(
@@ -800,32 +779,11 @@ impl Resolver {
                 still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
                 continue;
             };
-            if self.cursors.remove(&shard).is_none() {
-                self.cycle.retain(|(s, _)| *s != shard);
-            }
             for leg in legs {
                 let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
                 still.insert((shard, leg.id), seen);
-                self.cycle.insert((shard, leg.id));
                 let age = now.saturating_sub(seen);
                 self.pass_entry(router, (shard, leg, age), &mut due, &mut records);
-            }
-            // The entries of the cycle's other pages keep their age; a cycle's end forgets
-            // what it did not see (resolved).
-            let full = legs.len() >= BATCH_EVENTS_MAX as usize;
-            let cycle = &self.cycle;
-            let kept = self
-                .first_seen
-                .iter()
-                .filter(|((s, id), _)| *s == shard && (full || cycle.contains(&(shard, *id))));
-            for (&key, &seen) in kept {
-                still.entry(key).or_insert(seen);
-            }
-            match legs.last() {
-                Some(last) if full => {
-                    self.cursors.insert(shard, last.id);
-                }
-                _ => self.cycle.retain(|(s, _)| *s != shard),
             }
         }
         self.first_seen = still;
@@ -2550,39 +2508,6 @@ mod tests {
         // Resolved legs are forgotten: seen again, a leg is young again.
         assert!(resolver.pass(router, at(60), &legs(&[], &[])).is_empty());
         assert!(resolver.pass(router, at(70), &held).is_empty());
-    }
-
-    #[test]
-    fn the_resolver_reads_a_long_index_page_by_page_and_ages_every_entry() {
-        let router = router();
-        let mut resolver = Resolver::new(timing());
-        let at = Duration::from_millis;
-        let page_size = BATCH_EVENTS_MAX as usize;
-        let crosses: Vec<Cross> = (1..=page_size as u128 + 5).map(cross).collect();
-        // Shard 0 holds the participant legs (yes votes): a full page, then 5 more.
-        let first = legs(&[], &crosses[..page_size]);
-        let second = legs(&[], &crosses[page_size..]);
-        let t_of = |due: &[Recovery]| -> Vec<u128> {
-            due.iter()
-                .flat_map(|recovery| recovery.transfers.iter().map(|(t, _)| *t))
-                .collect()
-        };
-        assert_eq!(resolver.cursor(0), None);
-        assert!(resolver.pass(router, at(0), &first).is_empty());
-        assert_eq!(resolver.cursor(0), Some(leg_id(page_size as u128)));
-        assert_eq!(resolver.cursor(1), None, "an empty page ends its cycle");
-        assert!(resolver.pass(router, at(10), &second).is_empty());
-        assert_eq!(resolver.cursor(0), None, "a short page ends the cycle");
-        // The first page's legs kept their age while the second page was read.
-        let due = resolver.pass(router, at(20), &first);
-        assert_eq!(t_of(&due), (1..=page_size as u128).collect::<Vec<_>>());
-        // A cycle that ends without a leg forgets it: seen again, it is young again.
-        let resolved_one = legs(&[], &crosses[page_size..page_size + 4]);
-        assert_eq!(t_of(&resolver.pass(router, at(30), &resolved_one)).len(), 4);
-        assert!(resolver.pass(router, at(40), &first).len() == 1);
-        let due = resolver.pass(router, at(50), &second);
-        let expected: Vec<u128> = (page_size as u128 + 1..=page_size as u128 + 4).collect();
-        assert_eq!(t_of(&due), expected);
     }
 
     #[test]

@@ -256,12 +256,12 @@ pub(crate) fn recovery(
     Driven::start(machine, first, router.shard_count())
 }
 
-/// The resolver's scan: `Read::Unresolved` on every shard, from where `resolver` reads it.
-pub(crate) fn scan(resolver: &core::Resolver, shard_count: usize) -> Vec<Request> {
+/// The resolver's scan: `Read::Unresolved` on every shard.
+pub(crate) fn scan(shard_count: usize) -> Vec<Request> {
     (0..shard_count)
         .map(|shard| Request::Read {
             shard,
-            read: Read::Unresolved(resolver.cursor(shard)),
+            read: Read::Unresolved,
         })
         .collect()
 }

@@ -1811,7 +1811,7 @@ impl ClusterSim {
         // skipped this pass (what was known of it is kept).
         let deadline = self.now_us + self.options.timings.resolver_interval_us;
         let (id, job) = self.insert_job(Owner::Resolver, JobKind::Scan, deadline);
-        let requests = protocol::scan(&self.resolver, self.options.shards);
+        let requests = protocol::scan(self.options.shards);
         self.send_round(id, job, requests, None)
     }
 
