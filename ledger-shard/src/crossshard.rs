@@ -443,26 +443,23 @@ impl LegIndex {
         self.legs_unresolved + self.others.len()
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger` (the oldest legs first, then
-    /// the rest in no particular order), as they were submitted (timestamp zero). The read
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved entries of `ledger`, as they were submitted
+    /// (timestamp zero): first the users' posts, chain records and expiring decisions (few,
+    /// in no particular order), then the legs, oldest first, so that with more entries than
+    /// a read returns, neither those nor the oldest legs wait for the younger ones. The read
     /// runs under the state machine's lock, so it copies no more than it returns.
     pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
         let count_max = BATCH_EVENTS_MAX as usize;
-        let mut legs: Vec<Transfer> = self
-            .unresolved_legs(ledger)
-            .take(count_max)
-            .copied()
-            .collect();
-        let ids: Vec<u128> = self
-            .others
-            .iter()
-            .take(count_max - legs.len())
-            .copied()
-            .collect();
-        let others = ledger.lookup_transfers(&ids);
-        assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
-        legs.extend(others);
-        legs.into_iter().map(submitted_leg).collect()
+        let ids: Vec<u128> = self.others.iter().take(count_max).copied().collect();
+        let mut entries = ledger.lookup_transfers(&ids);
+        assert_eq!(
+            entries.len(),
+            ids.len(),
+            "unresolved legs are in the ledger"
+        );
+        let legs_max = count_max - entries.len();
+        entries.extend(self.unresolved_legs(ledger).take(legs_max).copied());
+        entries.into_iter().map(submitted_leg).collect()
     }
 
     /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
@@ -2237,6 +2234,30 @@ mod tests {
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
         assert_eq!(decoded.legs.len(), index.len());
         assert!(same(&decoded, &index, &ledger));
+    }
+
+    #[test]
+    fn leg_index_reads_the_other_entries_then_the_oldest_legs() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let count_max = BATCH_EVENTS_MAX as usize;
+        let legs: Vec<Transfer> = (1..=8_200).map(|t| scenario_event(0, t)).collect();
+        // Leg 1 decided with a timeout (its decision waits to expire); leg 2 posted by its
+        // user before any decision (the post waits for its acknowledgement, the leg stays).
+        let others = [scenario_event(5, 1), scenario_event(6, 2)];
+        for batch in [&legs[..], &others[..]] {
+            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
+            assert!(results.iter().all(|result| result.is_ok()));
+        }
+        assert_eq!(index.len(), 8_199 + 2);
+        let read = index.unresolved(&ledger);
+        assert_eq!(read.len(), count_max);
+        let mut first: Vec<u128> = read[..2].iter().map(|entry| entry.id).collect();
+        first.sort_unstable();
+        assert_eq!(first, [102, resolution_id(1)]);
+        let legs_read: Vec<u128> = read[2..].iter().map(|entry| entry.id).collect();
+        let oldest: Vec<u128> = (2..).take(count_max - 2).map(leg_id).collect();
+        assert_eq!(legs_read, oldest);
     }
 
     #[test]
