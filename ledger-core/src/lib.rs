@@ -41,6 +41,7 @@ mod prefetch;
 mod query;
 mod result;
 mod snapshot;
+mod store;
 mod transfer;
 
 pub use account::{ACCOUNT_BALANCE_SIZE_BYTES, ACCOUNT_SIZE_BYTES, Account, AccountBalance};
@@ -52,6 +53,7 @@ pub use flags::{AccountFilterFlags, AccountFlags, TransferFlags};
 pub use invariants::InvariantViolation;
 pub use ledger::{Ledger, MemoryUsage};
 pub use result::{CreateAccountResult, CreateTransferResult};
+pub use store::TransferStatus;
 pub use transfer::{TRANSFER_SIZE_BYTES, Transfer};
 
 /// The lowest id of the range reserved for the system: account and transfer ids from here up

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use ledger_core::{
     Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Ledger, Query,
-    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
+    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags, TransferStatus,
 };
 use parking_lot::Mutex;
 
@@ -187,17 +187,45 @@ pub(crate) const CHAIN_RECORD_DONE: u32 = u32::MAX;
 
 // ---- the replicated index of unresolved legs --------------------------------------------
 
+/// A set of ids hashed by [`IdHasher`].
+type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
+
 /// The legs one replica holds that are not resolved yet, kept by the state machine from the
-/// results of every applied transfer (deterministic, part of the snapshot). Only the ids: the
-/// legs themselves are in the ledger, which the reads and the snapshot consult (an index entry
-/// is 16 bytes, not a 128-byte transfer; two set operations per leg sit on the apply path).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// results of every applied transfer (deterministic, part of the snapshot). Only references:
+/// the legs themselves are in the ledger, which the reads and the snapshot consult.
+///
+/// A leg `leg(t)` is unresolved until its resolution `res(t)` applies. Legs are created in
+/// apply order, so they are kept as the ascending ledger *store positions* of the legs
+/// created (see [`Ledger::transfer_at`]): creating one appends, and a resolution that posts
+/// or voids its leg costs no lookup at all, as the leg's status in the ledger then says it is
+/// resolved. Only the rare cases where status and resolution disagree are kept by id: a leg a
+/// marker `res(t)` resolved while it stays pending (`marked`), and a leg a user's post closed
+/// before its marker applied (`held`). Resolved positions are dropped lazily, by a compaction
+/// that reads the store in order once the list is mostly resolved. Users' posts, chain
+/// records and expiring decisions (few) are kept by id.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LegIndex {
-    ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
-    /// The users' posts and voids among `ids`, with the leg each resolves: only the post's
+    /// The store positions of created legs, ascending: every unresolved leg, and resolved
+    /// ones until the next compaction.
+    legs: Vec<u32>,
+    /// How many of `legs` are unresolved (exact).
+    legs_unresolved: usize,
+    /// Legs in `legs` still pending (or expired) whose resolution was a marker: resolved.
+    /// Emptied by every compaction, which drops them.
+    marked: IdSet,
+    /// Legs in `legs` posted or voided by a user's post before their resolution applied:
+    /// unresolved.
+    held: IdSet,
+    /// The expiring decisions, users' posts and chain records not resolved yet.
+    others: IdSet,
+    /// The users' posts and voids among `others`, with the leg each resolves: only the post's
     /// own acknowledgement takes it out (see [`LegIndex::observe`]).
     posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
 }
+
+/// Resolved positions the leg list may hold beyond three times the unresolved ones before a
+/// compaction drops them.
+const LEGS_SLACK: usize = 4 * BATCH_EVENTS_MAX as usize;
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
 #[derive(Debug, Default, Clone, Copy)]
@@ -221,8 +249,14 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Whether a transfer posts or voids a leg (its `pending_id` is a leg id).
+fn closes_leg(transfer: &Transfer) -> bool {
+    (transfer.flags.post_pending_transfer() || transfer.flags.void_pending_transfer())
+        && is_leg_id(transfer.pending_id)
+}
+
 impl LegIndex {
-    /// Records the effect of one applied `create_transfers` batch:
+    /// Records the effect of one `create_transfers` batch just applied to `ledger`:
     ///
     /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
     ///   removes it;
@@ -233,81 +267,211 @@ impl LegIndex {
     ///   `user_data_32 = CHAIN_RECORD_DONE`, answering `ExistsWithDifferentUserData32`) removes
     ///   it.
     ///
-    /// Every key is the id of a transfer this shard's ledger stores.
-    pub fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
+    /// Every entry is a transfer this shard's ledger stores.
+    ///
+    /// # Panics
+    ///
+    /// If `results` are not the results of `transfers` just applied to `ledger` (a leg is not
+    /// where its `Ok` puts it in the store).
+    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+        // The i-th Ok event is stored right after the Ok events before it (ledger_core::store).
+        let stored_count = results.iter().filter(|result| result.is_ok()).count();
+        let mut position = ledger
+            .transfer_count()
+            .checked_sub(stored_count)
+            .expect("every Ok event is stored");
         for (transfer, result) in transfers.iter().zip(results) {
-            let id = transfer.id;
-            if is_applied_id(id)
-                && *result == R::ExistsWithDifferentUserData32
-                && transfer.user_data_32 == CHAIN_RECORD_DONE
-            {
-                // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
-                self.ids.remove(&id);
-                continue;
-            }
-            if (id < SYSTEM_ID_MIN || is_applied_id(id))
-                && *result == R::ExistsWithDifferentPendingId
-                && is_resolution_id(transfer.pending_id)
-            {
-                // A user's post's acknowledgement (see `acknowledgement`): only the post as
-                // logged, resubmitted, counts (a user's retry of its id as a post of another
-                // transfer answers the same code, with another pending id).
-                let acknowledged = leg_id(transfer.pending_id - RESOLUTION_ID_MIN);
-                if self.posts.get(&id) == Some(&acknowledged) {
-                    self.posts.remove(&id);
-                    self.ids.remove(&id);
-                }
-                continue;
-            }
             if !result.is_ok() {
+                self.observe_acknowledgement(transfer, *result);
                 continue;
             }
+            let here = position;
+            position += 1;
+            let id = transfer.id;
             if is_leg_id(id) {
-                self.ids.insert(id);
+                // Checked for the last Ok event below (its record is cache-hot); for every
+                // leg in tests.
+                debug_assert!(
+                    matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == id),
+                    "a leg is stored where its Ok puts it"
+                );
+                self.legs
+                    .push(u32::try_from(here).expect("store positions are u32"));
+                self.legs_unresolved += 1;
             } else if is_resolution_id(id) {
-                self.ids.remove(&leg_id(id - RESOLUTION_ID_MIN));
-                if is_expiring_decision(transfer) {
-                    self.ids.insert(id);
+                let leg = leg_id(id - RESOLUTION_ID_MIN);
+                if transfer.pending_id == leg && closes_leg(transfer) {
+                    // The leg was pending, so unresolved: its status now says resolved.
+                    self.legs_unresolved = self
+                        .legs_unresolved
+                        .checked_sub(1)
+                        .expect("a leg posted or voided by its resolution was unresolved");
+                } else {
+                    self.observe_resolution_rare(ledger, transfer, leg);
                 }
-            } else if is_users_post_of_leg(transfer) {
-                // Resolved (by its user or by expiry): no longer expiring.
-                self.ids
-                    .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
-                self.ids.insert(id);
-                self.posts.insert(id, transfer.pending_id);
-            } else if is_chain_record(transfer) {
-                self.ids.insert(id);
+            } else {
+                if closes_leg(transfer) {
+                    self.observe_leg_closed(ledger, transfer.pending_id);
+                }
+                if is_users_post_of_leg(transfer) {
+                    // Resolved (by its user or by expiry): no longer expiring.
+                    self.others
+                        .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
+                    self.others.insert(id);
+                    self.posts.insert(id, transfer.pending_id);
+                } else if is_chain_record(transfer) {
+                    self.others.insert(id);
+                }
+            }
+        }
+        assert_eq!(
+            position,
+            ledger.transfer_count(),
+            "every Ok event is stored"
+        );
+        if let Some(last) = transfers
+            .iter()
+            .zip(results)
+            .rev()
+            .find_map(|(transfer, result)| result.is_ok().then_some(transfer.id))
+        {
+            assert!(
+                matches!(ledger.transfer_at(position - 1), Some((stored, _)) if stored.id == last),
+                "the last Ok event is stored last"
+            );
+        }
+        if self.legs.len() > 4 * self.legs_unresolved + LEGS_SLACK {
+            self.compact(ledger);
+        }
+    }
+
+    /// A failed event: the acknowledgement of a chain record or of a user's post takes it out.
+    fn observe_acknowledgement(&mut self, transfer: &Transfer, result: R) {
+        let id = transfer.id;
+        if is_applied_id(id)
+            && result == R::ExistsWithDifferentUserData32
+            && transfer.user_data_32 == CHAIN_RECORD_DONE
+        {
+            // A chain record's acknowledgement (see CHAIN_RECORD_DONE).
+            self.others.remove(&id);
+        } else if (id < SYSTEM_ID_MIN || is_applied_id(id))
+            && result == R::ExistsWithDifferentPendingId
+            && is_resolution_id(transfer.pending_id)
+        {
+            // A user's post's acknowledgement (see `acknowledgement`): only the post as
+            // logged, resubmitted, counts (a user's retry of its id as a post of another
+            // transfer answers the same code, with another pending id).
+            let acknowledged = leg_id(transfer.pending_id - RESOLUTION_ID_MIN);
+            if self.posts.get(&id) == Some(&acknowledged) {
+                self.posts.remove(&id);
+                self.others.remove(&id);
             }
         }
     }
 
-    /// Number of unresolved legs.
-    pub fn len(&self) -> usize {
-        self.ids.len()
+    /// A resolution `res(t)` of `leg` applied that does not post or void `leg`: a marker
+    /// (rare: a user's pending transfer committed), which leaves the leg pending.
+    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer, leg: u128) {
+        if closes_leg(resolution) {
+            self.observe_leg_closed(ledger, resolution.pending_id);
+        }
+        // Unresolved iff listed: only its resolution, applied once, resolves a leg.
+        if self.lists(ledger, leg) {
+            self.legs_unresolved -= 1;
+            if !self.held.remove(&leg) {
+                self.marked.insert(leg);
+            }
+        }
+        if is_expiring_decision(resolution) {
+            self.others.insert(resolution.id);
+        }
     }
 
-    /// Up to [`BATCH_EVENTS_MAX`] unresolved legs of `ledger`, in no particular order, as they
-    /// were submitted (timestamp zero). The read runs under the state machine's lock, so it
-    /// copies no more than it returns.
+    /// `leg`, pending until now, was posted or voided by a transfer other than its
+    /// resolution: if unresolved, it stays so.
+    fn observe_leg_closed(&mut self, ledger: &Ledger, leg: u128) {
+        // Pending until now, so resolved iff marked.
+        if !self.marked.contains(&leg) && self.lists(ledger, leg) {
+            self.held.insert(leg);
+        }
+    }
+
+    /// Whether `legs` holds the position of leg `leg`.
+    fn lists(&self, ledger: &Ledger, leg: u128) -> bool {
+        ledger
+            .transfer_position(leg)
+            .and_then(|position| u32::try_from(position).ok())
+            .is_some_and(|position| self.legs.binary_search(&position).is_ok())
+    }
+
+    /// Whether a listed leg, stored with `status`, is resolved.
+    fn is_resolved(&self, leg: &Transfer, status: TransferStatus) -> bool {
+        if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
+            self.held.is_empty() || !self.held.contains(&leg.id)
+        } else {
+            !self.marked.is_empty() && self.marked.contains(&leg.id)
+        }
+    }
+
+    /// The unresolved listed legs, oldest first, as stored.
+    fn unresolved_legs<'l>(&'l self, ledger: &'l Ledger) -> impl Iterator<Item = &'l Transfer> {
+        self.legs.iter().filter_map(move |&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            (!self.is_resolved(leg, status)).then_some(leg)
+        })
+    }
+
+    /// Drops the resolved legs from the list (one ordered pass over their records).
+    fn compact(&mut self, ledger: &Ledger) {
+        let mut legs = std::mem::take(&mut self.legs);
+        legs.retain(|&position| {
+            let (leg, status) = ledger
+                .transfer_at(position as usize)
+                .expect("listed legs are in the ledger");
+            !self.is_resolved(leg, status)
+        });
+        self.legs = legs;
+        assert_eq!(self.legs.len(), self.legs_unresolved, "the count is exact");
+        // Every marked leg was resolved, so dropped.
+        self.marked.clear();
+    }
+
+    /// Number of unresolved legs.
+    pub fn len(&self) -> usize {
+        self.legs_unresolved + self.others.len()
+    }
+
+    /// Up to [`BATCH_EVENTS_MAX`] unresolved entries of `ledger`, as they were submitted
+    /// (timestamp zero): first the users' posts, chain records and expiring decisions (few,
+    /// in no particular order), then the legs, oldest first, so that with more entries than
+    /// a read returns, neither those nor the oldest legs wait for the younger ones. The read
+    /// runs under the state machine's lock, so it copies no more than it returns.
     pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
-        let ids: Vec<u128> = self
-            .ids
-            .iter()
-            .take(BATCH_EVENTS_MAX as usize)
-            .copied()
-            .collect();
-        let legs = ledger.lookup_transfers(&ids);
-        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
-        legs.into_iter().map(submitted_leg).collect()
+        let count_max = BATCH_EVENTS_MAX as usize;
+        let ids: Vec<u128> = self.others.iter().take(count_max).copied().collect();
+        let mut entries = ledger.lookup_transfers(&ids);
+        assert_eq!(
+            entries.len(),
+            ids.len(),
+            "unresolved legs are in the ledger"
+        );
+        let legs_max = count_max - entries.len();
+        entries.extend(self.unresolved_legs(ledger).take(legs_max).copied());
+        entries.into_iter().map(submitted_leg).collect()
     }
 
     /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
     pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
+        let mut legs: Vec<Transfer> = self.unresolved_legs(ledger).copied().collect();
+        assert_eq!(legs.len(), self.legs_unresolved, "the count is exact");
+        let ids: Vec<u128> = self.others.iter().copied().collect();
+        let others = ledger.lookup_transfers(&ids);
+        assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.extend(others);
         // Sorted by id: identical indexes encode to identical bytes (I5).
-        let mut ids: Vec<u128> = self.ids.iter().copied().collect();
-        ids.sort_unstable();
-        let legs = ledger.lookup_transfers(&ids);
-        assert_eq!(legs.len(), ids.len(), "unresolved legs are in the ledger");
+        legs.sort_unstable_by_key(|leg| leg.id);
         out.extend_from_slice(&(legs.len() as u64).to_le_bytes());
         for leg in legs {
             out.extend_from_slice(&submitted_leg(leg).encode());
@@ -320,26 +484,38 @@ impl LegIndex {
     pub(crate) fn decode(reader: &mut Reader<'_>, ledger: &Ledger) -> Option<Self> {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
-        let mut ids = HashSet::default();
-        let mut posts = HashMap::default();
+        let mut index = Self::default();
+        let mut seen = IdSet::default();
         for chunk in bytes.chunks_exact(TRANSFER_SIZE_BYTES) {
             let transfer = Transfer::decode(chunk).ok()?;
             let known = is_leg_id(transfer.id)
                 || is_chain_record(&transfer)
                 || is_users_post_of_leg(&transfer)
                 || is_expiring_decision(&transfer);
-            if !known || !ids.insert(transfer.id) {
+            if !known || !seen.insert(transfer.id) {
                 return None;
             }
-            let stored = ledger.lookup_transfers(&[transfer.id]).pop()?;
-            if submitted_leg(stored) != transfer {
+            let position = ledger.transfer_position(transfer.id)?;
+            let (stored, status) = ledger.transfer_at(position)?;
+            if submitted_leg(*stored) != transfer {
                 return None;
             }
-            if is_users_post_of_leg(&transfer) {
-                posts.insert(transfer.id, transfer.pending_id);
+            if is_leg_id(transfer.id) {
+                index.legs.push(u32::try_from(position).ok()?);
+                // Unresolved, yet closed: a user's post applied before its marker.
+                if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
+                    index.held.insert(transfer.id);
+                }
+            } else {
+                index.others.insert(transfer.id);
+                if is_users_post_of_leg(&transfer) {
+                    index.posts.insert(transfer.id, transfer.pending_id);
+                }
             }
         }
-        Some(Self { ids, posts })
+        index.legs.sort_unstable();
+        index.legs_unresolved = index.legs.len();
+        Some(index)
     }
 }
 
@@ -1605,7 +1781,8 @@ mod tests {
             if let Some(index) = LegIndex::decode(&mut reader, &ledger) {
                 let mut out = Vec::new();
                 index.encode(&ledger, &mut out);
-                prop_assert_eq!(LegIndex::decode(&mut Reader::new(&out), &ledger), Some(index));
+                let again = LegIndex::decode(&mut Reader::new(&out), &ledger);
+                prop_assert!(again.is_some_and(|again| same(&again, &index, &ledger)));
             }
         }
     }
@@ -1616,8 +1793,16 @@ mod tests {
         let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, 1_000) else {
             panic!("transfers answer transfer results");
         };
-        index.observe(transfers, &results);
+        index.observe(ledger, transfers, &results);
         results
+    }
+
+    /// Whether two indexes of `ledger` hold the same entries (same count, same snapshot).
+    fn same(a: &LegIndex, b: &LegIndex, ledger: &Ledger) -> bool {
+        let (mut a_bytes, mut b_bytes) = (Vec::new(), Vec::new());
+        a.encode(ledger, &mut a_bytes);
+        b.encode(ledger, &mut b_bytes);
+        a.len() == b.len() && a_bytes == b_bytes
     }
 
     /// A ledger holding the coordinator legs of transfers 1 and 2 (3's failed), and its index.
@@ -1660,7 +1845,7 @@ mod tests {
         let mut bytes = Vec::new();
         index.encode(&ledger, &mut bytes);
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
-        assert_eq!(decoded, index);
+        assert!(same(&decoded, &index, &ledger));
         assert!(LegIndex::decode(&mut Reader::new(&bytes[..bytes.len() - 1]), &ledger).is_none());
         // Legs the ledger does not hold, or holds otherwise, are refused.
         assert!(LegIndex::decode(&mut Reader::new(&bytes), &Ledger::new()).is_none());
@@ -1692,6 +1877,22 @@ mod tests {
         }
     }
 
+    /// The coordinator's ledger of [`pending_seven`] (shard 1 of 2) holding its leg, an empty
+    /// index that saw it, and the leg.
+    fn pending_seven_coordinator() -> (Ledger, LegIndex, Transfer) {
+        let router = Router::new(2);
+        let leg = coordinator_leg(router, &pending_seven());
+        let (mut ledger, mut index) = (Ledger::new(), LegIndex::default());
+        let accounts = vec![
+            Account::new(1, 1, 1),
+            Account::new(leg.credit_account_id, 1, 1),
+            Account::new(pending_bridge_id(router, 1, 1, 1), 1, 1),
+        ];
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts), 1);
+        assert_eq!(apply(&mut ledger, &mut index, &[leg]), [R::Ok]);
+        (ledger, index, leg)
+    }
+
     #[test]
     fn leg_index_keeps_users_posts_until_acknowledged() {
         let router = Router::new(2);
@@ -1703,8 +1904,10 @@ mod tests {
         let commit = decision_event(router, &cross, Decision::Commit);
         assert_eq!((commit.id, commit.amount), (resolution_id(7), 0));
         assert_eq!(logged_decision(&commit), Decision::Commit);
-        let mut index = LegIndex::default();
-        index.observe(&[leg, commit], &[R::Ok, R::Ok]);
+        let (mut ledger, mut index, stored_leg) = pending_seven_coordinator();
+        assert_eq!(stored_leg, leg);
+        assert_eq!(index.len(), 1);
+        assert_eq!(apply(&mut ledger, &mut index, &[commit]), [R::Ok]);
         assert_eq!(
             index.len(),
             0,
@@ -1717,7 +1920,7 @@ mod tests {
             flags: TransferFlags::POST_PENDING_TRANSFER,
             ..Transfer::new(8, 0, 0, 4, 0, 0)
         };
-        index.observe(&[post], &[R::Ok]);
+        assert_eq!(apply(&mut ledger, &mut index, &[post]), [R::Ok]);
         assert_eq!(index.len(), 1, "the post waits for its acknowledgement");
         let applied = applied_event(&post);
         assert_eq!((applied.id, applied.pending_id), (applied_id(7), leg_id(7)));
@@ -1730,9 +1933,12 @@ mod tests {
         // ExistsWithDifferentPendingId and removes it.
         let acknowledgement = acknowledgement(&post);
         assert_eq!(acknowledgement.pending_id, resolution_id(7));
-        index.observe(&[acknowledgement], &[R::PendingIdMustBeZero]);
+        index.observe(&ledger, &[acknowledgement], &[R::PendingIdMustBeZero]);
         assert_eq!(index.len(), 1, "only the expected answer counts");
-        index.observe(&[acknowledgement], &[R::ExistsWithDifferentPendingId]);
+        assert_eq!(
+            apply(&mut ledger, &mut index, &[acknowledgement]),
+            [R::ExistsWithDifferentPendingId]
+        );
         assert_eq!(index.len(), 0);
     }
 
@@ -1758,8 +1964,9 @@ mod tests {
         assert_eq!(index.len(), 2);
         let mut bytes = Vec::new();
         index.encode(&ledger, &mut bytes);
-        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger);
-        assert_eq!(decoded, Some(index));
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert!(same(&decoded, &index, &ledger));
+        assert_eq!(decoded.len(), 2);
     }
 
     #[test]
@@ -1776,20 +1983,328 @@ mod tests {
             flags: TransferFlags::POST_PENDING_TRANSFER,
             ..Transfer::new(8, 0, 0, 4, 0, 0)
         };
-        let mut index = LegIndex::default();
-        index.observe(&[post], &[R::Ok]);
+        let (mut ledger, mut index, _) = pending_seven_coordinator();
+        let decision = decision_event(router, &pending_seven(), Decision::Commit);
+        let results = apply(&mut ledger, &mut index, &[decision, post]);
+        assert_eq!(results, [R::Ok, R::Ok]);
         let retry = Transfer {
             pending_id: resolution_id(9),
             credit_account_id: 0,
             ..post
         };
-        index.observe(&[retry], &[R::ExistsWithDifferentPendingId]);
+        index.observe(&ledger, &[retry], &[R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 1, "the participant has yet to apply P");
-        index.observe(
-            &[acknowledgement(&post)],
-            &[R::ExistsWithDifferentPendingId],
-        );
+        let results = apply(&mut ledger, &mut index, &[acknowledgement(&post)]);
+        assert_eq!(results, [R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 0);
+    }
+
+    /// The leg index as specified, by id (how it was kept before store positions): the
+    /// reference the index is checked against.
+    #[derive(Default)]
+    struct LegModel {
+        ids: std::collections::BTreeSet<u128>,
+        posts: HashMap<u128, u128>,
+    }
+
+    impl LegModel {
+        fn observe(&mut self, transfers: &[Transfer], results: &[R]) {
+            for (transfer, &result) in transfers.iter().zip(results) {
+                let id = transfer.id;
+                let ok = result == R::Ok;
+                if ok && is_leg_id(id) {
+                    self.ids.insert(id);
+                } else if ok && is_resolution_id(id) {
+                    self.ids.remove(&leg_id(id - RESOLUTION_ID_MIN));
+                    if is_expiring_decision(transfer) {
+                        self.ids.insert(id);
+                    }
+                } else if ok && is_users_post_of_leg(transfer) {
+                    self.ids
+                        .remove(&resolution_id(transfer.pending_id - LEG_ID_MIN));
+                    self.ids.insert(id);
+                    self.posts.insert(id, transfer.pending_id);
+                } else if ok && is_chain_record(transfer) {
+                    self.ids.insert(id);
+                } else if result == R::ExistsWithDifferentPendingId
+                    && is_resolution_id(transfer.pending_id)
+                    && self.posts.get(&id) == Some(&leg_id(transfer.pending_id - RESOLUTION_ID_MIN))
+                {
+                    self.posts.remove(&id);
+                    self.ids.remove(&id);
+                } else if result == R::ExistsWithDifferentUserData32
+                    && is_applied_id(id)
+                    && transfer.user_data_32 == CHAIN_RECORD_DONE
+                {
+                    self.ids.remove(&id);
+                }
+            }
+        }
+
+        /// The snapshot bytes of the entries (sorted by id, as submitted).
+        fn encode(&self, ledger: &Ledger) -> Vec<u8> {
+            let ids: Vec<u128> = self.ids.iter().copied().collect();
+            let legs = ledger.lookup_transfers(&ids);
+            assert_eq!(legs.len(), ids.len());
+            let mut out = (legs.len() as u64).to_le_bytes().to_vec();
+            for leg in legs {
+                out.extend_from_slice(&submitted_leg(leg).encode());
+            }
+            out
+        }
+    }
+
+    /// Accounts of the leg index scenarios (ledger 1): a user, a bridge, a marker account.
+    const USER: u128 = 1;
+    const BRIDGE: u128 = SYSTEM_ID_MIN + 5;
+    const MARKS: u128 = SYSTEM_ID_MIN + 6;
+
+    fn ledger_for_scenarios() -> Ledger {
+        let mut ledger = Ledger::new();
+        let accounts = [USER, BRIDGE, MARKS].map(|id| Account::new(id, 1, 1));
+        ledger.apply(&ledger_core::Command::CreateAccounts(accounts.to_vec()), 1);
+        ledger
+    }
+
+    /// The event `kind` of user transfer `t` in the scenarios.
+    fn scenario_event(kind: u8, t: u128) -> Transfer {
+        let leg = Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), USER, BRIDGE, 10, 1, 1)
+        };
+        let marker = Transfer::new(resolution_id(t), BRIDGE, MARKS, 0, 1, 1);
+        let users_post = |id, flags, amount| Transfer {
+            pending_id: leg_id(t),
+            credit_account_id: BRIDGE,
+            flags,
+            ..Transfer::new(id, 0, 0, amount, 0, 0)
+        };
+        let chain_record = Transfer {
+            user_data_128: 1,
+            ..Transfer::new(applied_id(t), BRIDGE, MARKS, 0, 1, 1)
+        };
+        match kind % 13 {
+            0 => leg,
+            1 => Transfer { timeout: 1, ..leg },
+            2 => resolution(t, Decision::Commit),
+            3 => resolution(t, Decision::Abort(R::CreditAccountNotFound)),
+            4 => marker,
+            5 => Transfer {
+                user_data_64: 3,
+                ..marker
+            },
+            6 => users_post(100 + t, TransferFlags::POST_PENDING_TRANSFER, 10),
+            7 => users_post(200 + t, TransferFlags::VOID_PENDING_TRANSFER, 0),
+            8 => acknowledgement(&users_post(
+                100 + t,
+                TransferFlags::POST_PENDING_TRANSFER,
+                10,
+            )),
+            9 => acknowledgement(&users_post(
+                200 + t,
+                TransferFlags::VOID_PENDING_TRANSFER,
+                0,
+            )),
+            10 => chain_record,
+            11 => Transfer {
+                user_data_32: CHAIN_RECORD_DONE,
+                ..chain_record
+            },
+            _ => fence(Router::new(2), t, 0),
+        }
+    }
+
+    /// Applies `transfers` at `timestamp`, to the index and to the model.
+    fn apply_scenario(
+        ledger: &mut Ledger,
+        (index, model): (&mut LegIndex, &mut LegModel),
+        transfers: &[Transfer],
+        timestamp: u64,
+    ) -> Vec<R> {
+        let command = ledger_core::Command::CreateTransfers(transfers.to_vec());
+        let ledger_core::Reply::CreateTransfers(results) = ledger.apply(&command, timestamp) else {
+            panic!("transfers answer transfer results");
+        };
+        index.observe(ledger, transfers, &results);
+        model.observe(transfers, &results);
+        results
+    }
+
+    /// The index and the model agree on the count, the unresolved entries and the snapshot.
+    fn assert_agrees(index: &LegIndex, model: &LegModel, ledger: &Ledger) {
+        assert_eq!(index.len(), model.ids.len());
+        let mut bytes = Vec::new();
+        index.encode(ledger, &mut bytes);
+        assert_eq!(
+            bytes,
+            model.encode(ledger),
+            "the snapshot bytes are the model's"
+        );
+        let mut unresolved: Vec<u128> = index.unresolved(ledger).iter().map(|t| t.id).collect();
+        unresolved.sort_unstable();
+        assert_eq!(unresolved, model.ids.iter().copied().collect::<Vec<_>>());
+    }
+
+    proptest! {
+        #[test]
+        fn leg_index_agrees_with_the_model(
+            batches in proptest::collection::vec(
+                (
+                    proptest::collection::vec((any::<u8>(), 1_u128..6), 1..8),
+                    0_u8..8,
+                    0_u64..3,
+                ),
+                1..24,
+            ),
+        ) {
+            let mut ledger = ledger_for_scenarios();
+            let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+            let mut timestamp = 10;
+            for (events, shape, seconds) in batches {
+                let mut transfers: Vec<Transfer> = events
+                    .iter()
+                    .map(|&(kind, t)| scenario_event(kind, t))
+                    .collect();
+                // Shapes: 1 a linked chain, 2 a linked chain ending with a failing event
+                // (rolled back whole); 3 compacts after; 4 restores from a snapshot after.
+                if shape == 1 || shape == 2 {
+                    for transfer in &mut transfers {
+                        transfer.flags = transfer.flags.union(TransferFlags::LINKED);
+                    }
+                    if shape == 2 {
+                        transfers.push(Transfer::new(1_000, USER, 99, 1, 1, 1));
+                    } else if let Some(last) = transfers.last_mut() {
+                        last.flags = last.flags.difference(TransferFlags::LINKED);
+                    }
+                }
+                timestamp += seconds * 1_000_000_000;
+                let results =
+                    apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
+                if shape == 2 {
+                    prop_assert!(results.iter().all(|result| !result.is_ok()));
+                }
+                if shape == 3 {
+                    index.compact(&ledger);
+                    prop_assert!(index.marked.is_empty());
+                    prop_assert_eq!(index.legs.len(), index.legs_unresolved);
+                }
+                if shape == 4 {
+                    let mut bytes = Vec::new();
+                    index.encode(&ledger, &mut bytes);
+                    index = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+                }
+                assert_agrees(&index, &model, &ledger);
+            }
+        }
+    }
+
+    #[test]
+    fn leg_index_markers_and_early_users_posts() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let [leg, marker, post] = [0, 4, 6].map(|kind| scenario_event(kind, 1));
+        let [leg_2, marker_2, post_2] = [0, 4, 6].map(|kind| scenario_event(kind, 2));
+        let [leg_3, marker_3] = [0, 4].map(|kind| scenario_event(kind, 3));
+        let batch = [leg, leg_2, marker_3, leg_3, marker, post, post_2];
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &batch, 10);
+        assert!(results.iter().all(|result| result.is_ok()));
+        // Leg 1: marked, then posted by its user: resolved. Leg 2: posted by its user before
+        // its marker (a participant applying P before the decision): still unresolved. Leg 3:
+        // its marker came first, so it stays unresolved (an entry only its resolution removes).
+        assert_eq!(index.legs_unresolved, 2);
+        assert_eq!((index.marked.len(), index.held.len()), (1, 1));
+        assert_agrees(&index, &model, &ledger);
+        let results = apply_scenario(
+            &mut ledger,
+            (&mut index, &mut model),
+            &[marker_2, marker_3],
+            20,
+        );
+        assert_eq!(results, [R::Ok, R::Exists]);
+        assert!(index.held.is_empty(), "the marker resolves the held leg");
+        assert_eq!(index.legs_unresolved, 1);
+        assert_agrees(&index, &model, &ledger);
+        index.compact(&ledger);
+        assert_eq!(index.legs.len(), 1);
+        assert_agrees(&index, &model, &ledger);
+    }
+
+    #[test]
+    fn leg_index_compacts_to_exactly_the_unresolved_legs() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let per_batch = u128::from(BATCH_EVENTS_MAX) / 2;
+        let mut longest = 0;
+        let mut compactions = 0;
+        for batch in 0..10_u128 {
+            // Every leg but one in a hundred is resolved in its batch, half posted, half voided.
+            let ts = (batch * per_batch + 1)..((batch + 1) * per_batch + 1);
+            let mut transfers: Vec<Transfer> = ts.clone().map(|t| scenario_event(0, t)).collect();
+            transfers.extend(
+                ts.filter(|t| t % 100 != 0)
+                    .map(|t| scenario_event(2 + (t % 2) as u8, t)),
+            );
+            let timestamp = 10 + batch as u64;
+            let results =
+                apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
+            assert!(results.iter().all(|result| result.is_ok()));
+            if index.legs.len() < longest {
+                compactions += 1;
+                assert_eq!(index.legs.len(), index.legs_unresolved);
+            }
+            longest = index.legs.len();
+            assert!(index.legs.len() <= 4 * index.legs_unresolved + LEGS_SLACK);
+        }
+        assert!(compactions >= 1, "the list was compacted");
+        assert_eq!(index.len(), 10 * per_batch as usize / 100);
+        assert_agrees(&index, &model, &ledger);
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert_eq!(decoded.legs.len(), index.len());
+        assert!(same(&decoded, &index, &ledger));
+    }
+
+    #[test]
+    fn leg_index_reads_the_other_entries_then_the_oldest_legs() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let count_max = BATCH_EVENTS_MAX as usize;
+        let legs: Vec<Transfer> = (1..=8_200).map(|t| scenario_event(0, t)).collect();
+        // Leg 1 decided with a timeout (its decision waits to expire); leg 2 posted by its
+        // user before any decision (the post waits for its acknowledgement, the leg stays).
+        let others = [scenario_event(5, 1), scenario_event(6, 2)];
+        for batch in [&legs[..], &others[..]] {
+            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
+            assert!(results.iter().all(|result| result.is_ok()));
+        }
+        assert_eq!(index.len(), 8_199 + 2);
+        let read = index.unresolved(&ledger);
+        assert_eq!(read.len(), count_max);
+        let mut first: Vec<u128> = read[..2].iter().map(|entry| entry.id).collect();
+        first.sort_unstable();
+        assert_eq!(first, [102, resolution_id(1)]);
+        let legs_read: Vec<u128> = read[2..].iter().map(|entry| entry.id).collect();
+        let oldest: Vec<u128> = (2..).take(count_max - 2).map(leg_id).collect();
+        assert_eq!(legs_read, oldest);
+    }
+
+    #[test]
+    fn leg_index_refuses_a_snapshot_entry_that_is_no_leg_or_a_duplicate() {
+        let (ledger, index) = ledger_with_legs();
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let leg = &bytes[8..8 + TRANSFER_SIZE_BYTES];
+        let mut duplicate = 2_u64.to_le_bytes().to_vec();
+        duplicate.extend_from_slice(leg);
+        duplicate.extend_from_slice(leg);
+        assert!(LegIndex::decode(&mut Reader::new(&duplicate), &ledger).is_none());
+        let user = Transfer::new(9, 1, SYSTEM_ID_MIN + 5, 1, 1, 1);
+        let mut not_a_leg = 1_u64.to_le_bytes().to_vec();
+        not_a_leg.extend_from_slice(&user.encode());
+        assert!(LegIndex::decode(&mut Reader::new(&not_a_leg), &ledger).is_none());
+        let huge = u64::MAX.to_le_bytes();
+        assert!(LegIndex::decode(&mut Reader::new(&huge), &ledger).is_none());
     }
 
     #[test]

@@ -129,11 +129,12 @@ impl StateMachine for LedgerMachine {
         let Ok(command) = Command::decode(command_bytes) else {
             return wire::encode_reply(ReplyStatus::Malformed, &[]);
         };
+        let state = &mut *state;
         let reply = state.ledger.apply(&command, timestamp);
         if let (Command::CreateTransfers(transfers), ledger_core::Reply::CreateTransfers(results)) =
             (&command, &reply)
         {
-            state.legs.observe(transfers, results);
+            state.legs.observe(&state.ledger, transfers, results);
         }
         let mut reply_bytes = Vec::new();
         reply.encode(&mut reply_bytes);

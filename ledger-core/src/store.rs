@@ -1,0 +1,193 @@
+//! Stored transfers by *store position*: the order in which the ledger stored them.
+//!
+//! Every `Ok` event of [`Ledger::create_transfers`] stores exactly one transfer, after the
+//! ones stored before it; a failed event stores nothing, and a linked chain that fails is
+//! rolled back whole (its events answer `LinkedEventFailed`). So the `i`-th `Ok` event of a
+//! batch sits at position `transfer_count() - ok_count + i`, where `ok_count` is the batch's
+//! number of `Ok` results and `transfer_count()` is read after the batch. Expiry stores
+//! nothing: it only turns a pending transfer's status to [`TransferStatus::Expired`].
+
+use crate::Transfer;
+use crate::ledger::{Ledger, Status};
+
+/// The status of a stored transfer: only a pending transfer moves on from `Pending`, once, to
+/// `Posted`, `Voided` or `Expired`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferStatus {
+    /// Not a pending transfer (a plain transfer, or a post or void).
+    NotPending,
+    /// A pending transfer not posted, voided or expired yet.
+    Pending,
+    /// A pending transfer a later transfer posted.
+    Posted,
+    /// A pending transfer a later transfer voided.
+    Voided,
+    /// A pending transfer whose timeout passed.
+    Expired,
+}
+
+impl From<Status> for TransferStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::NotPending => Self::NotPending,
+            Status::Pending => Self::Pending,
+            Status::Posted => Self::Posted,
+            Status::Voided => Self::Voided,
+            Status::Expired => Self::Expired,
+        }
+    }
+}
+
+impl Ledger {
+    /// The transfer stored at `position` (0 for the first stored, up to
+    /// [`Ledger::transfer_count`] excluded) and its current status; `None` beyond the store.
+    /// Reading positions in ascending order reads the store sequentially.
+    ///
+    /// ```
+    /// use ledger_core::{Account, Command, Ledger, Transfer, TransferFlags, TransferStatus};
+    /// let mut ledger = Ledger::new();
+    /// ledger.apply(&Command::CreateAccounts(vec![Account::new(1, 7, 1), Account::new(2, 7, 1)]), 1);
+    /// let pending = Transfer { flags: TransferFlags::PENDING, ..Transfer::new(10, 1, 2, 5, 7, 1) };
+    /// let post = Transfer {
+    ///     pending_id: 10,
+    ///     flags: TransferFlags::POST_PENDING_TRANSFER,
+    ///     ..Transfer::new(11, 0, 0, 5, 0, 0)
+    /// };
+    /// // The failed event (account 3 does not exist) stores nothing.
+    /// let failed = Transfer::new(12, 1, 3, 5, 7, 1);
+    /// ledger.apply(&Command::CreateTransfers(vec![pending, failed, post]), 2);
+    /// let (first, status) = ledger.transfer_at(0).unwrap();
+    /// assert_eq!((first.id, status), (10, TransferStatus::Posted));
+    /// assert_eq!(ledger.transfer_at(1).unwrap().0.id, 11);
+    /// assert!(ledger.transfer_at(2).is_none());
+    /// assert_eq!(ledger.transfer_position(11), Some(1));
+    /// assert_eq!(ledger.transfer_position(12), None);
+    /// ```
+    #[inline]
+    pub fn transfer_at(&self, position: usize) -> Option<(&Transfer, TransferStatus)> {
+        if position >= self.transfers.len() {
+            return None;
+        }
+        let stored = self.transfers.get(position);
+        Some((&stored.transfer, stored.meta.status.into()))
+    }
+
+    /// The store position of transfer `id`, if the ledger stores it (see
+    /// [`Ledger::transfer_at`]).
+    pub fn transfer_position(&self, id: u128) -> Option<usize> {
+        self.transfer_index_of(id).map(|index| index as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        Account, Command, CreateTransferResult as R, Reply, TransferFlags,
+        ledger::NANOSECONDS_PER_SECOND,
+    };
+
+    fn ledger() -> Ledger {
+        let mut ledger = Ledger::new();
+        let accounts = vec![Account::new(1, 7, 1), Account::new(2, 7, 1)];
+        ledger.apply(&Command::CreateAccounts(accounts), 1);
+        ledger
+    }
+
+    fn apply(ledger: &mut Ledger, transfers: Vec<Transfer>, timestamp: u64) -> Vec<R> {
+        let Reply::CreateTransfers(results) =
+            ledger.apply(&Command::CreateTransfers(transfers), timestamp)
+        else {
+            panic!("transfers answer transfer results");
+        };
+        results
+    }
+
+    fn pending(id: u128, timeout: u32) -> Transfer {
+        Transfer {
+            flags: TransferFlags::PENDING,
+            timeout,
+            ..Transfer::new(id, 1, 2, 5, 7, 1)
+        }
+    }
+
+    /// The ids at every position, in order.
+    fn stored_ids(ledger: &Ledger) -> Vec<u128> {
+        (0..ledger.transfer_count())
+            .map(|position| ledger.transfer_at(position).unwrap().0.id)
+            .collect()
+    }
+
+    #[test]
+    fn ok_events_are_stored_in_order_and_a_failed_chain_leaves_no_gap() {
+        let mut ledger = ledger();
+        let linked = Transfer {
+            flags: TransferFlags::LINKED,
+            ..Transfer::new(3, 1, 2, 1, 7, 1)
+        };
+        let missing_account = Transfer::new(4, 1, 9, 1, 7, 1);
+        let batch = vec![
+            Transfer::new(1, 1, 2, 1, 7, 1),
+            linked,
+            missing_account,
+            Transfer::new(5, 1, 2, 1, 7, 1),
+        ];
+        let results = apply(&mut ledger, batch, 10);
+        assert_eq!(
+            results,
+            [R::Ok, R::LinkedEventFailed, R::CreditAccountNotFound, R::Ok]
+        );
+        assert_eq!(stored_ids(&ledger), [1, 5]);
+        assert_eq!(ledger.transfer_position(5), Some(1));
+        assert_eq!(ledger.transfer_position(3), None);
+        assert!(ledger.transfer_at(2).is_none());
+        assert!(ledger.transfer_at(usize::MAX).is_none());
+    }
+
+    #[test]
+    fn a_post_and_a_void_change_their_pending_transfer_status_only() {
+        let mut ledger = ledger();
+        let resolve = |id, pending_id, flags| Transfer {
+            pending_id,
+            flags,
+            ..Transfer::new(id, 0, 0, 0, 0, 0)
+        };
+        let batch = vec![
+            pending(1, 0),
+            pending(2, 0),
+            Transfer::new(3, 1, 2, 1, 7, 1),
+            resolve(4, 1, TransferFlags::POST_PENDING_TRANSFER),
+            resolve(5, 2, TransferFlags::VOID_PENDING_TRANSFER),
+        ];
+        assert!(apply(&mut ledger, batch, 10).iter().all(|r| r.is_ok()));
+        let statuses: Vec<_> = (0..5)
+            .map(|position| ledger.transfer_at(position).unwrap().1)
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                TransferStatus::Posted,
+                TransferStatus::Voided,
+                TransferStatus::NotPending,
+                TransferStatus::NotPending,
+                TransferStatus::NotPending
+            ]
+        );
+        assert_eq!(stored_ids(&ledger), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn expiry_flips_the_status_and_stores_nothing() {
+        let mut ledger = ledger();
+        assert_eq!(apply(&mut ledger, vec![pending(1, 1)], 10), [R::Ok]);
+        assert_eq!(ledger.transfer_at(0).unwrap().1, TransferStatus::Pending);
+        let later = 10 + 2 * NANOSECONDS_PER_SECOND;
+        assert_eq!(
+            apply(&mut ledger, vec![Transfer::new(2, 1, 2, 1, 7, 1)], later),
+            [R::Ok]
+        );
+        assert_eq!(ledger.transfer_at(0).unwrap().1, TransferStatus::Expired);
+        assert_eq!(stored_ids(&ledger), [1, 2]);
+    }
+}
