@@ -588,8 +588,11 @@ pub enum CrossShardStep {
 /// Decided transfers whose participants have yet to apply the decision (step 4).
 type Finishes = Vec<(Cross, Decision)>;
 
-/// How many calls' step-4 work may wait for the finisher before callers wait for it.
-const FINISHES_QUEUED_MAX: usize = 64;
+/// How many calls' step-4 work may wait for the finisher before callers wait for it. Small:
+/// every decided transfer waiting here keeps two legs pending and indexed, and a long queue
+/// only defers work (at 64 calls of 8,190 transfers the all-cross bench needed 1.5–3 s after
+/// the run to drain it and spent 10–15 % more CPU per transfer than at 8; BENCHMARKS.md).
+const FINISHES_QUEUED_MAX: usize = 8;
 
 /// What the cluster keeps for cross-shard transfers: the bridge accounts known to exist, the
 /// queue of step-4 work for the finisher thread.
