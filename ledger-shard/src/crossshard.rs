@@ -444,13 +444,16 @@ impl LegIndex {
     }
 
     /// Up to [`BATCH_EVENTS_MAX`] unresolved entries of `ledger`, as they were submitted
-    /// (timestamp zero): first the users' posts, chain records and expiring decisions (few,
-    /// in no particular order), then the legs, oldest first, so that with more entries than
-    /// a read returns, neither those nor the oldest legs wait for the younger ones. The read
-    /// runs under the state machine's lock, so it copies no more than it returns.
+    /// (timestamp zero): the users' posts, chain records and expiring decisions (in no
+    /// particular order), then the legs, oldest first. With more entries than a read returns,
+    /// each kind keeps half of it: the oldest legs never wait for younger ones, nor behind
+    /// many expiring decisions not due yet (users' pending transfers with long timeouts), and
+    /// those never wait behind a stream of legs. The read runs under the state machine's
+    /// lock, so it copies no more than it returns.
     pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
         let count_max = BATCH_EVENTS_MAX as usize;
-        let ids: Vec<u128> = self.others.iter().take(count_max).copied().collect();
+        let others_max = count_max - self.legs_unresolved.min(count_max / 2);
+        let ids: Vec<u128> = self.others.iter().take(others_max).copied().collect();
         let mut entries = ledger.lookup_transfers(&ids);
         assert_eq!(
             entries.len(),
@@ -2290,6 +2293,48 @@ mod tests {
         let legs_read: Vec<u128> = read[2..].iter().map(|entry| entry.id).collect();
         let oldest: Vec<u128> = (2..).take(count_max - 2).map(leg_id).collect();
         assert_eq!(legs_read, oldest);
+    }
+
+    #[test]
+    fn leg_index_reads_the_oldest_legs_past_many_expiring_decisions() {
+        let mut ledger = ledger_for_scenarios();
+        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        let count_max = BATCH_EVENTS_MAX as usize;
+        // 9,000 legs; the first 8,500 decided with a timeout (users' pending transfers whose
+        // decisions wait to expire), the last 500 undecided.
+        let legs: Vec<Transfer> = (1..=9_000).map(|t| scenario_event(0, t)).collect();
+        let decisions: Vec<Transfer> = (1..=8_500).map(|t| scenario_event(5, t)).collect();
+        for batch in [&legs[..], &decisions[..]] {
+            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
+            assert!(results.iter().all(|result| result.is_ok()));
+        }
+        assert_eq!(index.len(), 8_500 + 500);
+        let read = index.unresolved(&ledger);
+        assert_eq!(read.len(), count_max);
+        let undecided: Vec<u128> = (8_501..=9_000).map(leg_id).collect();
+        let legs_read: Vec<u128> = read
+            .iter()
+            .map(|entry| entry.id)
+            .filter(|&id| is_leg_id(id))
+            .collect();
+        assert_eq!(legs_read, undecided, "every undecided leg is read");
+        assert!(read[..count_max - 500].iter().all(is_expiring_decision));
+
+        // With more legs than half a read, the decisions still get the other half.
+        let more: Vec<Transfer> = (9_001..=20_000).map(|t| scenario_event(0, t)).collect();
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &more, 10);
+        assert!(results.iter().all(|result| result.is_ok()));
+        let read = index.unresolved(&ledger);
+        let decisions_read = read
+            .iter()
+            .filter(|entry| is_expiring_decision(entry))
+            .count();
+        assert_eq!(decisions_read, count_max - count_max / 2);
+        assert_eq!(
+            read[decisions_read].id,
+            leg_id(8_501),
+            "the oldest leg first"
+        );
     }
 
     #[test]
