@@ -2271,19 +2271,25 @@ mod tests {
         assert!(same(&decoded, &index, &ledger));
     }
 
-    #[test]
-    fn leg_index_reads_the_other_entries_then_the_oldest_legs() {
+    /// A scenario ledger, its index and the index's model after `batches`, each applied `Ok`.
+    fn index_after_batches(batches: &[&[Transfer]]) -> (Ledger, LegIndex, LegModel) {
         let mut ledger = ledger_for_scenarios();
         let (mut index, mut model) = (LegIndex::default(), LegModel::default());
+        for batch in batches {
+            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
+            assert!(results.iter().all(|result| result.is_ok()));
+        }
+        (ledger, index, model)
+    }
+
+    #[test]
+    fn leg_index_reads_the_other_entries_then_the_oldest_legs() {
         let count_max = BATCH_EVENTS_MAX as usize;
         let legs: Vec<Transfer> = (1..=8_200).map(|t| scenario_event(0, t)).collect();
         // Leg 1 decided with a timeout (its decision waits to expire); leg 2 posted by its
         // user before any decision (the post waits for its acknowledgement, the leg stays).
         let others = [scenario_event(5, 1), scenario_event(6, 2)];
-        for batch in [&legs[..], &others[..]] {
-            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
-            assert!(results.iter().all(|result| result.is_ok()));
-        }
+        let (ledger, index, _) = index_after_batches(&[&legs, &others]);
         assert_eq!(index.len(), 8_199 + 2);
         let read = index.unresolved(&ledger);
         assert_eq!(read.len(), count_max);
@@ -2297,17 +2303,12 @@ mod tests {
 
     #[test]
     fn leg_index_reads_the_oldest_legs_past_many_expiring_decisions() {
-        let mut ledger = ledger_for_scenarios();
-        let (mut index, mut model) = (LegIndex::default(), LegModel::default());
         let count_max = BATCH_EVENTS_MAX as usize;
         // 9,000 legs; the first 8,500 decided with a timeout (users' pending transfers whose
         // decisions wait to expire), the last 500 undecided.
         let legs: Vec<Transfer> = (1..=9_000).map(|t| scenario_event(0, t)).collect();
         let decisions: Vec<Transfer> = (1..=8_500).map(|t| scenario_event(5, t)).collect();
-        for batch in [&legs[..], &decisions[..]] {
-            let results = apply_scenario(&mut ledger, (&mut index, &mut model), batch, 10);
-            assert!(results.iter().all(|result| result.is_ok()));
-        }
+        let (mut ledger, mut index, mut model) = index_after_batches(&[&legs, &decisions]);
         assert_eq!(index.len(), 8_500 + 500);
         let read = index.unresolved(&ledger);
         assert_eq!(read.len(), count_max);
