@@ -1686,46 +1686,58 @@ fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<V
 /// The resolver thread: every [`RESOLVER_INTERVAL`] it reads each shard's unresolved legs and
 /// drives the old ones to their end ([`Resolver`], with the request timeout as the age of a
 /// coordinator leg whose caller has given up). A shard without a leader is skipped until it
-/// has one again (I10, I11).
+/// has one again (I10, I11). Passes do not wait for earlier passes' recoveries: a recovery
+/// stuck on a shard without a leader holds up only its own pair of shards (issue item 4).
 pub(crate) fn resolver_run(inner: &ClusterInner) {
     let timing = ResolverTiming::with_request_timeout(inner.config.request_timeout);
     let mut resolver = Resolver::new(timing);
     let origin = clock::now();
-    loop {
-        match inner.shutdown.recv_timeout(timing.interval) {
-            Err(channel::RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(channel::RecvTimeoutError::Disconnected) => return,
-        }
-        let now = clock::now();
-        let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
-            .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
-            .collect();
-        let mut recoveries = resolver.pass(inner.router, now.duration_since(origin), &legs);
-        // The pass's recoveries run side by side, each for at most RECOVERY_PASSES intervals:
-        // a shard without a leader must not hold up the others' (issue item 4).
-        let deadline =
-            clock::now() + (timing.interval * RECOVERY_PASSES).min(inner.config.request_timeout);
-        while !recoveries.is_empty() {
-            let wave = recoveries.split_off(recoveries.len().saturating_sub(RECOVERIES_PARALLEL));
-            std::thread::scope(|scope| {
-                for recovery in wave {
-                    scope.spawn(move || {
-                        let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
-                        // Errors (a shard without quorum, shutdown) leave the work for a
-                        // later pass.
-                        let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
-                    });
+    let (ended, ended_pairs) = channel::unbounded::<(usize, usize)>();
+    let mut running = 0_usize;
+    std::thread::scope(|scope| {
+        loop {
+            match inner.shutdown.recv_timeout(timing.interval) {
+                Err(channel::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(channel::RecvTimeoutError::Disconnected) => return,
+            }
+            for (debit_shard, credit_shard) in ended_pairs.try_iter() {
+                resolver.recovery_ended(debit_shard, credit_shard);
+                running -= 1;
+            }
+            let now = clock::now();
+            let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
+                .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
+                .collect();
+            let recoveries = resolver.pass(inner.router, now.duration_since(origin), &legs);
+            // Each recovery runs for at most RECOVERY_PASSES intervals, at most
+            // RECOVERIES_PARALLEL at once (the others are due again at the next pass).
+            let deadline = clock::now()
+                + (timing.interval * RECOVERY_PASSES).min(inner.config.request_timeout);
+            for recovery in recoveries {
+                if running >= RECOVERIES_PARALLEL {
+                    break;
                 }
-            });
+                let pair = (recovery.debit_shard, recovery.credit_shard);
+                resolver.recovery_started(pair.0, pair.1);
+                running += 1;
+                let ended = ended.clone();
+                scope.spawn(move || {
+                    let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);
+                    // Errors (a shard without quorum, shutdown) leave the work for a later
+                    // pass.
+                    let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
+                    let _ = ended.send(pair);
+                });
+            }
         }
-    }
+    });
 }
 
 /// How many resolver intervals one recovery may take before it is left to a later pass.
 const RECOVERY_PASSES: u32 = 4;
 
-/// How many recoveries of one pass run at once.
-const RECOVERIES_PARALLEL: usize = 16;
+/// How many recoveries run at once (across passes).
+pub(crate) const RECOVERIES_PARALLEL: usize = 16;
 
 /// The finisher thread: applies queued decisions at the participants (step 4), everything
 /// queued at once. A failure (a participant without quorum) leaves the legs to the resolver.

@@ -41,7 +41,7 @@
 //! # Ok::<(), ledger_shard::ShardError>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
@@ -660,11 +660,19 @@ struct Due {
     expiries: Vec<Transfer>,
 }
 
-/// The resolver's memory between passes: when each unresolved leg was first seen.
+/// The resolver's memory between passes: when each unresolved leg was first seen, and the
+/// pairs of shards whose recovery is still running.
+///
+/// Passes do not wait for the recoveries of earlier ones: a recovery that touches a shard
+/// without a majority may run for several intervals, and the legs of every other pair must
+/// still be seen (and age) on time. A pair whose recovery runs is left out of a pass's work
+/// until the driver reports it ended ([`Resolver::recovery_started`],
+/// [`Resolver::recovery_ended`]), so no two recoveries of one pair run at once.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     timing: ResolverTiming,
     first_seen: HashMap<(usize, u128), Duration>,
+    running: BTreeSet<(usize, usize)>,
 }
 
 impl Resolver {
@@ -752,7 +760,20 @@ impl Resolver {
         Self {
             timing,
             first_seen: HashMap::new(),
+            running: BTreeSet::new(),
         }
+    }
+
+    /// The driver started the recovery of the pair (`debit_shard`, `credit_shard`): later
+    /// passes leave the pair out until [`Resolver::recovery_ended`].
+    pub fn recovery_started(&mut self, debit_shard: usize, credit_shard: usize) {
+        self.running.insert((debit_shard, credit_shard));
+    }
+
+    /// The recovery of the pair (`debit_shard`, `credit_shard`) ended (done, failed or out of
+    /// time): the next pass yields the pair's work again if some is still due.
+    pub fn recovery_ended(&mut self, debit_shard: usize, credit_shard: usize) {
+        self.running.remove(&(debit_shard, credit_shard));
     }
 
     /// Its timing.
@@ -763,8 +784,9 @@ impl Resolver {
     /// One pass at time `now` (since any fixed origin, not decreasing between passes):
     /// `legs[s]` holds the unresolved legs shard `s` reported (`Read::Unresolved`), or `None`
     /// when it could not be read (what was known of it is kept). Yields the work due, one
-    /// [`Recovery`] per coordinator and participant pair, ordered by the pair; drive each with
-    /// a [`RecoveryMachine`] (a failed one is retried by a later pass).
+    /// [`Recovery`] per coordinator and participant pair, ordered by the pair, except the pairs
+    /// whose recovery still runs (their legs keep ageing); drive each with a
+    /// [`RecoveryMachine`] (a failed one is retried by a later pass).
     pub fn pass(
         &mut self,
         router: Router,
@@ -789,6 +811,7 @@ impl Resolver {
         self.first_seen = still;
         self.pass_chains(records, &mut due);
         due.into_iter()
+            .filter(|(pair, _)| !self.running.contains(pair))
             .map(|((debit_shard, credit_shard), mut due)| {
                 due.transfers.sort_unstable();
                 due.transfers.dedup_by_key(|(t, _)| *t);
@@ -2514,6 +2537,50 @@ mod tests {
         // Resolved legs are forgotten: seen again, a leg is young again.
         assert!(resolver.pass(router, at(60), &legs(&[], &[])).is_empty());
         assert!(resolver.pass(router, at(70), &held).is_empty());
+    }
+
+    #[test]
+    fn a_running_recovery_holds_up_only_its_own_pair() {
+        // Seed 20574 of the cluster simulator: a pass's recoveries towards a shard without a
+        // leader ran for four intervals, and no pass ran meanwhile, so a leg on two healthy
+        // shards was first seen (and began to age) only after them. Passes now run beside
+        // the recoveries; a pair whose recovery runs is left out, its legs still ageing.
+        let router = router();
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        let reverse = |t: u128| {
+            let cross = Cross::new(router, Transfer::new(t, 2 * t + 2, 2 * t + 1, 10, 1, 1));
+            assert_eq!((cross.debit_shard, cross.credit_shard), (0, 1));
+            cross
+        };
+        let first = legs(&[cross(3), reverse(4)], &[]);
+        assert!(resolver.pass(router, at(0), &first).is_empty());
+        let due = resolver.pass(router, at(50), &first);
+        let pairs: Vec<_> = due
+            .iter()
+            .map(|r| (r.debit_shard, r.credit_shard))
+            .collect();
+        assert_eq!(pairs, [(0, 1), (1, 0)]);
+        resolver.recovery_started(due[1].debit_shard, due[1].credit_shard);
+        // Pair (1, 0) runs (its participant has no leader): a pass yields only (0, 1) and a
+        // new leg of (1, 0) is seen and ages all the same.
+        let second = legs(&[cross(3), cross(5), reverse(4)], &[]);
+        let due = resolver.pass(router, at(60), &second);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].debit_shard, due[0].transfers.clone()),
+            (0, vec![(4, false)])
+        );
+        assert!(
+            resolver
+                .pass(router, at(110), &legs(&[cross(3), cross(5)], &[]))
+                .is_empty()
+        );
+        resolver.recovery_ended(1, 0);
+        let due = resolver.pass(router, at(110), &legs(&[cross(3), cross(5)], &[]));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 0));
+        assert_eq!(due[0].transfers, [(3, false), (5, false)]);
     }
 
     #[test]

@@ -359,7 +359,8 @@ enum JobKind {
     },
     Finish(Driven<FinishMachine>),
     Scan,
-    Recovery(Driven<RecoveryMachine>),
+    /// A resolver's recovery of a pair of shards (coordinator, participant).
+    Recovery(Driven<RecoveryMachine>, (usize, usize)),
 }
 
 #[derive(Debug)]
@@ -444,17 +445,23 @@ pub struct ClusterSim {
     job_next: u64,
     clients: Vec<Client>,
     resolver: Resolver,
-    /// The resolver's scan or recoveries still running.
-    resolver_active: usize,
+    /// Whether the resolver's scan is still running.
+    scanning: bool,
+    /// The resolver's recoveries still running (each pair at most once: the core's resolver
+    /// leaves a running pair out of later passes).
+    recoveries_running: usize,
     customers: Vec<Account>,
     planned: BTreeMap<u128, Planned>,
     /// The workload's pending work by key (its first id), and the client settling it.
     notebook: BTreeMap<u128, (Unsettled, Option<usize>)>,
     oracles: Vec<Oracle>,
     tracker: Tracker,
-    /// Per shard after the heal: when it first had a leader (I11), and a caught-up one.
+    /// Per shard after the heal: when it first had a leader (I11), and a serving one (caught
+    /// up with the shard's chosen log, and it answered a request since it last became leader).
     leader_seen: Vec<Option<u64>>,
     leader_since: Vec<Option<u64>>,
+    /// Per shard: the leader that answered a request (`Ok`) while leading, until it stops.
+    served_by: Vec<Option<usize>>,
     setup_done: bool,
     last_bound_check_us: u64,
     trace: ledger_paxos::sim::rng::Fnv,
@@ -533,7 +540,8 @@ impl ClusterSim {
             job_next: 1,
             clients: (0..options.clients).map(|_| Client::default()).collect(),
             resolver: Resolver::new(resolver_timing),
-            resolver_active: 0,
+            scanning: false,
+            recoveries_running: 0,
             customers,
             planned: BTreeMap::new(),
             notebook: BTreeMap::new(),
@@ -541,6 +549,7 @@ impl ClusterSim {
             tracker: Tracker::default(),
             leader_seen: vec![None; options.shards],
             leader_since: vec![None; options.shards],
+            served_by: vec![None; options.shards],
             setup_done: false,
             last_bound_check_us: 0,
             trace: ledger_paxos::sim::rng::Fnv::default(),
@@ -641,20 +650,34 @@ impl ClusterSim {
                 self.options.opening_balance,
             )?;
         }
+        for shard in 0..self.groups.len() {
+            if self.served_by[shard].is_some_and(|replica| !self.groups[shard].is_leader(replica)) {
+                self.served_by[shard] = None;
+            }
+            for reply in self.groups[shard].take_replies() {
+                if reply.result.is_ok() && self.groups[shard].is_leader(reply.replica) {
+                    self.served_by[shard] = Some(reply.replica);
+                }
+                self.on_reply(shard, reply)?;
+            }
+        }
         if self.now_us >= self.options.heal_us {
             for shard in 0..self.groups.len() {
-                // A leader that has caught up with its shard's chosen log: a leader elected
-                // at the heal may first spend a while recovering slots (a Paxos stall of
-                // over a second was seen, seed 3226816527), which is not the protocol's time.
-                let caught_up = self.leader_of(shard).is_some_and(|leader| {
-                    self.groups[shard]
-                        .applied_slot(leader)
-                        .is_some_and(|applied| applied >= self.oracles[shard].next_slot())
+                // A serving leader: caught up with its shard's chosen log, and it answered a
+                // request since it became leader. A leader elected at the heal may first spend
+                // a while recovering slots (a Paxos stall of over a second was seen, seed
+                // 3226816527), and a caught-up one may answer nothing for a while (1.15 s
+                // without a read or write answered, seed 22381): not the protocol's time.
+                let serving = self.leader_of(shard).is_some_and(|leader| {
+                    self.served_by[shard] == Some(leader)
+                        && self.groups[shard]
+                            .applied_slot(leader)
+                            .is_some_and(|applied| applied >= self.oracles[shard].next_slot())
                 });
                 if self.leader_seen[shard].is_none() && self.leader_of(shard).is_some() {
                     self.leader_seen[shard] = Some(self.now_us);
                 }
-                if self.leader_since[shard].is_none() && caught_up {
+                if self.leader_since[shard].is_none() && serving {
                     self.leader_since[shard] = Some(self.now_us);
                 }
             }
@@ -666,11 +689,6 @@ impl ClusterSim {
                     &self.planned,
                     self.options.resolution_bound_us,
                 )?;
-            }
-        }
-        for shard in 0..self.groups.len() {
-            for reply in self.groups[shard].take_replies() {
-                self.on_reply(shard, reply)?;
             }
         }
         Ok(())
@@ -780,7 +798,7 @@ impl ClusterSim {
                 Some(Next::Done(())) | None => Ok(()),
             },
             JobKind::PostFinish(_)
-            | JobKind::Recovery(_)
+            | JobKind::Recovery(..)
             | JobKind::Locate { .. }
             | JobKind::Post { .. }
             | JobKind::Chain { .. } => self.advance_users_job(id, job, &answers),
@@ -831,18 +849,19 @@ impl ClusterSim {
                 self.call_answered(job.owner, &transfers, Err("a request failed".into()));
                 Ok(())
             }
-            JobKind::Recovery(driven) => match driven.advance(answers)? {
-                Some(Next::Send { requests, phase }) => self.send_round(id, job, requests, phase),
-                Some(Next::Done(())) => {
-                    self.resolver_active -= 1;
+            JobKind::Recovery(driven, (debit_shard, credit_shard)) => {
+                let (debit_shard, credit_shard) = (*debit_shard, *credit_shard);
+                let next = driven.advance(answers)?;
+                if let Some(Next::Send { requests, phase }) = next {
+                    return self.send_round(id, job, requests, phase);
+                }
+                if next.is_some() {
                     self.stats.recoveries += 1;
-                    Ok(())
                 }
-                None => {
-                    self.resolver_active -= 1;
-                    Ok(())
-                }
-            },
+                self.recoveries_running -= 1;
+                self.resolver.recovery_ended(debit_shard, credit_shard);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -1794,8 +1813,9 @@ impl ClusterSim {
         self.schedule(at, Wake::Client { client, generation });
     }
 
-    /// Every interval: unless the last pass's work is still running, scan every shard's
-    /// unresolved legs (the core's resolver then says what is due).
+    /// Every interval: unless the last scan is still running, scan every shard's unresolved
+    /// legs (the core's resolver then says what is due). Like the cluster's resolver, a pass
+    /// does not wait for the recoveries of earlier ones.
     fn on_resolver_pass(&mut self) -> Result<(), String> {
         let stopped = self.options.planted == Some(PlantedBug::NoResolver);
         if stopped || self.now_us + 1_000_000 > self.end_us() {
@@ -1803,10 +1823,10 @@ impl ClusterSim {
         }
         let at = self.now_us + self.options.timings.resolver_interval_us;
         self.schedule(at, Wake::ResolverPass);
-        if self.resolver_active > 0 {
+        if self.scanning {
             return Ok(());
         }
-        self.resolver_active = 1;
+        self.scanning = true;
         // Like the cluster's resolver: a shard that does not answer within one interval is
         // skipped this pass (what was known of it is kept).
         let deadline = self.now_us + self.options.timings.resolver_interval_us;
@@ -1816,7 +1836,7 @@ impl ClusterSim {
     }
 
     fn after_scan(&mut self, answers: &[Response]) -> Result<(), String> {
-        self.resolver_active -= 1;
+        self.scanning = false;
         self.stats.resolver_passes += 1;
         let legs = protocol::scanned(answers);
         let now = Duration::from_micros(self.now_us);
@@ -1830,19 +1850,26 @@ impl ClusterSim {
             );
         }
         // Like the cluster's resolver: each recovery for at most four intervals (or the
-        // request timeout, if shorter), side by side.
+        // request timeout, if shorter), side by side, at most 16 at once (the others are due
+        // again at the next pass).
         let timings = self.options.timings;
         let deadline =
             self.now_us + (4 * timings.resolver_interval_us).min(timings.request_timeout_us);
         for recovery in recoveries {
+            if self.recoveries_running >= crate::crossshard::RECOVERIES_PARALLEL {
+                break;
+            }
             self.stats.recovered_posts += recovery.posts.len() as u64;
             self.stats.recovered_chains += recovery.chains.len() as u64;
             self.stats.recovered_expiries += recovery.expiries.len() as u64;
+            let pair = (recovery.debit_shard, recovery.credit_shard);
             let (driven, next) = protocol::recovery(self.router, recovery);
-            let (id, job) = self.insert_job(Owner::Resolver, JobKind::Recovery(driven), deadline);
+            let (id, job) =
+                self.insert_job(Owner::Resolver, JobKind::Recovery(driven, pair), deadline);
             match next {
                 Next::Send { requests, phase } => {
-                    self.resolver_active += 1;
+                    self.recoveries_running += 1;
+                    self.resolver.recovery_started(pair.0, pair.1);
                     self.send_round(id, job, requests, phase)?;
                 }
                 Next::Done(()) => {}
