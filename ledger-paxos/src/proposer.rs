@@ -415,7 +415,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// The leader's timer: heartbeats (with accept retries) and the quorum check.
+    /// The leader's timer: heartbeats, accept retries and the quorum check.
     pub(crate) fn tick_leader(&mut self) {
         let heartbeat_interval = self.config.heartbeat_interval_ticks;
         let window = self.config.election_timeout_max_ticks;
@@ -440,8 +440,12 @@ impl<S: StateMachine> Replica<S> {
         }
         if leader.heartbeat_elapsed_ticks >= heartbeat_interval {
             self.broadcast_commit();
-            self.retry_accepts();
         }
+        // On every tick, not with the periodic heartbeat: each read round sends a heartbeat
+        // too and restarts its timer, so under a steady stream of reads the periodic one never
+        // fires, and a lost `Accept` at the head of the pipeline would block every write and
+        // read for as long as the reads keep coming (cluster sim seed 22381: about 1 s).
+        self.retry_accepts();
     }
 
     /// Sends the heartbeat: commit slot and current read round.
@@ -465,7 +469,8 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Re-sends `Accept`s of in-flight slots that wait longer than `accept_retry_ticks`.
+    /// Re-sends `Accept`s of in-flight slots that wait `accept_retry_ticks` or longer, to the
+    /// peers whose votes are missing.
     fn retry_accepts(&mut self) {
         let tick = self.tick_count;
         let retry_ticks = self.config.accept_retry_ticks;

@@ -928,6 +928,42 @@ fn heartbeat_goes_out_every_interval_and_retries_unacknowledged_accepts() {
 }
 
 #[test]
+fn a_steady_stream_of_reads_does_not_hold_back_accept_retries() {
+    // Every read starts a read round whose heartbeat restarts the heartbeat timer; the retry
+    // of a lost Accept must not wait for a heartbeat that reads keep postponing.
+    let mut replica = leader(3);
+    let ballot = replica.ballot();
+    let retry_ticks = replica.config().accept_retry_ticks;
+    let mut retried_at_tick = None;
+    for tick in 1..=2 * retry_ticks {
+        replica.tick();
+        replica.read(tick, Bytes::new()).unwrap();
+        let ready = replica.ready();
+        let retried = ready
+            .messages_now
+            .iter()
+            .any(|e| matches!(e.message, Message::Accept { slot: 0, .. }));
+        if retried && retried_at_tick.is_none() {
+            retried_at_tick = Some(tick);
+        }
+        let read_round = tick;
+        let ack = Message::CommitAck {
+            ballot,
+            read_round,
+            commit_slot: 0,
+        };
+        replica.step(1, ack);
+    }
+    assert!(replica.is_leader());
+    assert_eq!(replica.pending_read_count() as u64, 2 * retry_ticks);
+    assert_eq!(
+        retried_at_tick,
+        Some(retry_ticks),
+        "slot 0's Accept (sent when leading began) is re-sent after accept_retry_ticks"
+    );
+}
+
+#[test]
 fn a_leader_without_a_live_majority_steps_down() {
     let mut replica = leader(3);
     let mut ticks = 0;
