@@ -182,7 +182,8 @@ fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
 /// a pass's recoveries towards shards without a leader ran (four intervals), so a leg on two
 /// healthy shards was first seen, and began to age, 0.9 s late; passes now run beside the
 /// recoveries. 22381: a shard's leader, caught up at the heal, answered nothing for 1.15 s (a
-/// Paxos stall), and the bound counted from it; it now counts from a leader that serves.
+/// Paxos stall: a lost Accept's retry postponed by every read round, since fixed in
+/// ledger-paxos), and the bound counted from it; it now counts from a leader that serves.
 #[test]
 fn seeds_that_once_failed_pass() {
     const SEEDS: &[u64] = &[216, 20574, 22381];

@@ -664,10 +664,10 @@ impl ClusterSim {
         if self.now_us >= self.options.heal_us {
             for shard in 0..self.groups.len() {
                 // A serving leader: caught up with its shard's chosen log, and it answered a
-                // request since it became leader. A leader elected at the heal may first spend
-                // a while recovering slots (a Paxos stall of over a second was seen, seed
-                // 3226816527), and a caught-up one may answer nothing for a while (1.15 s
-                // without a read or write answered, seed 22381): not the protocol's time.
+                // request since it became leader. A leader may first spend a while filling
+                // slots whose Accepts were lost before the heal: not the protocol's time (it
+                // was over a second in seeds 3226816527 and 22381, while ledger-paxos retried
+                // Accepts only on a periodic heartbeat that every read round postponed).
                 let serving = self.leader_of(shard).is_some_and(|leader| {
                     self.served_by[shard] == Some(leader)
                         && self.groups[shard]
