@@ -397,8 +397,11 @@ impl Ledger {
         // still in L2 (512 events touch at most 128 KiB of them).
         let mut accounts = std::mem::take(&mut self.scratch_accounts);
         let mut id_hashes = [0_u64; PREFETCH_RING];
+        // The hash of each upcoming post's or void's pending id, for its second stage.
+        let mut pending_hashes = [None::<u64>; PREFETCH_RING];
         for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
             id_hashes[ahead % PREFETCH_RING] = hash_id(transfer.id);
+            pending_hashes[ahead % PREFETCH_RING] = post_or_void_pending_id(transfer).map(hash_id);
         }
         for (index, transfer) in transfers.iter().enumerate() {
             let offset = index % RESOLVE_CHUNK;
@@ -410,22 +413,11 @@ impl Ledger {
                 let hash = hash_id(ahead.id);
                 self.transfer_index.prefetch(hash);
                 id_hashes[(index + PREFETCH_DISTANCE) % PREFETCH_RING] = hash;
-                // A post or void also finds its pending transfer: its index slot now, the
-                // record that slot names half the distance later.
-                if let Some(pending_id) = post_or_void_pending_id(ahead) {
-                    self.transfer_index.prefetch(hash_id(pending_id));
-                }
             }
             if let Some(ahead) = accounts.get(offset + PREFETCH_DISTANCE / 2) {
                 self.prefetch_accounts(*ahead);
             }
-            if let Some(ahead) = transfers.get(index + PREFETCH_DISTANCE / 2)
-                && let Some(pending_id) = post_or_void_pending_id(ahead)
-                && let Some(candidate) = self.transfer_index.peek(hash_id(pending_id))
-                && (candidate as usize) < self.transfers.len()
-            {
-                crate::prefetch::prefetch(self.transfers.get(candidate as usize));
-            }
+            self.prefetch_pending_transfers(transfers, index, &mut pending_hashes);
             let linked = transfer.flags.linked();
             if linked && chain.is_none() {
                 chain = Some(self.begin_chain(index));
@@ -457,6 +449,32 @@ impl Ledger {
         self.scratch_accounts = accounts;
         self.end_batch();
         results
+    }
+
+    /// A post or void also finds its pending transfer, in two stages ahead of event `index`:
+    /// the index slot of its pending id (hash kept in `hashes`) at the full prefetch
+    /// distance, then the record that slot names at half of it.
+    #[inline]
+    fn prefetch_pending_transfers(
+        &self,
+        transfers: &[Transfer],
+        index: usize,
+        hashes: &mut [Option<u64>; PREFETCH_RING],
+    ) {
+        let ahead = (index + PREFETCH_DISTANCE) % PREFETCH_RING;
+        hashes[ahead] = transfers
+            .get(index + PREFETCH_DISTANCE)
+            .and_then(post_or_void_pending_id)
+            .map(hash_id);
+        if let Some(hash) = hashes[ahead] {
+            self.transfer_index.prefetch(hash);
+        }
+        if let Some(hash) = hashes[(index + PREFETCH_DISTANCE / 2) % PREFETCH_RING]
+            && let Some(candidate) = self.transfer_index.peek(hash)
+            && (candidate as usize) < self.transfers.len()
+        {
+            crate::prefetch::prefetch(self.transfers.get(candidate as usize));
+        }
     }
 
     /// Pass 1 of `create_transfers`: the dense indices of each event's debit and credit

@@ -1693,7 +1693,6 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
     let mut resolver = Resolver::new(timing);
     let origin = clock::now();
     let (ended, ended_pairs) = channel::unbounded::<(usize, usize)>();
-    let mut running = 0_usize;
     std::thread::scope(|scope| {
         loop {
             match inner.shutdown.recv_timeout(timing.interval) {
@@ -1702,7 +1701,6 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
             }
             for (debit_shard, credit_shard) in ended_pairs.try_iter() {
                 resolver.recovery_ended(debit_shard, credit_shard);
-                running -= 1;
             }
             let now = clock::now();
             let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
@@ -1714,12 +1712,11 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
             let deadline = clock::now()
                 + (timing.interval * RECOVERY_PASSES).min(inner.config.request_timeout);
             for recovery in recoveries {
-                if running >= RECOVERIES_PARALLEL {
+                if resolver.recoveries_running() >= RECOVERIES_PARALLEL {
                     break;
                 }
                 let pair = (recovery.debit_shard, recovery.credit_shard);
                 resolver.recovery_started(pair.0, pair.1);
-                running += 1;
                 let ended = ended.clone();
                 scope.spawn(move || {
                     let (mut machine, action) = RecoveryMachine::new(inner.router, recovery);

@@ -776,6 +776,11 @@ impl Resolver {
         self.running.remove(&(debit_shard, credit_shard));
     }
 
+    /// How many recoveries run: started, not yet ended.
+    pub fn recoveries_running(&self) -> usize {
+        self.running.len()
+    }
+
     /// Its timing.
     pub fn timing(&self) -> ResolverTiming {
         self.timing

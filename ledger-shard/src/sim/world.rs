@@ -447,9 +447,6 @@ pub struct ClusterSim {
     resolver: Resolver,
     /// Whether the resolver's scan is still running.
     scanning: bool,
-    /// The resolver's recoveries still running (each pair at most once: the core's resolver
-    /// leaves a running pair out of later passes).
-    recoveries_running: usize,
     customers: Vec<Account>,
     planned: BTreeMap<u128, Planned>,
     /// The workload's pending work by key (its first id), and the client settling it.
@@ -541,7 +538,6 @@ impl ClusterSim {
             clients: (0..options.clients).map(|_| Client::default()).collect(),
             resolver: Resolver::new(resolver_timing),
             scanning: false,
-            recoveries_running: 0,
             customers,
             planned: BTreeMap::new(),
             notebook: BTreeMap::new(),
@@ -858,7 +854,6 @@ impl ClusterSim {
                 if next.is_some() {
                     self.stats.recoveries += 1;
                 }
-                self.recoveries_running -= 1;
                 self.resolver.recovery_ended(debit_shard, credit_shard);
                 Ok(())
             }
@@ -1856,7 +1851,7 @@ impl ClusterSim {
         let deadline =
             self.now_us + (4 * timings.resolver_interval_us).min(timings.request_timeout_us);
         for recovery in recoveries {
-            if self.recoveries_running >= crate::crossshard::RECOVERIES_PARALLEL {
+            if self.resolver.recoveries_running() >= crate::crossshard::RECOVERIES_PARALLEL {
                 break;
             }
             self.stats.recovered_posts += recovery.posts.len() as u64;
@@ -1868,7 +1863,6 @@ impl ClusterSim {
                 self.insert_job(Owner::Resolver, JobKind::Recovery(driven, pair), deadline);
             match next {
                 Next::Send { requests, phase } => {
-                    self.recoveries_running += 1;
                     self.resolver.recovery_started(pair.0, pair.1);
                     self.send_round(id, job, requests, phase)?;
                 }
