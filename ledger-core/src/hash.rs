@@ -14,18 +14,33 @@
 /// Hashes a u128 id to 64 bits. Ids that differ only in their low three bits (8 sequential
 /// ids, as time-based ids handed out by a client are) get hashes that differ only in the low
 /// three bits, so they sit in one cache line of the table; everything above is well mixed.
+///
+/// Ids that differ only in their top two bits (`t`, `2^126 + t`, `2^127 + t` and
+/// `2^127 + 2^126 + t`: a user id and the system ids a sharded cluster derives from it, see
+/// [`crate::SYSTEM_ID_MIN`]) get hashes that differ only in bits 3 and 4: their groups of
+/// eight slots are the four 64-byte blocks of one aligned 256-byte block of the table, so
+/// on one page. A cluster posts the pending transfer `2^126 + t` with the id `2^127 + t`,
+/// which looks up both ids: the second lookup finds its page in the TLB instead of walking
+/// the page tables again for a random slot. Those two take the upper half of the block
+/// (`FAMILY_BLOCK`), one 128-byte pair, which the CPU's adjacent-line prefetch loads
+/// together.
 #[inline]
 pub(crate) fn hash_id(id: u128) -> u64 {
     const K0: u64 = 0x9E37_79B9_7F4A_7C15;
     const K1: u64 = 0xD6E8_FEB8_6659_FD93;
     const K2: u64 = 0xA076_1D64_78BD_642F;
-    let group = id >> 3;
+    const FAMILY_SHIFT: u32 = 126;
+    /// The 64-byte block, within its aligned 256-byte block, of each value of the top two
+    /// bits: user ids, pending legs `2^126 + t`, their resolutions `2^127 + t`, the rest.
+    const FAMILY_BLOCK: [u64; 4] = [0, 2, 3, 1];
+    let family = FAMILY_BLOCK[(id >> FAMILY_SHIFT) as usize];
+    let group = (id & ((1 << FAMILY_SHIFT) - 1)) >> 3;
     let low = group as u64;
     let high = (group >> 64) as u64;
     let a = folded_multiply(low ^ K0, K1);
     let b = folded_multiply(high ^ K1, K2);
     let mixed = folded_multiply(a ^ b.rotate_left(29), K0);
-    (mixed & !7) | (id as u64 & 7)
+    ((mixed & !7) ^ (family << 3)) | (id as u64 & 7)
 }
 
 #[inline]
@@ -278,5 +293,31 @@ mod tests {
         );
         // High bits matter too.
         assert_ne!(hash_id(1) & !7, hash_id(1 | (1 << 100)) & !7);
+    }
+
+    #[test]
+    fn ids_differing_in_their_top_two_bits_share_a_256_byte_block() {
+        for t in [
+            1_u128,
+            8_000,
+            0x1234_5678_9abc_def0_1122_3344,
+            (1 << 126) - 1,
+        ] {
+            let hashes: Vec<u64> = (0..4_u128)
+                .map(|family| hash_id((family << 126) | t))
+                .collect();
+            // One aligned block of 32 slots (8 bytes each)...
+            for hash in &hashes {
+                assert_eq!(hash & !31, hashes[0] & !31, "t = {t}");
+            }
+            // ...and four distinct slots (so four distinct tags) in it.
+            let distinct: std::collections::HashSet<u64> = hashes.iter().copied().collect();
+            assert_eq!(distinct.len(), 4, "t = {t}");
+            // A pending leg and its resolution share one aligned 128-byte pair.
+            assert_eq!(hashes[1] & !15, hashes[2] & !15, "t = {t}");
+            assert_ne!(hashes[0] & !15, hashes[1] & !15, "t = {t}");
+        }
+        // Different users' ids still land in different blocks.
+        assert_ne!(hash_id(1 << 126 | 8) & !31, hash_id(1 << 126 | 16) & !31);
     }
 }
