@@ -152,7 +152,10 @@ impl StateMachine for LedgerMachine {
         };
         let reply = match read {
             Read::Digest => return wire::encode_digest(state.applied_slot, ledger.digest()),
-            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved(ledger)),
+            Read::Unresolved => {
+                let entries = state.legs.unresolved(ledger);
+                return wire::encode_unresolved(ledger.last_timestamp(), entries);
+            }
             Read::Ledger(query) => ledger.query(&query),
         };
         wire::encode_query_reply(&reply)

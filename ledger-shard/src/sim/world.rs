@@ -22,13 +22,13 @@ use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, SimStats, Simulator};
 use crate::crossshard::protocol::{
     CallMachine, CallOutcome, ChainMachine, Cross, FinishMachine, LocateMachine, Located, Phase,
     PostFinishMachine, PostMachine, PostOutcome, RecoveryMachine, Resolver, ResolverTiming,
-    missing_bridges, missing_chain_bridges,
+    Unresolved, missing_bridges, missing_chain_bridges,
 };
 use crate::machine::LedgerMachine;
 use crate::router::Router;
 use crate::sim::oracle::{Oracle, Tracker};
 use crate::sim::protocol::{self, Driven, Next, Request, Response, Step, completed_before};
-use crate::wire::{self, ReplyStatus};
+use crate::wire::{self, Read, ReplyStatus};
 
 /// Who crashes at a protocol step boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1165,7 +1165,14 @@ impl ClusterSim {
             }
             return Ok(());
         };
-        let response = if rpc.is_read {
+        let response = if rpc.is_read && Read::decode(&rpc.bytes) == Some(Read::Unresolved) {
+            let (ledger_now, entries) = wire::decode_unresolved(&bytes)
+                .ok_or_else(|| format!("shard {shard}: undecodable unresolved legs"))?;
+            Response::Unresolved(Unresolved {
+                ledger_now,
+                entries,
+            })
+        } else if rpc.is_read {
             let reply = QueryReply::decode(&bytes)
                 .map_err(|e| format!("shard {shard}: undecodable read reply: {e}"))?;
             Response::Query(reply)
@@ -1833,12 +1840,14 @@ impl ClusterSim {
     fn after_scan(&mut self, answers: &[Response]) -> Result<(), String> {
         self.scanning = false;
         self.stats.resolver_passes += 1;
-        let legs = protocol::scanned(answers);
+        let reads = protocol::scanned(answers);
         let now = Duration::from_micros(self.now_us);
-        let recoveries = self.resolver.pass(self.router, now, &legs);
+        let recoveries = self.resolver.pass(self.router, now, &reads);
         if self.options.verbose {
-            let counts: Vec<Option<usize>> =
-                legs.iter().map(|l| l.as_ref().map(Vec::len)).collect();
+            let counts: Vec<Option<usize>> = reads
+                .iter()
+                .map(|read| read.as_ref().map(|read| read.entries.len()))
+                .collect();
             eprintln!(
                 "{}us resolver: unresolved legs per shard {counts:?}, due {recoveries:?}",
                 self.now_us
