@@ -275,6 +275,9 @@ pub struct ClusterStats {
     pub recovered_chains: u64,
     /// Expired pending transfers the resolver found to void.
     pub recovered_expiries: u64,
+    /// Pending transfers across shards voided by their expiry, found at the end (each
+    /// checked to have been voided no earlier than its deadline in ledger time).
+    pub expired: u64,
     /// Cross-shard transfers committed (both legs posted).
     pub committed: u64,
     /// Cross-shard transfers aborted after a prepare.
@@ -2052,6 +2055,7 @@ impl ClusterSim {
         )?;
         self.tracker.check_nothing_in_flight()?;
         Tracker::check_no_pending(&finals, &self.customers)?;
+        self.stats.expired = Tracker::check_expiries_never_early(&finals, &self.planned)?;
         for (index, count) in self.stats.cases.iter().enumerate() {
             self.trace.word(*count ^ (index as u64) << 32);
         }
