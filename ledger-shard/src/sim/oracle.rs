@@ -117,10 +117,10 @@ pub(crate) struct Tracker {
     /// Protocol records in a coordinator's index until acknowledged — users' posts (`p`),
     /// expiries and chain records (`x(t)`) — by `(shard, id)`: when applied.
     records: BTreeMap<(usize, u128), u64>,
-    /// Users' pending transfers committed with a timeout and not yet posted or voided at their
-    /// coordinator, by `t`: when they expire, in simulated time (when the decision was chosen
-    /// plus the timeout: no earlier than its deadline in the coordinator's ledger time, which
-    /// follows the leaders' clocks).
+    /// Users' pending transfers committed with a timeout (by an expiring decision) and not yet
+    /// posted or voided at their coordinator, by `t`: when they expire, in simulated time (when
+    /// the decision was chosen plus the timeout: no earlier than its deadline in the
+    /// coordinator's ledger time, which follows the leaders' clocks).
     expiring: BTreeMap<u128, u64>,
 }
 
@@ -313,7 +313,10 @@ impl Tracker {
         if shard == plan.debit_shard {
             let posted = self.participant_posted.contains(&t);
             self.decide("transfer", t, shard, commit, posted)?;
-            let timeout_us = u64::from(plan.transfer.timeout) * 1_000_000;
+            // An expiring decision (a marker carrying the timeout). One the resolver logged
+            // for a caller that gave up carries none: it knows no timeout (docs/crossshard.md,
+            // "Not done").
+            let timeout_us = transfer.user_data_64.saturating_mul(1_000_000);
             if commit && !post && timeout_us != 0 && !self.logged_posts.contains_key(&t) {
                 self.expiring.insert(t, now_us + timeout_us);
             }

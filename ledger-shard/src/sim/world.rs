@@ -418,8 +418,14 @@ pub(crate) enum Unsettled {
         transfers: Vec<Transfer>,
         chain: bool,
     },
-    /// A committed pending transfer `t`, still to post or void (`post`: the one to retry).
-    Open { t: u128, post: Option<Transfer> },
+    /// A committed pending transfer `t`, still to post or void (`post`: the one to retry), by
+    /// a client from `from_us` on (for one with a timeout, only once the resolver should
+    /// have voided it, so the resolver's expiry is what the checks see).
+    Open {
+        t: u128,
+        post: Option<Transfer>,
+        from_us: u64,
+    },
 }
 
 /// A transfer the clients started, and what they were answered.
@@ -1357,7 +1363,13 @@ impl ClusterSim {
         let free: Vec<u128> = self
             .notebook
             .iter()
-            .filter(|(_, (_, taker))| taker.is_none())
+            .filter(|(_, (item, taker))| {
+                let from_us = match item {
+                    Unsettled::Open { from_us, .. } => *from_us,
+                    Unsettled::Call { .. } => 0,
+                };
+                taker.is_none() && from_us <= self.now_us
+            })
             .map(|(key, _)| *key)
             .collect();
         if free.is_empty() {
@@ -1375,7 +1387,7 @@ impl ClusterSim {
                 self.stats.retried_calls += 1;
                 self.start_call(owner, transfers, deadline)?;
             }
-            Unsettled::Open { t, post } => {
+            Unsettled::Open { t, post, .. } => {
                 let post = if let Some(post) = post {
                     post
                 } else {
@@ -1680,16 +1692,31 @@ impl ClusterSim {
                 } else {
                     results.first().is_some_and(|r| r.is_ok() || r.is_exists())
                 };
-                let pending: Vec<u128> = transfers
+                let pending: Vec<(u128, u32)> = transfers
                     .iter()
                     .filter(|t| t.flags.pending())
-                    .map(|t| t.id)
+                    .map(|t| (t.id, t.timeout))
                     .collect();
                 self.notebook.remove(&key);
                 if committed {
-                    for t in pending {
-                        self.notebook
-                            .insert(t, (Unsettled::Open { t, post: None }, None));
+                    for (t, timeout) in pending {
+                        // One with a timeout is left to expire: its user posts or voids it
+                        // only after the resolver's bound past its deadline (a late post,
+                        // answered `PendingTransferExpired`), or before the clients stop
+                        // if that comes first.
+                        let from_us = if timeout == 0 {
+                            0
+                        } else {
+                            let late = self.options.resolution_bound_us + 100_000;
+                            let last = self.end_us() - SETTLE_MARGIN_US - 100_000;
+                            (self.now_us + u64::from(timeout) * 1_000_000 + late).min(last)
+                        };
+                        let item = Unsettled::Open {
+                            t,
+                            post: None,
+                            from_us,
+                        };
+                        self.notebook.insert(t, (item, None));
                     }
                 }
             }
