@@ -41,7 +41,7 @@
 
 pub mod protocol;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ use crate::shard::{self, Events, Results, Submission};
 use crate::wire::Read;
 use protocol::{
     Action, CallMachine, ChainMachine, FinishMachine, LocateMachine, Machine, Phase,
-    PostFinishMachine, PostMachine, RecoveryMachine, Reply, Resolver, ResolverTiming,
+    PostFinishMachine, PostMachine, RecoveryMachine, Reply, Resolver, ResolverTiming, Unresolved,
 };
 pub(crate) use protocol::{CrossPost, Located};
 
@@ -201,8 +201,8 @@ type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
 /// resolved. Only the rare cases where status and resolution disagree are kept by id: a leg a
 /// marker `res(t)` resolved while it stays pending (`marked`), and a leg a user's post closed
 /// before its marker applied (`held`). Resolved positions are dropped lazily, by a compaction
-/// that reads the store in order once the list is mostly resolved. Users' posts, chain
-/// records and expiring decisions (few) are kept by id.
+/// that reads the store in order once the list is mostly resolved. Users' posts and chain
+/// records (few) are kept by id; expiring decisions by deadline (in ledger time).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LegIndex {
     /// The store positions of created legs, ascending: every unresolved leg, and resolved
@@ -216,8 +216,13 @@ pub(crate) struct LegIndex {
     /// Legs in `legs` posted or voided by a user's post before their resolution applied:
     /// unresolved.
     held: IdSet,
-    /// The expiring decisions, users' posts and chain records not resolved yet.
+    /// The users' posts and chain records not resolved yet.
     others: IdSet,
+    /// The expiring decisions not resolved yet, by deadline ([`decision_deadline`], in the
+    /// shard's ledger time) then id: the read takes the earliest first.
+    expiring: BTreeSet<(u64, u128)>,
+    /// The deadline of each decision in `expiring`, by id.
+    deadlines: HashMap<u128, u64, BuildHasherDefault<IdHasher>>,
     /// The users' posts and voids among `others`, with the leg each resolves: only the post's
     /// own acknowledgement takes it out (see [`LegIndex::observe`]).
     posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
@@ -315,8 +320,7 @@ impl LegIndex {
                 }
                 if is_users_post_of_leg(transfer) {
                     // Resolved (by its user or by expiry): no longer expiring.
-                    self.others
-                        .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
+                    self.expiring_remove(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN);
                     self.others.insert(id);
                     self.posts.insert(id, transfer.pending_id);
                 } else if is_chain_record(transfer) {
@@ -383,7 +387,26 @@ impl LegIndex {
             }
         }
         if is_expiring_decision(resolution) {
-            self.others.insert(resolution.id);
+            let stored = ledger
+                .transfer_position(resolution.id)
+                .and_then(|position| ledger.transfer_at(position))
+                .expect("an applied decision is stored");
+            self.expiring_insert(stored.0);
+        }
+    }
+
+    /// An expiring decision, as stored (with the timestamp the shard gave it), enters.
+    fn expiring_insert(&mut self, decision: &Transfer) {
+        let deadline = decision_deadline(decision);
+        self.deadlines.insert(decision.id, deadline);
+        self.expiring.insert((deadline, decision.id));
+    }
+
+    /// The expiring decision `id`, if indexed, leaves (its pending transfer was posted or
+    /// voided, by its user or by expiry).
+    fn expiring_remove(&mut self, id: u128) {
+        if let Some(deadline) = self.deadlines.remove(&id) {
+            self.expiring.remove(&(deadline, id));
         }
     }
 
@@ -440,36 +463,68 @@ impl LegIndex {
 
     /// Number of unresolved legs.
     pub fn len(&self) -> usize {
-        self.legs_unresolved + self.others.len()
+        self.legs_unresolved + self.others.len() + self.expiring.len()
     }
 
     /// Up to [`BATCH_EVENTS_MAX`] unresolved entries of `ledger`, as they were submitted
-    /// (timestamp zero): the users' posts, chain records and expiring decisions (in no
-    /// particular order), then the legs, oldest first. With more entries than a read returns,
-    /// each kind keeps half of it: the oldest legs never wait for younger ones, nor behind
-    /// many expiring decisions not due yet (users' pending transfers with long timeouts), and
-    /// those never wait behind a stream of legs. The read runs under the state machine's
-    /// lock, so it copies no more than it returns.
+    /// (timestamp zero) except the expiring decisions, which keep the timestamp the shard gave
+    /// them (their deadline counts from it): first the expiring decisions due by the ledger's
+    /// time ([`Ledger::last_timestamp`]), earliest deadline first; then the users' posts and
+    /// chain records (in no particular order); then the expiring decisions not due yet,
+    /// earliest first (the resolver learns when the next one is due); then the legs, oldest
+    /// first. With more entries than a read returns, each kind (legs, the rest) keeps half of
+    /// it: the oldest legs never wait for younger ones, nor behind many expiring decisions not
+    /// due yet (users' pending transfers with long timeouts), and those never wait behind a
+    /// stream of legs; a decision due never waits behind later ones. The read runs under the
+    /// state machine's lock, so it copies no more than it returns.
     pub fn unresolved(&self, ledger: &Ledger) -> Vec<Transfer> {
         let count_max = BATCH_EVENTS_MAX as usize;
         let others_max = count_max - self.legs_unresolved.min(count_max / 2);
-        let ids: Vec<u128> = self.others.iter().take(others_max).copied().collect();
+        let now = ledger.last_timestamp();
+        let due = self
+            .expiring
+            .iter()
+            .take_while(|&&(deadline, _)| deadline <= now);
+        let later = self
+            .expiring
+            .iter()
+            .skip_while(|&&(deadline, _)| deadline <= now);
+        let ids: Vec<u128> = due
+            .map(|&(_, id)| id)
+            .chain(self.others.iter().copied())
+            .chain(later.map(|&(_, id)| id))
+            .take(others_max)
+            .collect();
         let mut entries = ledger.lookup_transfers(&ids);
         assert_eq!(
             entries.len(),
             ids.len(),
             "unresolved legs are in the ledger"
         );
+        for entry in &mut entries {
+            if !is_expiring_decision(entry) {
+                *entry = submitted_leg(*entry);
+            }
+        }
         let legs_max = count_max - entries.len();
-        entries.extend(self.unresolved_legs(ledger).take(legs_max).copied());
-        entries.into_iter().map(submitted_leg).collect()
+        entries.extend(
+            self.unresolved_legs(ledger)
+                .take(legs_max)
+                .map(|leg| submitted_leg(*leg)),
+        );
+        entries
     }
 
     /// Appends `count u64 | count × 128-byte transfer`: the legs as submitted, by id.
     pub fn encode(&self, ledger: &Ledger, out: &mut Vec<u8>) {
         let mut legs: Vec<Transfer> = self.unresolved_legs(ledger).copied().collect();
         assert_eq!(legs.len(), self.legs_unresolved, "the count is exact");
-        let ids: Vec<u128> = self.others.iter().copied().collect();
+        let ids: Vec<u128> = self
+            .others
+            .iter()
+            .chain(self.deadlines.keys())
+            .copied()
+            .collect();
         let others = ledger.lookup_transfers(&ids);
         assert_eq!(others.len(), ids.len(), "unresolved legs are in the ledger");
         legs.extend(others);
@@ -509,6 +564,8 @@ impl LegIndex {
                 if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
                     index.held.insert(transfer.id);
                 }
+            } else if is_expiring_decision(&transfer) {
+                index.expiring_insert(stored);
             } else {
                 index.others.insert(transfer.id);
                 if is_users_post_of_leg(&transfer) {
@@ -553,6 +610,19 @@ fn is_expiring_decision(transfer: &Transfer) -> bool {
         && !transfer.flags.post_pending_transfer()
         && !transfer.flags.void_pending_transfer()
 }
+
+/// When the pending transfer committed by `decision` (an expiring marker, as stored) expires, in
+/// its coordinator's ledger time: the decision's timestamp plus its timeout (`user_data_64`,
+/// seconds), as ledger-core computes a pending transfer's deadline. Its expiry applies at a
+/// later timestamp than one at or past the deadline, so never early.
+pub(crate) fn decision_deadline(decision: &Transfer) -> u64 {
+    decision
+        .timestamp
+        .saturating_add(decision.user_data_64.saturating_mul(NANOSECONDS_PER_SECOND))
+}
+
+/// Nanoseconds per second of a timeout (as ledger-core counts them).
+const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
 
 /// The expiry of a user's pending transfer whose decision is `decision` (an expiring marker):
 /// the coordinator voids its leg under `x(t)`, like a user's void; the participant then
@@ -925,12 +995,22 @@ fn send(inner: &ClusterInner, shard: usize, submission: Submission) -> Result<()
 
 /// A linearizable read of one shard (I9).
 fn read(inner: &ClusterInner, shard: usize, read: &Read, deadline: Instant) -> Result<QueryReply> {
+    let reply = read_bytes(inner, shard, read, deadline)?;
+    QueryReply::decode(&reply).map_err(|source| ShardError::Codec { shard, source })
+}
+
+/// A linearizable read of one shard, its answer undecoded.
+fn read_bytes(
+    inner: &ClusterInner,
+    shard: usize,
+    read: &Read,
+    deadline: Instant,
+) -> Result<bytes::Bytes> {
     let context = &inner.shards[shard].context;
     let bytes = read.encode();
-    let reply = shard::with_leader(context, deadline, |backend, leader, timeout| {
+    shard::with_leader(context, deadline, |backend, leader, timeout| {
         backend.read(leader, bytes.clone(), timeout)
-    })?;
-    QueryReply::decode(&reply).map_err(|source| ShardError::Codec { shard, source })
+    })
 }
 
 /// The transfers with these ids on one shard (found ones).
@@ -1675,12 +1755,16 @@ pub(crate) fn present_posts(
 
 // ---- the resolver ------------------------------------------------------------------------
 
-/// The unresolved legs one shard holds (a linearizable read of its leader's index).
-fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<Vec<Transfer>> {
-    match read(inner, shard, &Read::Unresolved, deadline)? {
-        QueryReply::Transfers(legs) => Ok(legs),
-        _ => Err(protocol("unresolved legs answered with the wrong kind")),
-    }
+/// The unresolved legs one shard holds and its ledger time (a linearizable read of its
+/// leader's index).
+fn unresolved(inner: &ClusterInner, shard: usize, deadline: Instant) -> Result<Unresolved> {
+    let reply = read_bytes(inner, shard, &Read::Unresolved, deadline)?;
+    let (ledger_now, entries) = crate::wire::decode_unresolved(&reply)
+        .ok_or_else(|| protocol("unresolved legs answered with the wrong kind"))?;
+    Ok(Unresolved {
+        ledger_now,
+        entries,
+    })
 }
 
 /// The resolver thread: every [`RESOLVER_INTERVAL`] it reads each shard's unresolved legs and
@@ -1703,10 +1787,10 @@ pub(crate) fn resolver_run(inner: &ClusterInner) {
                 resolver.recovery_ended(debit_shard, credit_shard);
             }
             let now = clock::now();
-            let legs: Vec<Option<Vec<Transfer>>> = (0..inner.shards.len())
+            let reads: Vec<Option<Unresolved>> = (0..inner.shards.len())
                 .map(|shard| unresolved(inner, shard, now + timing.interval).ok())
                 .collect();
-            let recoveries = resolver.pass(inner.router, now.duration_since(origin), &legs);
+            let recoveries = resolver.pass(inner.router, now.duration_since(origin), &reads);
             // Each recovery runs for at most RECOVERY_PASSES intervals, at most
             // RECOVERIES_PARALLEL at once (the others are due again at the next pass).
             let deadline = clock::now()
@@ -2345,6 +2429,99 @@ mod tests {
             leg_id(8_501),
             "the oldest leg first"
         );
+    }
+
+    /// The expiries a fresh resolver finds due on shard 0 (of 2), which read `entries` at
+    /// `ledger_now` (no tick: the voids move the ledger time).
+    fn resolver_first_pass(ledger_now: u64, entries: Vec<Transfer>) -> Vec<Transfer> {
+        let read = protocol::Unresolved {
+            ledger_now,
+            entries,
+        };
+        let reads = [Some(read), Some(protocol::Unresolved::default())];
+        let router = Router::new(2);
+        let due = Resolver::new(ResolverTiming::default()).pass(router, Duration::ZERO, &reads);
+        assert!(due.iter().all(|recovery| !recovery.tick));
+        due.into_iter().flat_map(|due| due.expiries).collect()
+    }
+
+    #[test]
+    fn leg_index_reads_expiring_decisions_by_deadline_and_the_resolver_voids_them_on_time() {
+        // 20,000 users' pending transfers decided with a timeout of an hour, then 10 with one
+        // of a second; 5,000 legs undecided, so the decisions get half a read (4,095). Read in
+        // hash order, the short ones would most likely be left out, and wait for long ones
+        // to expire first.
+        let count_max = BATCH_EVENTS_MAX as usize;
+        let decision = |t, seconds| Transfer {
+            user_data_64: seconds,
+            ..scenario_event(5, t)
+        };
+        let legs: Vec<Transfer> = (1..=25_010).map(|t| scenario_event(0, t)).collect();
+        let long: Vec<Transfer> = (1..=20_000).map(|t| decision(t, 3_600)).collect();
+        let short: Vec<Transfer> = (20_001..=20_010).map(|t| decision(t, 1)).collect();
+        let (mut ledger, mut index, mut model) = index_after_batches(&[&legs, &long, &short]);
+        assert_eq!(index.len(), 20_010 + 5_000);
+        let stored = |decisions: &[Transfer]| -> Vec<Transfer> {
+            ledger.lookup_transfers(&decisions.iter().map(|d| d.id).collect::<Vec<_>>())
+        };
+        let short_stored = stored(&short);
+        // Not due yet in the shard's ledger time: read after the posts and records (none
+        // here), still earliest first.
+        let read = index.unresolved(&ledger);
+        assert_eq!(
+            read[..10],
+            short_stored[..],
+            "the earliest deadlines first, as stored"
+        );
+        // Two seconds later in ledger time (a tick applied), they are due.
+        let tick = [Transfer::default()];
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &tick, 2_000_000_000);
+        assert_eq!(results, [R::IdMustNotBeZero]);
+        let ledger_now = ledger.last_timestamp();
+        let read = index.unresolved(&ledger);
+        assert_eq!(read.len(), count_max);
+        let decisions: Vec<&Transfer> = read.iter().filter(|e| is_expiring_decision(e)).collect();
+        assert_eq!(decisions.len(), count_max - count_max / 2);
+        assert!(
+            decisions
+                .windows(2)
+                .all(|pair| decision_deadline(pair[0]) < decision_deadline(pair[1])),
+            "in deadline order"
+        );
+        assert_eq!(read[..10], short_stored[..]);
+        assert_eq!(
+            read[decisions.len()].id,
+            leg_id(20_011),
+            "then the oldest legs"
+        );
+
+        // The resolver, on its first pass, voids exactly the short ones.
+        let expiries = resolver_first_pass(ledger_now, read);
+        assert_eq!(expiries, short_stored);
+        let voids: Vec<Transfer> = expiries.iter().map(expiry).collect();
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &voids, ledger_now);
+        assert!(results.iter().all(|result| result.is_ok()));
+        let voided = ledger.lookup_transfers(&voids.iter().map(|v| v.id).collect::<Vec<_>>());
+        assert!(
+            voided
+                .iter()
+                .zip(&short_stored)
+                .all(|(void, decision)| void.timestamp >= decision_deadline(decision)),
+            "never early"
+        );
+        // The short decisions left the index (their voids wait for the participant); the
+        // snapshot keeps the deadline order.
+        assert_eq!(index.len(), 20_000 + 10 + 5_000);
+        let read = index.unresolved(&ledger);
+        assert!(
+            read.iter()
+                .all(|entry| !short.iter().any(|d| d.id == entry.id))
+        );
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert_eq!(decoded.unresolved(&ledger), read);
+        assert_eq!(index.len(), model.ids.len());
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl StateMachine for LedgerMachine {
         };
         let reply = match read {
             Read::Digest => return wire::encode_digest(state.applied_slot, ledger.digest()),
-            Read::Unresolved => ledger_core::QueryReply::Transfers(state.legs.unresolved(ledger)),
+            Read::Unresolved => {
+                let entries = state.legs.unresolved(ledger);
+                return wire::encode_unresolved(ledger.last_timestamp(), entries);
+            }
             Read::Ledger(query) => ledger.query(&query),
         };
         wire::encode_query_reply(&reply)
@@ -284,6 +287,21 @@ mod tests {
         assert!(machine.query(&[0xff, 1, 2]).is_empty());
     }
 
+    #[test]
+    fn the_unresolved_read_answers_the_ledger_time() {
+        let machine = setup();
+        let bytes = machine.query(&Read::Unresolved.encode());
+        let (ledger_now, entries) = wire::decode_unresolved(&bytes).unwrap();
+        // The accounts were applied at 100: two events, stamped 100 and 101.
+        assert_eq!((ledger_now, entries), (101, Vec::new()));
+        assert_eq!(
+            ledger_now,
+            machine.probe().with_ledger(Ledger::last_timestamp)
+        );
+        assert!(wire::decode_unresolved(&bytes[..7]).is_none());
+        assert!(wire::decode_unresolved(&bytes[..bytes.len() - 1]).is_none());
+    }
+
     proptest! {
         #[test]
         fn hostile_entries_change_nothing(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -297,6 +315,7 @@ mod tests {
             let _ = machine.query(&bytes);
             let _ = Read::decode(&bytes);
             let _ = wire::decode_digest(&bytes);
+            let _ = wire::decode_unresolved(&bytes);
             let restored = LedgerMachine::new().restore_snapshot(&bytes);
             prop_assert!(restored.is_err() || bytes.len() > 16);
         }

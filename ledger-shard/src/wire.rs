@@ -4,7 +4,8 @@
 //! command entry  = version u8 | nonce u128 | ledger_core::Command bytes
 //! command reply  = status u8 | ledger_core::Reply bytes         (status: applied / replayed)
 //! read           = 1 | ledger_core::Query bytes,  or  2 (a digest),  or  3 (unresolved legs)
-//! read reply     = ledger_core::QueryReply bytes,  or  slot u64 | digest u64
+//! read reply     = ledger_core::QueryReply bytes,  or  slot u64 | digest u64,
+//!                  or  ledger time u64 | ledger_core::QueryReply bytes (unresolved legs)
 //! ```
 //!
 //! The nonce names one client entry forever; a retry carries the same bytes, so the state
@@ -12,7 +13,7 @@
 //! allocate and return `None` on hostile bytes, never panic.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ledger_core::{Command, Query, QueryReply, TRANSFER_SIZE_BYTES};
+use ledger_core::{Command, Query, QueryReply, TRANSFER_SIZE_BYTES, Transfer};
 
 use crate::reply_cache::Reader;
 
@@ -82,7 +83,8 @@ pub enum Read {
     Ledger(Query),
     /// The applied slot and the state digest of the replica that answers.
     Digest,
-    /// The cross-shard legs the shard holds unresolved (for the resolver).
+    /// The cross-shard legs the shard holds unresolved (for the resolver), with the shard's
+    /// ledger time (see [`encode_unresolved`]).
     Unresolved,
 }
 
@@ -122,6 +124,25 @@ pub fn encode_query_reply(reply: &QueryReply) -> Bytes {
     let mut out = Vec::new();
     reply.encode(&mut out);
     Bytes::from(out)
+}
+
+/// Encodes the answer to [`Read::Unresolved`]: the shard's ledger time (the timestamp of the
+/// last event it applied, in nanoseconds), then the entries as a query reply.
+pub fn encode_unresolved(ledger_now: u64, entries: Vec<Transfer>) -> Bytes {
+    let mut out = ledger_now.to_le_bytes().to_vec();
+    QueryReply::Transfers(entries).encode(&mut out);
+    Bytes::from(out)
+}
+
+/// Decodes the answer to [`Read::Unresolved`]: the shard's ledger time and the entries; `None`
+/// if malformed.
+pub fn decode_unresolved(bytes: &[u8]) -> Option<(u64, Vec<Transfer>)> {
+    let mut reader = Reader::new(bytes);
+    let ledger_now = reader.u64()?;
+    match QueryReply::decode(reader.rest()).ok()? {
+        QueryReply::Transfers(entries) => Some((ledger_now, entries)),
+        _ => None,
+    }
 }
 
 /// Encodes a digest reply.

@@ -1228,8 +1228,9 @@ fn reopened_cluster_finishes_chains_and_posts() {
 }
 
 /// A cross-shard pending transfer with a timeout: its legs never expire alone; the resolver
-/// voids both once the timeout has passed (measured from when it saw the decision), and a
-/// later post answers `PendingTransferExpired`. One posted in time is not voided.
+/// voids both once the timeout has passed in the coordinator's ledger time (the shard is idle
+/// meanwhile: the resolver's ticks move that time), and a later post answers
+/// `PendingTransferExpired`. One posted in time is not voided.
 #[test]
 fn pending_timeout_across_shards() {
     let dir = temp_dir("pending-timeout");

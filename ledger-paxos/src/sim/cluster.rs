@@ -417,7 +417,12 @@ impl<M: SimStateMachine> Simulator<M> {
         }
         self.trace.word(self.now_us);
         self.trace.word(index as u64);
-        self.nodes[index].replica.as_mut().expect("live").tick();
+        let replica = self.nodes[index].replica.as_mut().expect("live");
+        replica.tick();
+        // Like the driver after its ticks: the replica's clock is the (simulated) system
+        // clock, which ran on while the process was down or paused, so a restarted leader's
+        // entry timestamps (its shard's ledger time) do not start over from zero.
+        replica.set_time_ns(self.now_us.saturating_mul(1_000));
         self.drive(index)
     }
 

@@ -48,8 +48,9 @@ use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, T
 
 use super::{
     APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
-    applied_id, chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record, expiry,
-    is_chain_bridge, is_chain_record, is_expiring_decision, is_users_post_of_leg, names_one_shard,
+    applied_id, chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record,
+    decision_deadline, expiry, is_chain_bridge, is_chain_record, is_expiring_decision,
+    is_users_post_of_leg, names_one_shard,
 };
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
@@ -642,9 +643,25 @@ pub struct Recovery {
     /// Linked chains spanning shards whose coordinator is `debit_shard` (then equal to
     /// `credit_shard`) and whose caller gave up, as its records describe them.
     pub chains: Vec<ChainShape>,
-    /// Users' pending transfers whose timeout passed (their commit decisions, which carry the
-    /// timeout): the coordinator voids them, then as for `posts`.
+    /// Users' pending transfers whose timeout passed in the coordinator's ledger time (their
+    /// commit decisions, which carry the timeout, as stored): the coordinator voids them, then
+    /// as for `posts`.
     pub expiries: Vec<Transfer>,
+    /// Whether `debit_shard` (then equal to `credit_shard`) is to log a *tick*, an event that
+    /// fails and stores nothing, so that its ledger time catches up with its leader's clock:
+    /// it holds an expiring decision whose deadline its ledger time has not reached, though
+    /// the resolver's clock says it has (an idle shard's ledger time stands still), or whose
+    /// ledger time the resolver has not yet seen move (it has just started).
+    pub tick: bool,
+}
+
+/// One shard's answer to the resolver's read (`Read::Unresolved`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    /// The shard's ledger time: the timestamp of the last event it applied (nanoseconds).
+    pub ledger_now: u64,
+    /// Its unresolved index entries (legs, users' posts, chain records, expiring decisions).
+    pub entries: Vec<Transfer>,
 }
 
 /// Chain records by coordinator and head: the records and their youngest age.
@@ -658,10 +675,12 @@ struct Due {
     posts: Vec<Transfer>,
     chains: Vec<ChainShape>,
     expiries: Vec<Transfer>,
+    tick: bool,
 }
 
-/// The resolver's memory between passes: when each unresolved leg was first seen, and the
-/// pairs of shards whose recovery is still running.
+/// The resolver's memory between passes: when each unresolved leg was first seen, each
+/// shard's ledger time and since when it has read it unchanged, and the pairs of shards
+/// whose recovery is still running.
 ///
 /// Passes do not wait for the recoveries of earlier ones: a recovery that touches a shard
 /// without a majority may run for several intervals, and the legs of every other pair must
@@ -672,6 +691,8 @@ struct Due {
 pub struct Resolver {
     timing: ResolverTiming,
     first_seen: HashMap<(usize, u128), Duration>,
+    /// Per shard: the ledger time last read, and when it was first read.
+    clocks: HashMap<usize, (u64, Duration)>,
     running: BTreeSet<(usize, usize)>,
 }
 
@@ -692,16 +713,6 @@ impl Resolver {
                 .or_insert((Vec::new(), age));
             entry.0.push(*leg);
             entry.1 = entry.1.min(age);
-            return;
-        }
-        if is_expiring_decision(leg) {
-            // A user's pending transfer with a timeout: void it once expired, measured
-            // from when this resolver first saw it decided.
-            let timeout = Duration::from_secs(leg.user_data_64);
-            if age >= timeout {
-                let peer = bridge_peer(router, leg.debit_account_id);
-                due.entry((shard, peer)).or_default().expiries.push(*leg);
-            }
             return;
         }
         if is_users_post_of_leg(leg) {
@@ -760,6 +771,7 @@ impl Resolver {
         Self {
             timing,
             first_seen: HashMap::new(),
+            clocks: HashMap::new(),
             running: BTreeSet::new(),
         }
     }
@@ -786,27 +798,84 @@ impl Resolver {
         self.timing
     }
 
+    /// One shard's expiring decisions: those due by its ledger time are filed for their
+    /// coordinator (this shard) to void; if none is due but one will be, a tick is filed
+    /// when the ledger time may be stale past that one's deadline: the shard's ledger time,
+    /// read unchanged since the resolver's time `since`, plus the time since then reaches the
+    /// deadline, or the resolver has not read this shard before (after a restart, an idle
+    /// shard's ledger time may be far behind its leader's clock).
+    fn pass_expiring(
+        &mut self,
+        router: Router,
+        (shard, read, now): (usize, &Unresolved, Duration),
+        due: &mut BTreeMap<(usize, usize), Due>,
+    ) {
+        let ledger_now = read.ledger_now;
+        let mut next_deadline: Option<u64> = None;
+        let mut voided = false;
+        for decision in read
+            .entries
+            .iter()
+            .filter(|entry| is_expiring_decision(entry))
+        {
+            let deadline = decision_deadline(decision);
+            if deadline <= ledger_now {
+                // Expired in the shard's ledger time: its void applies after the deadline.
+                let peer = bridge_peer(router, decision.debit_account_id);
+                due.entry((shard, peer))
+                    .or_default()
+                    .expiries
+                    .push(*decision);
+                voided = true;
+            } else {
+                next_deadline = Some(next_deadline.map_or(deadline, |next| next.min(deadline)));
+            }
+        }
+        let previous = self.clocks.get(&shard).copied();
+        let since = match previous {
+            Some((read_before, since)) if read_before == ledger_now => since,
+            _ => now,
+        };
+        self.clocks.insert(shard, (ledger_now, since));
+        let Some(next_deadline) = next_deadline.filter(|_| !voided) else {
+            // Nothing waits, or a void is logged anyway (it moves the ledger time).
+            return;
+        };
+        let stale = u64::try_from(now.saturating_sub(since).as_nanos()).unwrap_or(u64::MAX);
+        if previous.is_none() || ledger_now.saturating_add(stale) >= next_deadline {
+            due.entry((shard, shard)).or_default().tick = true;
+        }
+    }
+
     /// One pass at time `now` (since any fixed origin, not decreasing between passes):
-    /// `legs[s]` holds the unresolved legs shard `s` reported (`Read::Unresolved`), or `None`
-    /// when it could not be read (what was known of it is kept). Yields the work due, one
-    /// [`Recovery`] per coordinator and participant pair, ordered by the pair, except the pairs
-    /// whose recovery still runs (their legs keep ageing); drive each with a
-    /// [`RecoveryMachine`] (a failed one is retried by a later pass).
+    /// `reads[s]` holds what shard `s` reported (`Read::Unresolved`: its unresolved entries
+    /// and its ledger time), or `None` when it could not be read (what was known of it is
+    /// kept). Yields the work due, one [`Recovery`] per coordinator and participant pair,
+    /// ordered by the pair, except the pairs whose recovery still runs (their legs keep
+    /// ageing); drive each with a [`RecoveryMachine`] (a failed one is retried by a later
+    /// pass). An expiring decision is due once the shard's ledger time reached its deadline
+    /// (the decision's timestamp plus its timeout): measured in ledger time, not from when
+    /// this resolver first saw it, so a resolver restarted does not restart the timeout.
     pub fn pass(
         &mut self,
         router: Router,
         now: Duration,
-        legs: &[Option<Vec<Transfer>>],
+        reads: &[Option<Unresolved>],
     ) -> Vec<Recovery> {
         let mut still: HashMap<(usize, u128), Duration> = HashMap::new();
         let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
         let mut records: ChainRecords = BTreeMap::new();
-        for (shard, legs) in legs.iter().enumerate() {
-            let Some(legs) = legs else {
+        for (shard, read) in reads.iter().enumerate() {
+            let Some(read) = read else {
                 still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
                 continue;
             };
-            for leg in legs {
+            self.pass_expiring(router, (shard, read, now), &mut due);
+            for leg in read
+                .entries
+                .iter()
+                .filter(|entry| !is_expiring_decision(entry))
+            {
                 let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
                 still.insert((shard, leg.id), seen);
                 let age = now.saturating_sub(seen);
@@ -828,6 +897,7 @@ impl Resolver {
                     posts: due.posts,
                     chains: due.chains,
                     expiries: due.expiries,
+                    tick: due.tick,
                 }
             })
             .collect()
@@ -844,7 +914,23 @@ enum RecoveryStage {
     EndingChains(ChainRecoveryMachine),
     /// Per coordinator, the expiries' positions.
     Expiring(Vec<Vec<usize>>),
+    /// The tick submitted.
+    Ticking,
     Done,
+}
+
+/// The tick: an event every ledger refuses (`IdMustNotBeZero`) without storing or burning
+/// anything, logged only for the timestamp its entry gets: the shard's ledger time moves to its
+/// leader's clock.
+fn tick() -> Transfer {
+    Transfer::default()
+}
+
+/// Where the answer to a tick on `shard` is.
+fn ticking(shard_count: usize, shard: usize) -> Vec<Vec<usize>> {
+    let mut positions = vec![Vec::new(); shard_count];
+    positions[shard].push(0);
+    positions
 }
 
 /// Drives one [`Recovery`] to its end: reads the participant's legs it has not seen, decides
@@ -949,6 +1035,13 @@ impl Machine for RecoveryMachine {
                 self.stage = RecoveryStage::FinishingPosts(finish);
                 Ok(action)
             }
+            RecoveryStage::Ticking => {
+                let positions = ticking(self.router.shard_count(), self.recovery.debit_shard);
+                match gather(&positions, reply, 1)?[..] {
+                    [R::IdMustNotBeZero] => Ok(Action::Done(())),
+                    ref other => Err(protocol(&format!("tick: {other:?}"))),
+                }
+            }
             RecoveryStage::Done => Err(protocol("a reply to a machine that is done")),
         }
     }
@@ -1020,10 +1113,21 @@ impl RecoveryMachine {
         action
     }
 
-    /// Last: the expired pending transfers, if any: the coordinators void their legs.
+    /// Last: the expired pending transfers, if any: the coordinators void their legs. Else the
+    /// tick, if one is due.
     fn expire(&mut self) -> Action<()> {
         if self.recovery.expiries.is_empty() {
-            return Action::Done(());
+            if !self.recovery.tick {
+                return Action::Done(());
+            }
+            let mut per_shard = vec![Vec::new(); self.router.shard_count()];
+            per_shard[self.recovery.debit_shard].push(tick());
+            self.stage = RecoveryStage::Ticking;
+            // Like an acknowledgement, it stores nothing.
+            return Action::Submit {
+                phase: Phase::Acknowledge,
+                per_shard,
+            };
         }
         let (per_shard, positions) = scatter(
             self.router.shard_count(),
@@ -2491,6 +2595,18 @@ mod tests {
         legs
     }
 
+    /// Shards' reads of their unresolved entries, at ledger time zero.
+    fn reads(legs: &[Option<Vec<Transfer>>]) -> Vec<Option<Unresolved>> {
+        legs.iter()
+            .map(|entries| {
+                entries.clone().map(|entries| Unresolved {
+                    ledger_now: 0,
+                    entries,
+                })
+            })
+            .collect()
+    }
+
     fn timing() -> ResolverTiming {
         ResolverTiming {
             interval: Duration::from_millis(10),
@@ -2505,13 +2621,17 @@ mod tests {
         let mut resolver = Resolver::new(timing());
         let at = Duration::from_millis;
         let held = legs(&[cross(3)], &[]);
-        assert!(resolver.pass(router, at(0), &held).is_empty());
-        assert!(resolver.pass(router, at(49), &held).is_empty());
+        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
+        assert!(resolver.pass(router, at(49), &reads(&held)).is_empty());
         // Shard 1 unreadable: its leg keeps its age.
         let mut unreadable = held.clone();
         unreadable[1] = None;
-        assert!(resolver.pass(router, at(50), &unreadable).is_empty());
-        let due = resolver.pass(router, at(50), &held);
+        assert!(
+            resolver
+                .pass(router, at(50), &reads(&unreadable))
+                .is_empty()
+        );
+        let due = resolver.pass(router, at(50), &reads(&held));
         let recovery = Recovery {
             debit_shard: 1,
             credit_shard: 0,
@@ -2520,6 +2640,7 @@ mod tests {
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
+            tick: false,
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -2540,8 +2661,12 @@ mod tests {
         done(machine.step(submitted(0, &answers)).unwrap());
 
         // Resolved legs are forgotten: seen again, a leg is young again.
-        assert!(resolver.pass(router, at(60), &legs(&[], &[])).is_empty());
-        assert!(resolver.pass(router, at(70), &held).is_empty());
+        assert!(
+            resolver
+                .pass(router, at(60), &reads(&legs(&[], &[])))
+                .is_empty()
+        );
+        assert!(resolver.pass(router, at(70), &reads(&held)).is_empty());
     }
 
     #[test]
@@ -2559,8 +2684,8 @@ mod tests {
             cross
         };
         let first = legs(&[cross(3), reverse(4)], &[]);
-        assert!(resolver.pass(router, at(0), &first).is_empty());
-        let due = resolver.pass(router, at(50), &first);
+        assert!(resolver.pass(router, at(0), &reads(&first)).is_empty());
+        let due = resolver.pass(router, at(50), &reads(&first));
         let pairs: Vec<_> = due
             .iter()
             .map(|r| (r.debit_shard, r.credit_shard))
@@ -2570,7 +2695,7 @@ mod tests {
         // Pair (1, 0) runs (its participant has no leader): a pass yields only (0, 1) and a
         // new leg of (1, 0) is seen and ages all the same.
         let second = legs(&[cross(3), cross(5), reverse(4)], &[]);
-        let due = resolver.pass(router, at(60), &second);
+        let due = resolver.pass(router, at(60), &reads(&second));
         assert_eq!(due.len(), 1);
         assert_eq!(
             (due[0].debit_shard, due[0].transfers.clone()),
@@ -2578,11 +2703,11 @@ mod tests {
         );
         assert!(
             resolver
-                .pass(router, at(110), &legs(&[cross(3), cross(5)], &[]))
+                .pass(router, at(110), &reads(&legs(&[cross(3), cross(5)], &[])))
                 .is_empty()
         );
         resolver.recovery_ended(1, 0);
-        let due = resolver.pass(router, at(110), &legs(&[cross(3), cross(5)], &[]));
+        let due = resolver.pass(router, at(110), &reads(&legs(&[cross(3), cross(5)], &[])));
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 0));
         assert_eq!(due[0].transfers, [(3, false), (5, false)]);
@@ -2595,10 +2720,10 @@ mod tests {
         let at = Duration::from_millis;
         // Transfer 4 voted (seen at its participant); 5's vote is found by the lookup.
         let held = legs(&[cross(4), cross(5)], &[cross(4)]);
-        assert!(resolver.pass(router, at(0), &held).is_empty());
-        let due = resolver.pass(router, at(20), &held);
+        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
+        let due = resolver.pass(router, at(20), &reads(&held));
         assert_eq!(due[0].transfers, [(4, true)]);
-        let due = resolver.pass(router, at(50), &held);
+        let due = resolver.pass(router, at(50), &reads(&held));
         let recovery = Recovery {
             debit_shard: 1,
             credit_shard: 0,
@@ -2607,6 +2732,7 @@ mod tests {
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
+            tick: false,
         };
         assert_eq!(due, std::slice::from_ref(&recovery));
 
@@ -2653,6 +2779,7 @@ mod tests {
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
+            tick: false,
         };
         let (_, action) = RecoveryMachine::new(router, recovery);
         let decisions = submit(action, Phase::Decide);
@@ -2799,8 +2926,8 @@ mod tests {
         let mut resolver = Resolver::new(timing());
         let index = vec![Some(vec![]), Some(vec![logged])];
         let at = Duration::from_millis;
-        assert!(resolver.pass(router, at(0), &index).is_empty());
-        let due = resolver.pass(router, at(20), &index);
+        assert!(resolver.pass(router, at(0), &reads(&index)).is_empty());
+        let due = resolver.pass(router, at(20), &reads(&index));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].posts, [logged]);
         let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
@@ -2926,9 +3053,9 @@ mod tests {
         }
         let mut resolver = Resolver::new(timing());
         let at = Duration::from_millis;
-        assert!(resolver.pass(router, at(0), &index).is_empty());
-        assert!(resolver.pass(router, at(20), &index).is_empty());
-        let due = resolver.pass(router, at(50), &index);
+        assert!(resolver.pass(router, at(0), &reads(&index)).is_empty());
+        assert!(resolver.pass(router, at(20), &reads(&index)).is_empty());
+        let due = resolver.pass(router, at(50), &reads(&index));
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 1));
         assert!(due[0].transfers.is_empty());
@@ -2967,8 +3094,8 @@ mod tests {
         let index = vec![Some(Vec::new()), Some(vec![records[2]])];
         let mut resolver = Resolver::new(timing());
         let at = Duration::from_millis;
-        assert!(resolver.pass(router, at(0), &index).is_empty());
-        let due = resolver.pass(router, at(50), &index);
+        assert!(resolver.pass(router, at(0), &reads(&index)).is_empty());
+        let due = resolver.pass(router, at(50), &reads(&index));
         (records, due)
     }
 
@@ -3179,15 +3306,47 @@ mod tests {
         let decision = decision_event(router, &t, Decision::Commit);
         assert_eq!(decision.user_data_64, 1, "the decision carries the timeout");
         assert!(is_expiring_decision(&decision));
+        // Decided at 5 s of shard 1's ledger time: it expires at 6 s of that time.
+        let decision = Transfer {
+            timestamp: 5 * SECOND,
+            ..decision
+        };
         let mut resolver = Resolver::new(timing());
-        let index = vec![Some(vec![]), Some(vec![decision])];
         let at = Duration::from_millis;
-        assert!(resolver.pass(router, at(0), &index).is_empty());
-        assert!(resolver.pass(router, at(999), &index).is_empty());
-        let due = resolver.pass(router, at(1_000), &index);
+        let shard_at = |ledger_now| {
+            vec![
+                Some(Unresolved::default()),
+                Some(read(ledger_now, decision)),
+            ]
+        };
+        // First read: the shard's ledger time may be stale (it could be idle since): a tick.
+        assert_eq!(
+            ticks(&resolver.pass(router, at(0), &shard_at(5_500 * MILLI))),
+            [1]
+        );
+        // It moved: not stale. Read unchanged for 90 ms, it is still 100 ms short.
+        assert!(
+            resolver
+                .pass(router, at(10), &shard_at(5_900 * MILLI))
+                .is_empty()
+        );
+        assert!(
+            resolver
+                .pass(router, at(100), &shard_at(5_900 * MILLI))
+                .is_empty()
+        );
+        // Unchanged for 100 ms: it may have reached the deadline, a tick moves it.
+        let due = resolver.pass(router, at(110), &shard_at(5_900 * MILLI));
+        assert_eq!(ticks(&due), [1]);
+        assert!(due[0].expiries.is_empty());
+        // A nanosecond short in ledger time (whatever the resolver's clock says): not yet.
+        let due = resolver.pass(router, at(5_000), &shard_at(6 * SECOND - 1));
+        assert!(due.iter().all(|recovery| recovery.expiries.is_empty()));
+        let due = resolver.pass(router, at(5_010), &shard_at(6 * SECOND));
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].debit_shard, due[0].credit_shard), (1, 0));
         assert_eq!(due[0].expiries, [decision]);
+        assert!(!due[0].tick, "the void moves the ledger time");
         let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
         let voids = submit(action, Phase::Decide);
         let void = expiry(&decision);
@@ -3209,5 +3368,78 @@ mod tests {
         let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
         let answer = submitted(1, &[R::PendingTransferAlreadyPosted]);
         done(machine.step(answer).unwrap());
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+    const MILLI: u64 = 1_000_000;
+
+    /// A shard's read at ledger time `ledger_now` holding `decision`.
+    fn read(ledger_now: u64, decision: Transfer) -> Unresolved {
+        Unresolved {
+            ledger_now,
+            entries: vec![decision],
+        }
+    }
+
+    /// The shards the recoveries tick.
+    fn ticks(due: &[Recovery]) -> Vec<usize> {
+        due.iter()
+            .filter(|recovery| recovery.tick)
+            .inspect(|recovery| assert_eq!(recovery.debit_shard, recovery.credit_shard))
+            .map(|recovery| recovery.debit_shard)
+            .collect()
+    }
+
+    #[test]
+    fn a_tick_logs_an_event_that_stores_nothing() {
+        let router = router();
+        let recovery = Recovery {
+            debit_shard: 1,
+            credit_shard: 1,
+            transfers: Vec::new(),
+            pending_ledgers: BTreeMap::new(),
+            posts: Vec::new(),
+            chains: Vec::new(),
+            expiries: Vec::new(),
+            tick: true,
+        };
+        let (mut machine, action) = RecoveryMachine::new(router, recovery.clone());
+        let ticks = submit(action, Phase::Acknowledge);
+        assert_eq!(ticks, [vec![], vec![tick()]]);
+        done(machine.step(submitted(1, &[R::IdMustNotBeZero])).unwrap());
+        // Anything else is no tick's answer.
+        let (mut machine, _) = RecoveryMachine::new(router, recovery);
+        assert!(machine.step(submitted(1, &[R::Ok])).is_err());
+    }
+
+    #[test]
+    fn a_restarted_resolver_does_not_restart_the_timeout() {
+        // A pending transfer decided at 5 s of its coordinator's ledger time with a timeout
+        // of 10 s; the resolver restarts at 20 s (its own clock starts at zero again).
+        let router = router();
+        let mut t = pending_cross(7);
+        t.transfer.timeout = 10;
+        let decision = Transfer {
+            timestamp: 5 * SECOND,
+            ..decision_event(router, &t, Decision::Commit)
+        };
+        let shard_at = |ledger_now| {
+            vec![
+                Some(Unresolved::default()),
+                Some(read(ledger_now, decision)),
+            ]
+        };
+        // The shard applied entries since the deadline: voided on the first pass.
+        let due = Resolver::new(timing()).pass(router, Duration::ZERO, &shard_at(20 * SECOND));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].expiries, [decision]);
+        // Idle since before the deadline: the first pass ticks at once (it does not wait for
+        // a timeout of its own), and the pass after the tick voids it.
+        let mut resolver = Resolver::new(timing());
+        let due = resolver.pass(router, Duration::ZERO, &shard_at(6 * SECOND));
+        assert_eq!(ticks(&due), [1]);
+        assert!(due[0].expiries.is_empty());
+        let due = resolver.pass(router, Duration::from_millis(10), &shard_at(20 * SECOND));
+        assert_eq!(due[0].expiries, [decision]);
     }
 }

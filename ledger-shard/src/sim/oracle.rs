@@ -14,7 +14,10 @@
 //! - users' pending transfers, posts and voids: a commit is a marker `res(t)` on both sides;
 //!   a user's post logged at the coordinator is in flight until the participant's `x(t)`,
 //!   which must be the same post or void; users' posts, expiries and chain records must be
-//!   acknowledged within the bound;
+//!   acknowledged within the bound; a committed pending transfer with a timeout must be
+//!   posted or voided (by its expiry) at its coordinator within the bound of its deadline
+//!   (or of every shard having a leader, if later), and an expiry's void never applies
+//!   before the deadline in the coordinator's ledger time;
 //! - chains: a leg commits only after its coordinator's `res(head)` committed;
 //! - at the end, on the replicas themselves: both legs posted or neither, every acknowledged
 //!   transfer posted on both sides, no rejected transfer posted, nothing in flight; chains
@@ -114,6 +117,11 @@ pub(crate) struct Tracker {
     /// Protocol records in a coordinator's index until acknowledged — users' posts (`p`),
     /// expiries and chain records (`x(t)`) — by `(shard, id)`: when applied.
     records: BTreeMap<(usize, u128), u64>,
+    /// Users' pending transfers committed with a timeout (by an expiring decision) and not yet
+    /// posted or voided at their coordinator, by `t`: when they expire, in simulated time (when
+    /// the decision was chosen plus the timeout: no earlier than its deadline in the
+    /// coordinator's ledger time, which follows the leaders' clocks).
+    expiring: BTreeMap<u128, u64>,
 }
 
 impl Tracker {
@@ -228,6 +236,7 @@ impl Tracker {
             ));
         }
         self.logged_posts.insert(t, (void, amount));
+        self.expiring.remove(&t);
         if !void {
             *self.in_flight.entry(plan.transfer.ledger).or_default() += signed(amount);
         }
@@ -304,6 +313,13 @@ impl Tracker {
         if shard == plan.debit_shard {
             let posted = self.participant_posted.contains(&t);
             self.decide("transfer", t, shard, commit, posted)?;
+            // An expiring decision (a marker carrying the timeout). One the resolver logged
+            // for a caller that gave up carries none: it knows no timeout (docs/crossshard.md,
+            // "Not done").
+            let timeout_us = transfer.user_data_64.saturating_mul(1_000_000);
+            if commit && !post && timeout_us != 0 && !self.logged_posts.contains_key(&t) {
+                self.expiring.insert(t, now_us + timeout_us);
+            }
             *self.in_flight.entry(ledger).or_default() += signed(amount);
         } else if shard == plan.credit_shard {
             if commit {
@@ -442,8 +458,52 @@ impl Tracker {
                     ));
                 }
             }
+            for (&t, &deadline_us) in &self.expiring {
+                let start_us = deadline_us.max(all_leaders);
+                if now_us > start_us + bound_us {
+                    return Err(format!(
+                        "expiry: pending transfer {t} (expiring at {deadline_us}us) is neither \
+                         posted nor voided at {now_us}us, {bound_us}us after its deadline and \
+                         every shard having a leader ({all_leaders}us)"
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// At the end, on the replicas: no expiry's void (`x(t)` at the coordinator) applied
+    /// before its deadline in the coordinator's ledger time (the decision's timestamp plus
+    /// the timeout), as a same-shard pending transfer's expiry never does.
+    pub(crate) fn check_expiries_never_early(
+        finals: &[&LedgerMachine],
+        planned: &BTreeMap<u128, Planned>,
+    ) -> Result<u64, String> {
+        let mut expired = 0;
+        for (&t, plan) in planned {
+            let cross = plan.debit_shard != plan.credit_shard;
+            if plan.kind != Kind::Pending || !cross || plan.transfer.timeout == 0 {
+                continue;
+            }
+            let [decision, void] = [2 * SYSTEM_ID_MIN, 3 * SYSTEM_ID_MIN].map(|base| {
+                finals[plan.debit_shard]
+                    .probe()
+                    .with_ledger(|ledger| ledger.lookup_transfers(&[base + t]).first().copied())
+            });
+            let (Some(decision), Some(void)) = (decision, void) else {
+                continue;
+            };
+            let deadline = crate::crossshard::decision_deadline(&decision);
+            if void.timestamp < deadline {
+                return Err(format!(
+                    "expiry: pending transfer {t} voided by its expiry at {} on shard {}, \
+                     before its deadline {deadline} (ledger time)",
+                    void.timestamp, plan.debit_shard
+                ));
+            }
+            expired += 1;
+        }
+        Ok(expired)
     }
 
     /// Nothing is in flight and no leg is unresolved.

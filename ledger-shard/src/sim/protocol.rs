@@ -43,6 +43,8 @@ pub(crate) enum Response {
     Transfers(Vec<R>),
     Accounts(Vec<ledger_core::CreateAccountResult>),
     Query(QueryReply),
+    /// The answer to `Read::Unresolved`: the shard's ledger time and entries.
+    Unresolved(core::Unresolved),
     /// The request's deadline passed (no quorum, timeouts).
     Failed,
 }
@@ -267,11 +269,11 @@ pub(crate) fn scan(shard_count: usize) -> Vec<Request> {
 }
 
 /// The scan's answers as the core's resolver takes them (`None`: unreadable).
-pub(crate) fn scanned(answers: &[Response]) -> Vec<Option<Vec<Transfer>>> {
+pub(crate) fn scanned(answers: &[Response]) -> Vec<Option<core::Unresolved>> {
     answers
         .iter()
         .map(|answer| match answer {
-            Response::Query(QueryReply::Transfers(legs)) => Some(legs.clone()),
+            Response::Unresolved(read) => Some(read.clone()),
             _ => None,
         })
         .collect()

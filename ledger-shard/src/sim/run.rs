@@ -114,6 +114,7 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.recovered_posts += s.recovered_posts;
         total.recovered_chains += s.recovered_chains;
         total.recovered_expiries += s.recovered_expiries;
+        total.expired += s.expired;
         total.committed += s.committed;
         total.aborted += s.aborted;
         for (sum, count) in total.cases.iter_mut().zip(s.cases) {
@@ -127,7 +128,7 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
          pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
          rejected={} failed_calls={} retried_calls={} committed_cross={} \
          aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
-         crash_cases={:?} | paxos: \
+         expired={} crash_cases={:?} | paxos: \
          chosen_slots={} crashes={} power_losses={} persist_failures={} pauses={} \
          partitions={} disk_losses={} messages={} dropped={}",
         base.wrapping_add(count),
@@ -150,6 +151,7 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.recovered_posts,
         total.recovered_chains,
         total.recovered_expiries,
+        total.expired,
         total.cases,
         paxos.chosen_slots,
         paxos.crashes,

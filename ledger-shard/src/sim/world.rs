@@ -22,13 +22,13 @@ use ledger_paxos::sim::{FaultProfile, SimOptions, SimRng, SimStats, Simulator};
 use crate::crossshard::protocol::{
     CallMachine, CallOutcome, ChainMachine, Cross, FinishMachine, LocateMachine, Located, Phase,
     PostFinishMachine, PostMachine, PostOutcome, RecoveryMachine, Resolver, ResolverTiming,
-    missing_bridges, missing_chain_bridges,
+    Unresolved, missing_bridges, missing_chain_bridges,
 };
 use crate::machine::LedgerMachine;
 use crate::router::Router;
 use crate::sim::oracle::{Oracle, Tracker};
 use crate::sim::protocol::{self, Driven, Next, Request, Response, Step, completed_before};
-use crate::wire::{self, ReplyStatus};
+use crate::wire::{self, Read, ReplyStatus};
 
 /// Who crashes at a protocol step boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +275,9 @@ pub struct ClusterStats {
     pub recovered_chains: u64,
     /// Expired pending transfers the resolver found to void.
     pub recovered_expiries: u64,
+    /// Pending transfers across shards voided by their expiry, found at the end (each
+    /// checked to have been voided no earlier than its deadline in ledger time).
+    pub expired: u64,
     /// Cross-shard transfers committed (both legs posted).
     pub committed: u64,
     /// Cross-shard transfers aborted after a prepare.
@@ -415,8 +418,14 @@ pub(crate) enum Unsettled {
         transfers: Vec<Transfer>,
         chain: bool,
     },
-    /// A committed pending transfer `t`, still to post or void (`post`: the one to retry).
-    Open { t: u128, post: Option<Transfer> },
+    /// A committed pending transfer `t`, still to post or void (`post`: the one to retry), by
+    /// a client from `from_us` on (for one with a timeout, only once the resolver should
+    /// have voided it, so the resolver's expiry is what the checks see).
+    Open {
+        t: u128,
+        post: Option<Transfer>,
+        from_us: u64,
+    },
 }
 
 /// A transfer the clients started, and what they were answered.
@@ -1165,7 +1174,14 @@ impl ClusterSim {
             }
             return Ok(());
         };
-        let response = if rpc.is_read {
+        let response = if rpc.is_read && Read::decode(&rpc.bytes) == Some(Read::Unresolved) {
+            let (ledger_now, entries) = wire::decode_unresolved(&bytes)
+                .ok_or_else(|| format!("shard {shard}: undecodable unresolved legs"))?;
+            Response::Unresolved(Unresolved {
+                ledger_now,
+                entries,
+            })
+        } else if rpc.is_read {
             let reply = QueryReply::decode(&bytes)
                 .map_err(|e| format!("shard {shard}: undecodable read reply: {e}"))?;
             Response::Query(reply)
@@ -1347,7 +1363,13 @@ impl ClusterSim {
         let free: Vec<u128> = self
             .notebook
             .iter()
-            .filter(|(_, (_, taker))| taker.is_none())
+            .filter(|(_, (item, taker))| {
+                let from_us = match item {
+                    Unsettled::Open { from_us, .. } => *from_us,
+                    Unsettled::Call { .. } => 0,
+                };
+                taker.is_none() && from_us <= self.now_us
+            })
             .map(|(key, _)| *key)
             .collect();
         if free.is_empty() {
@@ -1365,7 +1387,7 @@ impl ClusterSim {
                 self.stats.retried_calls += 1;
                 self.start_call(owner, transfers, deadline)?;
             }
-            Unsettled::Open { t, post } => {
+            Unsettled::Open { t, post, .. } => {
                 let post = if let Some(post) = post {
                     post
                 } else {
@@ -1670,16 +1692,31 @@ impl ClusterSim {
                 } else {
                     results.first().is_some_and(|r| r.is_ok() || r.is_exists())
                 };
-                let pending: Vec<u128> = transfers
+                let pending: Vec<(u128, u32)> = transfers
                     .iter()
                     .filter(|t| t.flags.pending())
-                    .map(|t| t.id)
+                    .map(|t| (t.id, t.timeout))
                     .collect();
                 self.notebook.remove(&key);
                 if committed {
-                    for t in pending {
-                        self.notebook
-                            .insert(t, (Unsettled::Open { t, post: None }, None));
+                    for (t, timeout) in pending {
+                        // One with a timeout is left to expire: its user posts or voids it
+                        // only after the resolver's bound past its deadline (a late post,
+                        // answered `PendingTransferExpired`), or before the clients stop
+                        // if that comes first.
+                        let from_us = if timeout == 0 {
+                            0
+                        } else {
+                            let late = self.options.resolution_bound_us + 100_000;
+                            let last = self.end_us() - SETTLE_MARGIN_US - 100_000;
+                            (self.now_us + u64::from(timeout) * 1_000_000 + late).min(last)
+                        };
+                        let item = Unsettled::Open {
+                            t,
+                            post: None,
+                            from_us,
+                        };
+                        self.notebook.insert(t, (item, None));
                     }
                 }
             }
@@ -1833,12 +1870,14 @@ impl ClusterSim {
     fn after_scan(&mut self, answers: &[Response]) -> Result<(), String> {
         self.scanning = false;
         self.stats.resolver_passes += 1;
-        let legs = protocol::scanned(answers);
+        let reads = protocol::scanned(answers);
         let now = Duration::from_micros(self.now_us);
-        let recoveries = self.resolver.pass(self.router, now, &legs);
+        let recoveries = self.resolver.pass(self.router, now, &reads);
         if self.options.verbose {
-            let counts: Vec<Option<usize>> =
-                legs.iter().map(|l| l.as_ref().map(Vec::len)).collect();
+            let counts: Vec<Option<usize>> = reads
+                .iter()
+                .map(|read| read.as_ref().map(|read| read.entries.len()))
+                .collect();
             eprintln!(
                 "{}us resolver: unresolved legs per shard {counts:?}, due {recoveries:?}",
                 self.now_us
@@ -2043,6 +2082,7 @@ impl ClusterSim {
         )?;
         self.tracker.check_nothing_in_flight()?;
         Tracker::check_no_pending(&finals, &self.customers)?;
+        self.stats.expired = Tracker::check_expiries_never_early(&finals, &self.planned)?;
         for (index, count) in self.stats.cases.iter().enumerate() {
             self.trace.word(*count ^ (index as u64) << 32);
         }
