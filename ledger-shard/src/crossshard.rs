@@ -220,7 +220,7 @@ pub(crate) struct LegIndex {
     /// The expiring decisions, users' posts and chain records not resolved yet.
     others: IdSet,
     /// The users' posts and voids among `others`, with the leg each resolves: only the post's
-    /// own acknowledgement takes it out (see [`LegIndex::observe`]).
+    /// own acknowledgement takes it out (see [`LegIndex::observe_classified`]).
     posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
 }
 
@@ -246,8 +246,65 @@ impl Hasher for IdHasher {
     }
 }
 
+/// What an event of a batch can do to the [`LegIndex`], from its fields alone (see
+/// [`LegIndex::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// Nothing, whatever its result (a user's plain transfer, post or void of no leg).
+    Nothing,
+    /// A leg `leg(t)`.
+    Leg,
+    /// A resolution `res(t)` naming its own leg as pending id (a post or void of it, if it
+    /// applied as one).
+    OwnResolution,
+    /// Another resolution `res(t)` (a marker).
+    Resolution,
+    /// A user's post of a leg, a chain record, or an acknowledgement of either.
+    Other,
+}
+
+impl EventKind {
+    /// The kind of `transfer`.
+    fn of(transfer: &Transfer) -> Self {
+        let id = transfer.id;
+        if is_leg_id(id) {
+            Self::Leg
+        } else if is_resolution_id(id) {
+            if transfer.pending_id == leg_id(id - RESOLUTION_ID_MIN) {
+                Self::OwnResolution
+            } else {
+                Self::Resolution
+            }
+        } else if is_users_post_of_leg(transfer)
+            || is_chain_record(transfer)
+            || (is_applied_id(id) && transfer.user_data_32 == CHAIN_RECORD_DONE)
+            || ((id < SYSTEM_ID_MIN || is_applied_id(id)) && is_resolution_id(transfer.pending_id))
+        {
+            Self::Other
+        } else {
+            Self::Nothing
+        }
+    }
+}
+
 impl LegIndex {
-    /// Records the effect of one `create_transfers` batch just applied to `ledger`:
+    /// [`LegIndex::classify`] then [`LegIndex::observe_classified`], for tests.
+    #[cfg(test)]
+    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+        let kinds = Self::classify(transfers);
+        self.observe_classified(ledger, transfers, &kinds, results);
+    }
+
+    /// What [`LegIndex::observe_classified`] needs to know of each event of a batch, read
+    /// before the batch is applied: right after decoding, its events are still in cache, while
+    /// after applying (a batch of 8,190 is a MiB) they are not, and the index then reads only
+    /// these bytes and the results (and the few events of kind `Other`).
+    pub(crate) fn classify(transfers: &[Transfer]) -> Vec<EventKind> {
+        transfers.iter().map(EventKind::of).collect()
+    }
+
+    /// Records the effect of one `create_transfers` batch just applied to `ledger`, given the
+    /// kinds [`LegIndex::classify`] found in its `transfers` before they were applied:
     ///
     /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
     ///   removes it;
@@ -263,8 +320,18 @@ impl LegIndex {
     /// # Panics
     ///
     /// If `results` are not the results of `transfers` just applied to `ledger` (a leg is not
-    /// where its `Ok` puts it in the store).
-    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+    /// where its `Ok` puts it in the store), or `kinds` not one per event.
+    pub(crate) fn observe_classified(
+        &mut self,
+        ledger: &Ledger,
+        transfers: &[Transfer],
+        kinds: &[EventKind],
+        results: &[R],
+    ) {
+        assert!(
+            kinds.len() == transfers.len() && results.len() == transfers.len(),
+            "one kind and one result per event"
+        );
         // The i-th Ok event is stored right after the Ok events before it (ledger_core::store).
         let stored_count = results.iter().filter(|result| result.is_ok()).count();
         let mut position = ledger
@@ -275,48 +342,46 @@ impl LegIndex {
         // the first one not before the event at hand.
         let closings = ledger.last_batch_closings();
         let mut next = 0;
-        for (transfer, result) in transfers.iter().zip(results) {
-            if !result.is_ok() {
-                self.observe_acknowledgement(transfer, *result);
-                continue;
-            }
+        for (event, (&kind, result)) in kinds.iter().zip(results).enumerate() {
+            let ok = result.is_ok();
             let here = position;
-            position += 1;
-            let id = transfer.id;
-            if is_leg_id(id) {
-                // Checked for the last Ok event below (its record is cache-hot); for every
-                // leg in tests.
-                debug_assert!(
-                    matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == id),
-                    "a leg is stored where its Ok puts it"
-                );
-                self.list(here);
-            } else if is_resolution_id(id) {
-                let leg = leg_id(id - RESOLUTION_ID_MIN);
-                while closings
-                    .get(next)
-                    .is_some_and(|&(closing, _)| (closing as usize) < here)
-                {
-                    next += 1;
+            position += usize::from(ok);
+            match kind {
+                EventKind::Leg if ok => {
+                    // Checked for the last Ok event below (its record is cache-hot); for
+                    // every leg in tests.
+                    debug_assert!(
+                        matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == transfers[event].id),
+                        "a leg is stored where its Ok puts it"
+                    );
+                    self.list(here);
                 }
-                match closings.get(next) {
-                    // It posted or voided its own leg, pending until now, so unresolved.
-                    Some(&(closing, leg_position))
-                        if closing as usize == here && transfer.pending_id == leg =>
+                EventKind::OwnResolution if ok => {
+                    while closings
+                        .get(next)
+                        .is_some_and(|&(closing, _)| (closing as usize) < here)
                     {
-                        let listed = self.unlist(leg_position as usize);
-                        debug_assert!(listed, "a leg its resolution closed was unresolved");
+                        next += 1;
                     }
-                    _ => self.observe_resolution_rare(ledger, transfer, leg),
+                    match closings.get(next) {
+                        // It posted or voided its own leg, pending until now, so unresolved.
+                        Some(&(closing, leg_position)) if closing as usize == here => {
+                            let listed = self.unlist(leg_position as usize);
+                            debug_assert!(listed, "a leg its resolution closed was unresolved");
+                        }
+                        _ => self.observe_resolution_rare(ledger, &transfers[event]),
+                    }
                 }
-            } else if is_users_post_of_leg(transfer) {
-                // Resolved (by its user or by expiry): no longer expiring.
-                self.others
-                    .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
-                self.others.insert(id);
-                self.posts.insert(id, transfer.pending_id);
-            } else if is_chain_record(transfer) {
-                self.others.insert(id);
+                EventKind::Resolution if ok => {
+                    self.observe_resolution_rare(ledger, &transfers[event]);
+                }
+                EventKind::Other if ok => self.observe_other(&transfers[event]),
+                EventKind::Other => self.observe_acknowledgement(&transfers[event], *result),
+                // Events of no kind, and legs and resolutions that failed, change nothing.
+                EventKind::Nothing
+                | EventKind::Leg
+                | EventKind::OwnResolution
+                | EventKind::Resolution => {}
             }
         }
         assert_eq!(
@@ -336,6 +401,20 @@ impl LegIndex {
             );
         }
         self.trim();
+    }
+
+    /// An `Ok` event of kind `Other`: a user's post of a leg or a chain record enters.
+    fn observe_other(&mut self, transfer: &Transfer) {
+        let id = transfer.id;
+        if is_users_post_of_leg(transfer) {
+            // Resolved (by its user or by expiry): no longer expiring.
+            self.others
+                .remove(&(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN));
+            self.others.insert(id);
+            self.posts.insert(id, transfer.pending_id);
+        } else if is_chain_record(transfer) {
+            self.others.insert(id);
+        }
     }
 
     /// A failed event: the acknowledgement of a chain record or of a user's post takes it out.
@@ -362,9 +441,10 @@ impl LegIndex {
         }
     }
 
-    /// A resolution `res(t)` of `leg` applied that does not post or void `leg`: a marker
+    /// A resolution `res(t)` applied that does not post or void its leg `leg(t)`: a marker
     /// (rare: a user's pending transfer committed), which leaves the leg pending.
-    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer, leg: u128) {
+    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer) {
+        let leg = leg_id(resolution.id - RESOLUTION_ID_MIN);
         // Unresolved iff listed: only its resolution, applied once, resolves a leg.
         if let Some(position) = ledger.transfer_position(leg) {
             self.unlist(position);
@@ -2241,6 +2321,44 @@ mod tests {
                 assert_agrees(&index, &model, &ledger);
             }
         }
+    }
+
+    #[test]
+    fn events_are_classified_by_what_they_can_do_to_the_leg_index() {
+        use EventKind::{Leg, Nothing, Other, OwnResolution, Resolution};
+        let kinds: Vec<EventKind> = (0..13)
+            .map(|kind| EventKind::of(&scenario_event(kind, 4)))
+            .collect();
+        let expected = [
+            Leg,
+            Leg,
+            OwnResolution,
+            OwnResolution,
+            Resolution,
+            Resolution,
+            Other,
+            Other,
+            Other,
+            Other,
+            Other,
+            Other,
+            Leg,
+        ];
+        assert_eq!(kinds, expected);
+        // A resolution naming another leg is no post or void of its own.
+        let foreign = Transfer {
+            pending_id: leg_id(5),
+            ..scenario_event(2, 4)
+        };
+        assert_eq!(EventKind::of(&foreign), Resolution);
+        // Users' plain transfers, posts and voids of user transfers do nothing.
+        let plain = Transfer::new(9, USER, BRIDGE, 1, 1, 1);
+        let users_post = Transfer {
+            pending_id: 8,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(10, 0, 0, 0, 0, 0)
+        };
+        assert_eq!(LegIndex::classify(&[plain, users_post]), [Nothing, Nothing]);
     }
 
     #[test]
