@@ -252,6 +252,9 @@ pub struct Ledger {
     pub(crate) undo: Vec<Undo>,
     /// Scratch space of `create_transfers`: each event's account indices (kept to reuse).
     pub(crate) scratch_accounts: Vec<[u32; 2]>,
+    /// The posts and voids the last `create_transfers` stored: (own store position, pending
+    /// transfer's store position), ascending (see [`Ledger::last_batch_closings`]).
+    pub(crate) closings: Vec<(u32, u32)>,
     pub(crate) last_timestamp: u64,
 }
 
@@ -309,7 +312,8 @@ impl Ledger {
                 + self.failed_ids.capacity() * size_of::<u128>()
                 + self.failed_index.capacity_bytes()
                 + self.expiry_queue.capacity() * size_of::<Reverse<(u64, u32)>>()
-                + self.undo.capacity() * size_of::<Undo>(),
+                + self.undo.capacity() * size_of::<Undo>()
+                + self.closings.capacity() * size_of::<(u32, u32)>(),
         }
     }
 
@@ -384,6 +388,7 @@ impl Ledger {
         timestamp: u64,
     ) -> Vec<CreateTransferResult> {
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
+        self.closings.clear();
         let Some(base) = self.begin_batch(transfers.len(), timestamp) else {
             return results;
         };
@@ -564,6 +569,13 @@ impl Ledger {
                     self.transfers.get_mut(index as usize).meta.status = status;
                 }
             }
+        }
+        while self
+            .closings
+            .last()
+            .is_some_and(|&(post, _)| post as usize >= start.transfer_count)
+        {
+            self.closings.pop();
         }
         while self.transfers.len() > start.transfer_count {
             let index = self.transfers.len() - 1;

@@ -276,7 +276,7 @@ impl Ledger {
             timestamp,
         };
         let hash = hash_id(transfer.id);
-        self.store_transfer(
+        let index = self.store_transfer(
             &stored,
             position,
             hash,
@@ -284,6 +284,7 @@ impl Ledger {
             credit_index,
             Status::NotPending,
         );
+        self.closings.push((index, pending_index));
         R::Ok
     }
 

@@ -78,6 +78,32 @@ impl Ledger {
     pub fn transfer_position(&self, id: u128) -> Option<usize> {
         self.transfer_index_of(id).map(|index| index as usize)
     }
+
+    /// The posts and voids stored by the last [`Ledger::create_transfers`] (or `apply` of
+    /// `CreateTransfers`), oldest first: for each, its own store position and the store position
+    /// of the pending transfer it posted or voided. A caller following pending transfers learns
+    /// which ones a batch closed without looking them up by id (nor reading their records).
+    /// Events of a linked chain that failed stored nothing and are not listed; another command
+    /// leaves the list as it was.
+    ///
+    /// ```
+    /// use ledger_core::{Account, Command, Ledger, Transfer, TransferFlags};
+    /// let mut ledger = Ledger::new();
+    /// ledger.apply(&Command::CreateAccounts(vec![Account::new(1, 7, 1), Account::new(2, 7, 1)]), 1);
+    /// let pending = |id| Transfer { flags: TransferFlags::PENDING, ..Transfer::new(id, 1, 2, 5, 7, 1) };
+    /// ledger.apply(&Command::CreateTransfers(vec![pending(10), pending(11)]), 2);
+    /// let void = Transfer {
+    ///     pending_id: 11,
+    ///     flags: TransferFlags::VOID_PENDING_TRANSFER,
+    ///     ..Transfer::new(12, 0, 0, 0, 0, 0)
+    /// };
+    /// ledger.apply(&Command::CreateTransfers(vec![Transfer::new(13, 1, 2, 1, 7, 1), void]), 3);
+    /// // The void is stored at position 3 and closed pending transfer 11 (position 1).
+    /// assert_eq!(ledger.last_batch_closings(), [(3, 1)]);
+    /// ```
+    pub fn last_batch_closings(&self) -> &[(u32, u32)] {
+        &self.closings
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +201,70 @@ mod tests {
             ]
         );
         assert_eq!(stored_ids(&ledger), [1, 2, 3, 4, 5]);
+    }
+
+    /// A post or void of pending transfer `pending_id`.
+    fn close(id: u128, pending_id: u128, flags: TransferFlags) -> Transfer {
+        Transfer {
+            pending_id,
+            flags,
+            ..Transfer::new(id, 0, 0, 0, 0, 0)
+        }
+    }
+
+    #[test]
+    fn a_batch_lists_the_pending_transfers_its_posts_and_voids_closed() {
+        let mut ledger = ledger();
+        let (post, void) = (
+            TransferFlags::POST_PENDING_TRANSFER,
+            TransferFlags::VOID_PENDING_TRANSFER,
+        );
+        let batch = vec![pending(1, 0), pending(2, 0), pending(3, 0), pending(4, 0)];
+        assert!(apply(&mut ledger, batch, 10).iter().all(|r| r.is_ok()));
+        assert!(ledger.last_batch_closings().is_empty());
+        let linked = |transfer: Transfer| Transfer {
+            flags: transfer.flags.union(TransferFlags::LINKED),
+            ..transfer
+        };
+        let batch = vec![
+            close(5, 3, void),
+            // Fails: 3 is voided already; stores nothing.
+            close(6, 3, post),
+            Transfer::new(7, 1, 2, 1, 7, 1),
+            // A chain that fails after its void of 2 applied: rolled back, 2 stays pending.
+            linked(close(8, 2, void)),
+            Transfer::new(9, 1, 99, 1, 7, 1),
+            close(10, 1, post),
+        ];
+        let results = apply(&mut ledger, batch, 20);
+        let expected = [
+            R::Ok,
+            R::PendingTransferAlreadyVoided,
+            R::Ok,
+            R::LinkedEventFailed,
+            R::CreditAccountNotFound,
+            R::Ok,
+        ];
+        assert_eq!(results, expected);
+        assert_eq!(stored_ids(&ledger), [1, 2, 3, 4, 5, 7, 10]);
+        // Void 5 (position 4) closed 3 (position 2); post 10 (position 6) closed 1 (0).
+        assert_eq!(ledger.last_batch_closings(), [(4, 2), (6, 0)]);
+        for &(closing, pending) in ledger.last_batch_closings() {
+            let (closing, _) = ledger.transfer_at(closing as usize).unwrap();
+            let (pending, _) = ledger.transfer_at(pending as usize).unwrap();
+            assert_eq!(closing.pending_id, pending.id);
+        }
+        // Accounts leave the list; every transfers batch replaces it, an empty one too.
+        ledger.apply(&Command::CreateAccounts(vec![Account::new(3, 7, 1)]), 30);
+        assert_eq!(ledger.last_batch_closings().len(), 2);
+        assert_eq!(apply(&mut ledger, vec![close(11, 2, post)], 40), [R::Ok]);
+        assert_eq!(ledger.last_batch_closings(), [(7, 1)]);
+        assert!(apply(&mut ledger, vec![], 50).is_empty());
+        assert!(ledger.last_batch_closings().is_empty());
+        // A snapshot does not carry the list.
+        let restored = Ledger::decode_snapshot(&ledger.encode_snapshot()).unwrap();
+        assert!(restored.last_batch_closings().is_empty());
+        assert_eq!(restored.digest(), ledger.digest());
     }
 
     #[test]

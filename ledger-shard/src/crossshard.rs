@@ -41,7 +41,7 @@
 
 pub mod protocol;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use ledger_core::{
     Account, BATCH_EVENTS_MAX, CreateAccountResult, CreateTransferResult as R, Ledger, Query,
-    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags, TransferStatus,
+    QueryReply, SYSTEM_ID_MIN, TRANSFER_SIZE_BYTES, Transfer, TransferFlags,
 };
 use parking_lot::Mutex;
 
@@ -195,27 +195,28 @@ type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
 /// the legs themselves are in the ledger, which the reads and the snapshot consult.
 ///
 /// A leg `leg(t)` is unresolved until its resolution `res(t)` applies. Legs are created in
-/// apply order, so they are kept as the ascending ledger *store positions* of the legs
-/// created (see [`Ledger::transfer_at`]): creating one appends, and a resolution that posts
-/// or voids its leg costs no lookup at all, as the leg's status in the ledger then says it is
-/// resolved. Only the rare cases where status and resolution disagree are kept by id: a leg a
-/// marker `res(t)` resolved while it stays pending (`marked`), and a leg a user's post closed
-/// before its marker applied (`held`). Resolved positions are dropped lazily, by a compaction
-/// that reads the store in order once the list is mostly resolved. Users' posts and chain
-/// records (few) are kept by id; expiring decisions by deadline (in ledger time).
+/// apply order, so the unresolved ones are kept as a bitset over ledger *store positions*
+/// (see [`Ledger::transfer_at`]): a window of 64-bit words, one bit per stored transfer, from
+/// the word of the oldest unresolved leg to the word of the newest. Creating a leg sets its
+/// bit (its position follows from the batch's results). A resolution that posts or voids its
+/// leg clears the bit at the position the ledger reports the post or void closed
+/// ([`Ledger::last_batch_closings`]): no lookup by id, no read of the leg's 144-byte record.
+/// Only a resolution that leaves its leg pending (a marker: a user's pending transfer
+/// committed, rare) looks the leg's position up by id. Whether a leg is resolved never
+/// depends on its status in the ledger (a user's post may close a leg before its marker).
+/// Words emptied at either end of the window are dropped after every batch: legs resolve
+/// roughly in creation order, so the window stays short; an old leg left unresolved holds it
+/// open at one bit per transfer stored since. Users' posts and chain records (few) are
+/// kept by id; expiring decisions by deadline (in ledger time).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LegIndex {
-    /// The store positions of created legs, ascending: every unresolved leg, and resolved
-    /// ones until the next compaction.
-    legs: Vec<u32>,
-    /// How many of `legs` are unresolved (exact).
+    /// Bit `p % 64` of word `p / 64 - first_word`: whether the transfer stored at position
+    /// `p` is an unresolved leg. Neither end word is zero (empty when no leg is unresolved).
+    words: VecDeque<u64>,
+    /// `p / 64` of the positions `p` that `words[0]` covers.
+    first_word: usize,
+    /// How many bits `words` has set.
     legs_unresolved: usize,
-    /// Legs in `legs` still pending (or expired) whose resolution was a marker: resolved.
-    /// Emptied by every compaction, which drops them.
-    marked: IdSet,
-    /// Legs in `legs` posted or voided by a user's post before their resolution applied:
-    /// unresolved.
-    held: IdSet,
     /// The users' posts and chain records not resolved yet.
     others: IdSet,
     /// The expiring decisions not resolved yet, by deadline ([`decision_deadline`], in the
@@ -224,13 +225,9 @@ pub(crate) struct LegIndex {
     /// The deadline of each decision in `expiring`, by id.
     deadlines: HashMap<u128, u64, BuildHasherDefault<IdHasher>>,
     /// The users' posts and voids among `others`, with the leg each resolves: only the post's
-    /// own acknowledgement takes it out (see [`LegIndex::observe`]).
+    /// own acknowledgement takes it out (see [`LegIndex::observe_classified`]).
     posts: HashMap<u128, u128, BuildHasherDefault<IdHasher>>,
 }
-
-/// Resolved positions the leg list may hold beyond three times the unresolved ones before a
-/// compaction drops them.
-const LEGS_SLACK: usize = 4 * BATCH_EVENTS_MAX as usize;
 
 /// Hashes a u128 id by one multiply (ids are unique; the map needs spread, not secrecy).
 #[derive(Debug, Default, Clone, Copy)]
@@ -254,14 +251,65 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Whether a transfer posts or voids a leg (its `pending_id` is a leg id).
-fn closes_leg(transfer: &Transfer) -> bool {
-    (transfer.flags.post_pending_transfer() || transfer.flags.void_pending_transfer())
-        && is_leg_id(transfer.pending_id)
+/// What an event of a batch can do to the [`LegIndex`], from its fields alone (see
+/// [`LegIndex::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// Nothing, whatever its result (a user's plain transfer, post or void of no leg).
+    Nothing,
+    /// A leg `leg(t)`.
+    Leg,
+    /// A resolution `res(t)` naming its own leg as pending id (a post or void of it, if it
+    /// applied as one).
+    OwnResolution,
+    /// Another resolution `res(t)` (a marker).
+    Resolution,
+    /// A user's post of a leg, a chain record, or an acknowledgement of either.
+    Other,
+}
+
+impl EventKind {
+    /// The kind of `transfer`.
+    fn of(transfer: &Transfer) -> Self {
+        let id = transfer.id;
+        if is_leg_id(id) {
+            Self::Leg
+        } else if is_resolution_id(id) {
+            if transfer.pending_id == leg_id(id - RESOLUTION_ID_MIN) {
+                Self::OwnResolution
+            } else {
+                Self::Resolution
+            }
+        } else if is_users_post_of_leg(transfer)
+            || is_chain_record(transfer)
+            || (is_applied_id(id) && transfer.user_data_32 == CHAIN_RECORD_DONE)
+            || ((id < SYSTEM_ID_MIN || is_applied_id(id)) && is_resolution_id(transfer.pending_id))
+        {
+            Self::Other
+        } else {
+            Self::Nothing
+        }
+    }
 }
 
 impl LegIndex {
-    /// Records the effect of one `create_transfers` batch just applied to `ledger`:
+    /// [`LegIndex::classify`] then [`LegIndex::observe_classified`], for tests.
+    #[cfg(test)]
+    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+        let kinds = Self::classify(transfers);
+        self.observe_classified(ledger, transfers, &kinds, results);
+    }
+
+    /// What [`LegIndex::observe_classified`] needs to know of each event of a batch, read
+    /// before the batch is applied: right after decoding, its events are still in cache, while
+    /// after applying (a batch of 8,190 is a MiB) they are not, and the index then reads only
+    /// these bytes and the results (and the few events of kind `Other`).
+    pub(crate) fn classify(transfers: &[Transfer]) -> Vec<EventKind> {
+        transfers.iter().map(EventKind::of).collect()
+    }
+
+    /// Records the effect of one `create_transfers` batch just applied to `ledger`, given the
+    /// kinds [`LegIndex::classify`] found in its `transfers` before they were applied:
     ///
     /// - a leg `leg(t)` created enters; the resolution `res(t)` (a post, a void or a marker)
     ///   removes it;
@@ -277,55 +325,68 @@ impl LegIndex {
     /// # Panics
     ///
     /// If `results` are not the results of `transfers` just applied to `ledger` (a leg is not
-    /// where its `Ok` puts it in the store).
-    pub fn observe(&mut self, ledger: &Ledger, transfers: &[Transfer], results: &[R]) {
+    /// where its `Ok` puts it in the store), or `kinds` not one per event.
+    pub(crate) fn observe_classified(
+        &mut self,
+        ledger: &Ledger,
+        transfers: &[Transfer],
+        kinds: &[EventKind],
+        results: &[R],
+    ) {
+        assert!(
+            kinds.len() == transfers.len() && results.len() == transfers.len(),
+            "one kind and one result per event"
+        );
         // The i-th Ok event is stored right after the Ok events before it (ledger_core::store).
         let stored_count = results.iter().filter(|result| result.is_ok()).count();
         let mut position = ledger
             .transfer_count()
             .checked_sub(stored_count)
             .expect("every Ok event is stored");
-        for (transfer, result) in transfers.iter().zip(results) {
-            if !result.is_ok() {
-                self.observe_acknowledgement(transfer, *result);
-                continue;
-            }
+        // The batch's posts and voids, ascending by their own positions: `closings[next]` is
+        // the first one not before the event at hand.
+        let closings = ledger.last_batch_closings();
+        let mut next = 0;
+        for (event, (&kind, result)) in kinds.iter().zip(results).enumerate() {
+            let ok = result.is_ok();
             let here = position;
-            position += 1;
-            let id = transfer.id;
-            if is_leg_id(id) {
-                // Checked for the last Ok event below (its record is cache-hot); for every
-                // leg in tests.
-                debug_assert!(
-                    matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == id),
-                    "a leg is stored where its Ok puts it"
-                );
-                self.legs
-                    .push(u32::try_from(here).expect("store positions are u32"));
-                self.legs_unresolved += 1;
-            } else if is_resolution_id(id) {
-                let leg = leg_id(id - RESOLUTION_ID_MIN);
-                if transfer.pending_id == leg && closes_leg(transfer) {
-                    // The leg was pending, so unresolved: its status now says resolved.
-                    self.legs_unresolved = self
-                        .legs_unresolved
-                        .checked_sub(1)
-                        .expect("a leg posted or voided by its resolution was unresolved");
-                } else {
-                    self.observe_resolution_rare(ledger, transfer, leg);
+            position += usize::from(ok);
+            match kind {
+                EventKind::Leg if ok => {
+                    // Checked for the last Ok event below (its record is cache-hot); for
+                    // every leg in tests.
+                    debug_assert!(
+                        matches!(ledger.transfer_at(here), Some((stored, _)) if stored.id == transfers[event].id),
+                        "a leg is stored where its Ok puts it"
+                    );
+                    self.list(here);
                 }
-            } else {
-                if closes_leg(transfer) {
-                    self.observe_leg_closed(ledger, transfer.pending_id);
+                EventKind::OwnResolution if ok => {
+                    while closings
+                        .get(next)
+                        .is_some_and(|&(closing, _)| (closing as usize) < here)
+                    {
+                        next += 1;
+                    }
+                    match closings.get(next) {
+                        // It posted or voided its own leg, pending until now, so unresolved.
+                        Some(&(closing, leg_position)) if closing as usize == here => {
+                            let listed = self.unlist(leg_position as usize);
+                            debug_assert!(listed, "a leg its resolution closed was unresolved");
+                        }
+                        _ => self.observe_resolution_rare(ledger, &transfers[event]),
+                    }
                 }
-                if is_users_post_of_leg(transfer) {
-                    // Resolved (by its user or by expiry): no longer expiring.
-                    self.expiring_remove(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN);
-                    self.others.insert(id);
-                    self.posts.insert(id, transfer.pending_id);
-                } else if is_chain_record(transfer) {
-                    self.others.insert(id);
+                EventKind::Resolution if ok => {
+                    self.observe_resolution_rare(ledger, &transfers[event]);
                 }
+                EventKind::Other if ok => self.observe_other(&transfers[event]),
+                EventKind::Other => self.observe_acknowledgement(&transfers[event], *result),
+                // Events of no kind, and legs and resolutions that failed, change nothing.
+                EventKind::Nothing
+                | EventKind::Leg
+                | EventKind::OwnResolution
+                | EventKind::Resolution => {}
             }
         }
         assert_eq!(
@@ -344,8 +405,19 @@ impl LegIndex {
                 "the last Ok event is stored last"
             );
         }
-        if self.legs.len() > 4 * self.legs_unresolved + LEGS_SLACK {
-            self.compact(ledger);
+        self.trim();
+    }
+
+    /// An `Ok` event of kind `Other`: a user's post of a leg or a chain record enters.
+    fn observe_other(&mut self, transfer: &Transfer) {
+        let id = transfer.id;
+        if is_users_post_of_leg(transfer) {
+            // Resolved (by its user or by expiry): no longer expiring.
+            self.expiring_remove(transfer.pending_id - LEG_ID_MIN + RESOLUTION_ID_MIN);
+            self.others.insert(id);
+            self.posts.insert(id, transfer.pending_id);
+        } else if is_chain_record(transfer) {
+            self.others.insert(id);
         }
     }
 
@@ -373,18 +445,13 @@ impl LegIndex {
         }
     }
 
-    /// A resolution `res(t)` of `leg` applied that does not post or void `leg`: a marker
+    /// A resolution `res(t)` applied that does not post or void its leg `leg(t)`: a marker
     /// (rare: a user's pending transfer committed), which leaves the leg pending.
-    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer, leg: u128) {
-        if closes_leg(resolution) {
-            self.observe_leg_closed(ledger, resolution.pending_id);
-        }
+    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer) {
+        let leg = leg_id(resolution.id - RESOLUTION_ID_MIN);
         // Unresolved iff listed: only its resolution, applied once, resolves a leg.
-        if self.lists(ledger, leg) {
-            self.legs_unresolved -= 1;
-            if !self.held.remove(&leg) {
-                self.marked.insert(leg);
-            }
+        if let Some(position) = ledger.transfer_position(leg) {
+            self.unlist(position);
         }
         if is_expiring_decision(resolution) {
             let stored = ledger
@@ -410,55 +477,82 @@ impl LegIndex {
         }
     }
 
-    /// `leg`, pending until now, was posted or voided by a transfer other than its
-    /// resolution: if unresolved, it stays so.
-    fn observe_leg_closed(&mut self, ledger: &Ledger, leg: u128) {
-        // Pending until now, so resolved iff marked.
-        if !self.marked.contains(&leg) && self.lists(ledger, leg) {
-            self.held.insert(leg);
+    /// Lists the leg stored at `position` as unresolved.
+    fn list(&mut self, position: usize) {
+        let word = position / 64;
+        if self.words.is_empty() {
+            self.first_word = word;
+        }
+        // Only a snapshot's legs come out of order.
+        while word < self.first_word {
+            self.words.push_front(0);
+            self.first_word -= 1;
+        }
+        let slot = word - self.first_word;
+        if slot >= self.words.len() {
+            self.words.resize(slot + 1, 0);
+        }
+        let bit = 1 << (position % 64);
+        if self.words[slot] & bit == 0 {
+            self.words[slot] |= bit;
+            self.legs_unresolved += 1;
         }
     }
 
-    /// Whether `legs` holds the position of leg `leg`.
-    fn lists(&self, ledger: &Ledger, leg: u128) -> bool {
-        ledger
-            .transfer_position(leg)
-            .and_then(|position| u32::try_from(position).ok())
-            .is_some_and(|position| self.legs.binary_search(&position).is_ok())
-    }
-
-    /// Whether a listed leg, stored with `status`, is resolved.
-    fn is_resolved(&self, leg: &Transfer, status: TransferStatus) -> bool {
-        if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
-            self.held.is_empty() || !self.held.contains(&leg.id)
-        } else {
-            !self.marked.is_empty() && self.marked.contains(&leg.id)
+    /// Takes the leg stored at `position` out (resolved); whether it was listed. The caller
+    /// trims the window once its batch is done.
+    fn unlist(&mut self, position: usize) -> bool {
+        let word = (position / 64)
+            .checked_sub(self.first_word)
+            .and_then(|slot| self.words.get_mut(slot));
+        let bit = 1 << (position % 64);
+        match word {
+            Some(word) if *word & bit != 0 => {
+                *word &= !bit;
+                self.legs_unresolved -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
-    /// The unresolved listed legs, oldest first, as stored.
+    /// Drops the zero words at both ends of the window.
+    fn trim(&mut self) {
+        while self.words.front() == Some(&0) {
+            self.words.pop_front();
+            self.first_word += 1;
+        }
+        while self.words.back() == Some(&0) {
+            self.words.pop_back();
+        }
+    }
+
+    /// The store positions of the unresolved legs, ascending.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(move |(slot, &word)| {
+                let base = (self.first_word + slot) * 64;
+                let mut rest = word;
+                std::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let bit = rest.trailing_zeros() as usize;
+                        rest &= rest - 1;
+                        base + bit
+                    })
+                })
+            })
+    }
+
+    /// The unresolved legs, oldest first, as stored.
     fn unresolved_legs<'l>(&'l self, ledger: &'l Ledger) -> impl Iterator<Item = &'l Transfer> {
-        self.legs.iter().filter_map(move |&position| {
-            let (leg, status) = ledger
-                .transfer_at(position as usize)
+        self.positions().map(move |position| {
+            let (leg, _) = ledger
+                .transfer_at(position)
                 .expect("listed legs are in the ledger");
-            (!self.is_resolved(leg, status)).then_some(leg)
+            leg
         })
-    }
-
-    /// Drops the resolved legs from the list (one ordered pass over their records).
-    fn compact(&mut self, ledger: &Ledger) {
-        let mut legs = std::mem::take(&mut self.legs);
-        legs.retain(|&position| {
-            let (leg, status) = ledger
-                .transfer_at(position as usize)
-                .expect("listed legs are in the ledger");
-            !self.is_resolved(leg, status)
-        });
-        self.legs = legs;
-        assert_eq!(self.legs.len(), self.legs_unresolved, "the count is exact");
-        // Every marked leg was resolved, so dropped.
-        self.marked.clear();
     }
 
     /// Number of unresolved legs.
@@ -538,7 +632,7 @@ impl LegIndex {
 
     /// Decodes an index from the front of `reader` against the `ledger` of the same snapshot;
     /// `None` on malformed bytes or a leg `ledger` does not hold as encoded (never allocates
-    /// more than the bytes present can fill).
+    /// more than the bytes present and `ledger`'s store can fill).
     pub(crate) fn decode(reader: &mut Reader<'_>, ledger: &Ledger) -> Option<Self> {
         let count = usize::try_from(reader.u64()?).ok()?;
         let bytes = reader.take(count.checked_mul(TRANSFER_SIZE_BYTES)?)?;
@@ -554,16 +648,13 @@ impl LegIndex {
                 return None;
             }
             let position = ledger.transfer_position(transfer.id)?;
-            let (stored, status) = ledger.transfer_at(position)?;
+            let (stored, _) = ledger.transfer_at(position)?;
             if submitted_leg(*stored) != transfer {
                 return None;
             }
             if is_leg_id(transfer.id) {
-                index.legs.push(u32::try_from(position).ok()?);
-                // Unresolved, yet closed: a user's post applied before its marker.
-                if matches!(status, TransferStatus::Posted | TransferStatus::Voided) {
-                    index.held.insert(transfer.id);
-                }
+                // Unresolved whatever its status (a user's post may have closed it).
+                index.list(position);
             } else if is_expiring_decision(&transfer) {
                 index.expiring_insert(stored);
             } else {
@@ -573,8 +664,6 @@ impl LegIndex {
                 }
             }
         }
-        index.legs.sort_unstable();
-        index.legs_unresolved = index.legs.len();
         Some(index)
     }
 }
@@ -2242,6 +2331,27 @@ mod tests {
         let mut unresolved: Vec<u128> = index.unresolved(ledger).iter().map(|t| t.id).collect();
         unresolved.sort_unstable();
         assert_eq!(unresolved, model.ids.iter().copied().collect::<Vec<_>>());
+        assert_window(index, model, ledger);
+    }
+
+    /// The index's bitset holds exactly the positions of the model's legs, in a window from
+    /// the oldest one's word to the newest one's.
+    fn assert_window(index: &LegIndex, model: &LegModel, ledger: &Ledger) {
+        let mut positions: Vec<usize> = model
+            .ids
+            .iter()
+            .filter(|&&id| is_leg_id(id))
+            .map(|&id| ledger.transfer_position(id).unwrap())
+            .collect();
+        positions.sort_unstable();
+        assert_eq!(index.positions().collect::<Vec<_>>(), positions);
+        assert_eq!(index.legs_unresolved, positions.len());
+        if let (Some(oldest), Some(newest)) = (positions.first(), positions.last()) {
+            assert_eq!(index.first_word, oldest / 64);
+            assert_eq!(index.words.len(), newest / 64 - oldest / 64 + 1);
+        } else {
+            assert!(index.words.is_empty());
+        }
     }
 
     proptest! {
@@ -2265,7 +2375,8 @@ mod tests {
                     .map(|&(kind, t)| scenario_event(kind, t))
                     .collect();
                 // Shapes: 1 a linked chain, 2 a linked chain ending with a failing event
-                // (rolled back whole); 3 compacts after; 4 restores from a snapshot after.
+                // (rolled back whole); 3 applied twice (retries); 4 restores from a snapshot
+                // after.
                 if shape == 1 || shape == 2 {
                     for transfer in &mut transfers {
                         transfer.flags = transfer.flags.union(TransferFlags::LINKED);
@@ -2283,9 +2394,8 @@ mod tests {
                     prop_assert!(results.iter().all(|result| !result.is_ok()));
                 }
                 if shape == 3 {
-                    index.compact(&ledger);
-                    prop_assert!(index.marked.is_empty());
-                    prop_assert_eq!(index.legs.len(), index.legs_unresolved);
+                    assert_agrees(&index, &model, &ledger);
+                    apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
                 }
                 if shape == 4 {
                     let mut bytes = Vec::new();
@@ -2295,6 +2405,44 @@ mod tests {
                 assert_agrees(&index, &model, &ledger);
             }
         }
+    }
+
+    #[test]
+    fn events_are_classified_by_what_they_can_do_to_the_leg_index() {
+        use EventKind::{Leg, Nothing, Other, OwnResolution, Resolution};
+        let kinds: Vec<EventKind> = (0..13)
+            .map(|kind| EventKind::of(&scenario_event(kind, 4)))
+            .collect();
+        let expected = [
+            Leg,
+            Leg,
+            OwnResolution,
+            OwnResolution,
+            Resolution,
+            Resolution,
+            Other,
+            Other,
+            Other,
+            Other,
+            Other,
+            Other,
+            Leg,
+        ];
+        assert_eq!(kinds, expected);
+        // A resolution naming another leg is no post or void of its own.
+        let foreign = Transfer {
+            pending_id: leg_id(5),
+            ..scenario_event(2, 4)
+        };
+        assert_eq!(EventKind::of(&foreign), Resolution);
+        // Users' plain transfers, posts and voids of user transfers do nothing.
+        let plain = Transfer::new(9, USER, BRIDGE, 1, 1, 1);
+        let users_post = Transfer {
+            pending_id: 8,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(10, 0, 0, 0, 0, 0)
+        };
+        assert_eq!(LegIndex::classify(&[plain, users_post]), [Nothing, Nothing]);
     }
 
     #[test]
@@ -2310,8 +2458,12 @@ mod tests {
         // Leg 1: marked, then posted by its user: resolved. Leg 2: posted by its user before
         // its marker (a participant applying P before the decision): still unresolved. Leg 3:
         // its marker came first, so it stays unresolved (an entry only its resolution removes).
-        assert_eq!(index.legs_unresolved, 2);
-        assert_eq!((index.marked.len(), index.held.len()), (1, 1));
+        let position = |t| ledger.transfer_position(leg_id(t)).unwrap();
+        let [position_2, position_3] = [2, 3].map(position);
+        assert_eq!(
+            index.positions().collect::<Vec<_>>(),
+            [position_2, position_3]
+        );
         assert_agrees(&index, &model, &ledger);
         let results = apply_scenario(
             &mut ledger,
@@ -2320,48 +2472,70 @@ mod tests {
             20,
         );
         assert_eq!(results, [R::Ok, R::Exists]);
-        assert!(index.held.is_empty(), "the marker resolves the held leg");
-        assert_eq!(index.legs_unresolved, 1);
-        assert_agrees(&index, &model, &ledger);
-        index.compact(&ledger);
-        assert_eq!(index.legs.len(), 1);
+        assert_eq!(
+            index.positions().collect::<Vec<_>>(),
+            [position_3],
+            "the marker resolves the leg its user closed"
+        );
         assert_agrees(&index, &model, &ledger);
     }
 
     #[test]
-    fn leg_index_compacts_to_exactly_the_unresolved_legs() {
+    fn leg_index_window_follows_the_unresolved_legs() {
         let mut ledger = ledger_for_scenarios();
         let (mut index, mut model) = (LegIndex::default(), LegModel::default());
         let per_batch = u128::from(BATCH_EVENTS_MAX) / 2;
-        let mut longest = 0;
-        let mut compactions = 0;
+        let straggler = |t: u128| t % 100 == 0;
         for batch in 0..10_u128 {
-            // Every leg but one in a hundred is resolved in its batch, half posted, half voided.
+            // Every leg but one in a hundred is resolved in its batch, half posted, half voided;
+            // the stragglers of the batch before resolve now, but leg(100) stays unresolved.
             let ts = (batch * per_batch + 1)..((batch + 1) * per_batch + 1);
             let mut transfers: Vec<Transfer> = ts.clone().map(|t| scenario_event(0, t)).collect();
+            let resolved = ts.clone().filter(|&t| !straggler(t));
+            let late = (batch.max(1) - 1) * per_batch + 1..ts.start;
+            let late = late.filter(|&t| straggler(t) && t != 100);
             transfers.extend(
-                ts.filter(|t| t % 100 != 0)
+                resolved
+                    .chain(late)
                     .map(|t| scenario_event(2 + (t % 2) as u8, t)),
             );
             let timestamp = 10 + batch as u64;
             let results =
                 apply_scenario(&mut ledger, (&mut index, &mut model), &transfers, timestamp);
             assert!(results.iter().all(|result| result.is_ok()));
-            if index.legs.len() < longest {
-                compactions += 1;
-                assert_eq!(index.legs.len(), index.legs_unresolved);
-            }
-            longest = index.legs.len();
-            assert!(index.legs.len() <= 4 * index.legs_unresolved + LEGS_SLACK);
+            // The window runs from leg(100) to this batch's last straggler.
+            assert_agrees(&index, &model, &ledger);
+            let stragglers = ts.filter(|&t| straggler(t)).count();
+            assert_eq!(index.len(), 1 + stragglers - usize::from(batch == 0));
         }
-        assert!(compactions >= 1, "the list was compacted");
-        assert_eq!(index.len(), 10 * per_batch as usize / 100);
-        assert_agrees(&index, &model, &ledger);
         let mut bytes = Vec::new();
         index.encode(&ledger, &mut bytes);
         let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
-        assert_eq!(decoded.legs.len(), index.len());
         assert!(same(&decoded, &index, &ledger));
+        assert_window(&decoded, &model, &ledger);
+        // With leg(100) resolved, the window starts at the last batch's first straggler.
+        let results = apply_scenario(
+            &mut ledger,
+            (&mut index, &mut model),
+            &[scenario_event(2, 100)],
+            20,
+        );
+        assert_eq!(results, [R::Ok]);
+        assert_agrees(&index, &model, &ledger);
+        let last_batch = 9 * per_batch + 1..=10 * per_batch;
+        let first_straggler = last_batch.clone().find(|&t| straggler(t)).unwrap();
+        let oldest = ledger.transfer_position(leg_id(first_straggler)).unwrap();
+        assert_eq!(index.first_word, oldest / 64);
+        assert!(index.words.len() <= 2 * per_batch as usize / 64 + 1);
+        // Resolving the rest empties the window.
+        let rest: Vec<Transfer> = last_batch
+            .filter(|&t| straggler(t))
+            .map(|t| scenario_event(3, t))
+            .collect();
+        let results = apply_scenario(&mut ledger, (&mut index, &mut model), &rest, 30);
+        assert!(results.iter().all(|result| result.is_ok()));
+        assert_eq!((index.len(), index.words.len()), (0, 0));
+        assert_agrees(&index, &model, &ledger);
     }
 
     /// A scenario ledger, its index and the index's model after `batches`, each applied `Ok`.

@@ -130,11 +130,18 @@ impl StateMachine for LedgerMachine {
             return wire::encode_reply(ReplyStatus::Malformed, &[]);
         };
         let state = &mut *state;
+        // Read while the decoded events are still in cache (see LegIndex::classify).
+        let kinds = match &command {
+            Command::CreateTransfers(transfers) => LegIndex::classify(transfers),
+            _ => Vec::new(),
+        };
         let reply = state.ledger.apply(&command, timestamp);
         if let (Command::CreateTransfers(transfers), ledger_core::Reply::CreateTransfers(results)) =
             (&command, &reply)
         {
-            state.legs.observe(&state.ledger, transfers, results);
+            state
+                .legs
+                .observe_classified(&state.ledger, transfers, &kinds, results);
         }
         let mut reply_bytes = Vec::new();
         reply.encode(&mut reply_bytes);
