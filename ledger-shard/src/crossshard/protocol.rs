@@ -42,10 +42,12 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
 
+use super::IdHasher;
 use super::{
     APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
     applied_id, chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record, expiry,
@@ -148,13 +150,23 @@ pub fn missing_bridges(
 ) -> Vec<Vec<Account>> {
     let mut missing: Vec<Vec<Account>> = vec![Vec::new(); router.shard_count()];
     let mut wanted = HashSet::new();
+    // A cross's bridges depend only on its ledger, its two shards and whether it is pending: a
+    // call of thousands of transfers has few such kinds, and each is looked at once (the ids
+    // of a kind seen before were all wanted or known then, so the answer is the same).
+    let mut kinds: HashSet<u128, BuildHasherDefault<IdHasher>> = HashSet::default();
     for cross in crosses {
         let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
+        let pending = cross.transfer.flags.pending();
+        // Shards are below SHARD_COUNT_MAX (16 bits), so the fields do not overlap.
+        let kind = (u128::from(ledger) << 64) | ((d as u128) << 33) | ((c as u128) << 1);
+        if !kinds.insert(kind | u128::from(pending)) {
+            continue;
+        }
         let mut ids = vec![
             (d, bridge_id(router, ledger, d, c)),
             (c, bridge_id(router, ledger, c, d)),
         ];
-        if cross.transfer.flags.pending() {
+        if pending {
             // The pending bridges, and each shard's marker account.
             for (local, peer) in [(d, c), (c, d), (d, d), (c, c)] {
                 ids.push((local, pending_bridge_id(router, ledger, local, peer)));
@@ -215,16 +227,31 @@ pub fn missing_chain_bridges(
 
 // ---- batching helpers --------------------------------------------------------------------
 
+/// A map keyed by ids, hashed by [`IdHasher`] (one multiply, where SipHash would cost more than
+/// the work around it; ids need spread, not secrecy).
+type IdKeyed<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
+
 /// `event(item)` for every item, batched by `shard_of(item)`; with each batch, the positions in
-/// `items` of its events (to put the answers back in order).
+/// `items` of its events (to put the answers back in order). Every batch is sized exactly up
+/// front (a first pass counts them): batches of thousands of events never grow by copying.
 fn scatter<T>(
     shard_count: usize,
     items: &[T],
     shard_of: impl Fn(&T) -> usize,
     event: impl Fn(&T) -> Transfer,
 ) -> (Vec<Vec<Transfer>>, Vec<Vec<usize>>) {
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); shard_count];
-    let mut positions: Vec<Vec<usize>> = vec![Vec::new(); shard_count];
+    let mut counts = vec![0_usize; shard_count];
+    for item in items {
+        counts[shard_of(item)] += 1;
+    }
+    let mut per_shard: Vec<Vec<Transfer>> = counts
+        .iter()
+        .map(|&count| Vec::with_capacity(count))
+        .collect();
+    let mut positions: Vec<Vec<usize>> = counts
+        .iter()
+        .map(|&count| Vec::with_capacity(count))
+        .collect();
     for (index, item) in items.iter().enumerate() {
         let shard = shard_of(item);
         per_shard[shard].push(event(item));
@@ -277,33 +304,24 @@ fn found(reply: Reply, shard_count: usize) -> Result<Vec<HashMap<u128, Transfer>
 /// or the resolver) wins and is read back.
 #[derive(Debug)]
 struct Decide {
-    crosses: Vec<Cross>,
-    decisions: Vec<Decision>,
+    /// Each cross with its decision: proposed, then as logged. Step 4's work as it stands
+    /// (a caller hands it on whole, without copying).
+    work: Vec<(Cross, Decision)>,
     positions: Vec<Vec<usize>>,
     /// Per coordinator shard, the crosses whose decision was logged by someone else.
     unknown: Vec<Vec<usize>>,
 }
 
 impl Decide {
-    fn start(
-        router: Router,
-        crosses: Vec<Cross>,
-        proposed: Vec<Decision>,
-    ) -> (Self, Phase, Vec<Vec<Transfer>>) {
-        let pairs: Vec<(Cross, Decision)> = crosses
-            .iter()
-            .copied()
-            .zip(proposed.iter().copied())
-            .collect();
+    fn start(router: Router, work: Vec<(Cross, Decision)>) -> (Self, Phase, Vec<Vec<Transfer>>) {
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &pairs,
+            &work,
             |(cross, _)| cross.debit_shard,
             |(cross, decision)| decision_event(router, cross, *decision),
         );
         let decide = Self {
-            crosses,
-            decisions: proposed,
+            work,
             positions,
             unknown: Vec::new(),
         };
@@ -312,7 +330,7 @@ impl Decide {
 
     /// The logging's answers; `Some(ids)` to look up when a decision was logged before.
     fn on_submitted(&mut self, reply: Reply) -> Result<Option<Vec<Vec<u128>>>> {
-        let answers = gather(&self.positions, reply, self.crosses.len())?;
+        let answers = gather(&self.positions, reply, self.work.len())?;
         let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); self.positions.len()];
         for (index, &answer) in answers.iter().enumerate() {
             if answer.is_ok() || answer.is_exists() {
@@ -321,10 +339,10 @@ impl Decide {
             if !is_exists_with_different(answer) {
                 return Err(protocol(&format!(
                     "decision for transfer {}: {answer:?}",
-                    self.crosses[index].transfer.id
+                    self.work[index].0.transfer.id
                 )));
             }
-            unknown[self.crosses[index].debit_shard].push(index);
+            unknown[self.work[index].0.debit_shard].push(index);
         }
         if unknown.iter().all(Vec::is_empty) {
             return Ok(None);
@@ -334,7 +352,7 @@ impl Decide {
             .map(|indexes| {
                 indexes
                     .iter()
-                    .map(|&index| resolution_id(self.crosses[index].transfer.id))
+                    .map(|&index| resolution_id(self.work[index].0.transfer.id))
                     .collect()
             })
             .collect();
@@ -347,11 +365,12 @@ impl Decide {
         let found = found(reply, self.positions.len())?;
         for (indexes, found) in self.unknown.iter().zip(found) {
             for &index in indexes {
-                let id = resolution_id(self.crosses[index].transfer.id);
+                let (cross, decision) = &mut self.work[index];
+                let id = resolution_id(cross.transfer.id);
                 let logged = found
                     .get(&id)
                     .ok_or_else(|| protocol("a decision answered Exists… but is not found"))?;
-                self.decisions[index] = logged_decision(logged);
+                *decision = logged_decision(logged);
             }
         }
         Ok(())
@@ -437,9 +456,13 @@ impl Machine for CallMachine {
             }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
-                let proposed = self.votes.iter().map(|&vote| vote_decision(vote)).collect();
-                let live = self.live.iter().map(|&index| self.crosses[index]).collect();
-                let (decide, phase, per_shard) = Decide::start(self.router, live, proposed);
+                let work = self
+                    .live
+                    .iter()
+                    .zip(&self.votes)
+                    .map(|(&index, &vote)| (self.crosses[index], vote_decision(vote)))
+                    .collect();
+                let (decide, phase, per_shard) = Decide::start(self.router, work);
                 self.stage = CallStage::Deciding(decide);
                 Ok(Action::Submit { phase, per_shard })
             }
@@ -448,11 +471,11 @@ impl Machine for CallMachine {
                     self.stage = CallStage::ReadingDecisions(decide);
                     Ok(Action::Lookup { per_shard })
                 }
-                None => Ok(Action::Done(self.outcome(&decide))),
+                None => Ok(Action::Done(self.outcome(decide))),
             },
             CallStage::ReadingDecisions(mut decide) => {
                 decide.on_found(reply)?;
-                Ok(Action::Done(self.outcome(&decide)))
+                Ok(Action::Done(self.outcome(decide)))
             }
             CallStage::Done => Err(protocol("a reply to a machine that is done")),
         }
@@ -462,19 +485,24 @@ impl Machine for CallMachine {
 impl CallMachine {
     /// After step 1: the votes of the live crosses, or done if none is.
     fn on_prepared(&mut self) -> Action<CallOutcome> {
-        self.live = (0..self.crosses.len())
-            .filter(|&index| self.prepared[index].is_ok() || self.prepared[index].is_exists())
-            .collect();
+        let mut live = Vec::with_capacity(self.crosses.len());
+        live.extend(
+            (0..self.crosses.len())
+                .filter(|&index| self.prepared[index].is_ok() || self.prepared[index].is_exists()),
+        );
+        self.live = live;
         if self.live.is_empty() {
-            return Action::Done(self.results(&[]));
+            return Action::Done(CallOutcome {
+                results: self.results(&[]),
+                finishes: Vec::new(),
+            });
         }
-        let router = self.router;
-        let live: Vec<Cross> = self.live.iter().map(|&index| self.crosses[index]).collect();
+        let (router, crosses) = (self.router, &self.crosses);
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &live,
-            |cross| cross.credit_shard,
-            |cross| participant_leg(router, cross),
+            &self.live,
+            |&index| crosses[index].credit_shard,
+            |&index| participant_leg(router, &crosses[index]),
         );
         self.stage = CallStage::Voting(positions);
         Action::Submit {
@@ -483,33 +511,27 @@ impl CallMachine {
         }
     }
 
-    fn outcome(&self, decide: &Decide) -> CallOutcome {
-        let mut outcome = self.results(&decide.decisions);
-        outcome.finishes = decide
-            .crosses
-            .iter()
-            .copied()
-            .zip(decide.decisions.iter().copied())
-            .collect();
-        outcome
+    /// The outcome: the callers' results, and the decided work handed on whole.
+    fn outcome(&mut self, decide: Decide) -> CallOutcome {
+        CallOutcome {
+            results: self.results(&decide.work),
+            finishes: decide.work,
+        }
     }
 
-    /// The callers' results given the decisions of the live crosses.
-    fn results(&self, decisions: &[Decision]) -> CallOutcome {
-        let mut results: Vec<R> = self
-            .prepared
-            .iter()
-            .zip(&self.crosses)
-            .map(|(&result, cross)| match result {
-                // A plain transfer's coordinator leg holds B in user_data_128.
-                R::ExistsWithDifferentUserData128 if !cross.transfer.flags.pending() => {
-                    R::ExistsWithDifferentCreditAccountId
-                }
-                other => other,
-            })
-            .collect();
-        for ((&index, &vote), &decision) in self.live.iter().zip(&self.votes).zip(decisions) {
-            let first_time = self.prepared[index].is_ok();
+    /// The callers' results given the decisions of the live crosses (step 1's answers, which
+    /// it takes: the machine is done).
+    fn results(&mut self, decided: &[(Cross, Decision)]) -> Vec<R> {
+        let mut results = std::mem::take(&mut self.prepared);
+        for (result, cross) in results.iter_mut().zip(&self.crosses) {
+            // A plain transfer's coordinator leg holds B in user_data_128.
+            if *result == R::ExistsWithDifferentUserData128 && !cross.transfer.flags.pending() {
+                *result = R::ExistsWithDifferentCreditAccountId;
+            }
+        }
+        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(decided) {
+            // Step 1's answer, unchanged by the mapping above (a live cross's is Ok or Exists).
+            let first_time = results[index].is_ok();
             results[index] = match decision {
                 Decision::Commit if is_exists_with_different(vote) => vote,
                 Decision::Commit if first_time => R::Ok,
@@ -519,10 +541,7 @@ impl CallMachine {
                 Decision::Abort(reason) => reason,
             };
         }
-        CallOutcome {
-            results,
-            finishes: Vec::new(),
-        }
+        results
     }
 }
 
@@ -540,9 +559,33 @@ pub struct FinishMachine {
 impl FinishMachine {
     /// The machine for `work`, with its one action: the finishes.
     pub fn new(router: Router, work: &[(Cross, Decision)]) -> (Self, Action<()>) {
-        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
-        let mut kinds: Vec<Vec<Decision>> = vec![Vec::new(); router.shard_count()];
-        for &(cross, decision) in work {
+        Self::batched(router, std::slice::from_ref(&work))
+    }
+
+    /// The machine for the work of several `batches` at once (in order), with its one action.
+    /// The events go straight from the batches into exactly sized per-shard submissions.
+    pub(crate) fn batched<W: AsRef<[(Cross, Decision)]>>(
+        router: Router,
+        batches: &[W],
+    ) -> (Self, Action<()>) {
+        let work = || batches.iter().flat_map(AsRef::as_ref);
+        // An abort submits two events (the fence, then the void).
+        let mut counts = vec![0_usize; router.shard_count()];
+        for (cross, decision) in work() {
+            counts[cross.credit_shard] += match decision {
+                Decision::Commit => 1,
+                Decision::Abort(_) => 2,
+            };
+        }
+        let mut per_shard: Vec<Vec<Transfer>> = counts
+            .iter()
+            .map(|&count| Vec::with_capacity(count))
+            .collect();
+        let mut kinds: Vec<Vec<Decision>> = counts
+            .iter()
+            .map(|&count| Vec::with_capacity(count))
+            .collect();
+        for &(cross, decision) in work() {
             let shard = cross.credit_shard;
             let t = cross.transfer.id;
             if let Decision::Abort(_) = decision {
@@ -671,7 +714,9 @@ struct Due {
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     timing: ResolverTiming,
-    first_seen: HashMap<(usize, u128), Duration>,
+    /// Per shard, when each unresolved index entry there was first seen, by id (a pass looks
+    /// up every entry of every shard: tens of thousands under load).
+    first_seen: Vec<IdKeyed<Duration>>,
     running: BTreeSet<(usize, usize)>,
 }
 
@@ -759,7 +804,7 @@ impl Resolver {
     pub fn new(timing: ResolverTiming) -> Self {
         Self {
             timing,
-            first_seen: HashMap::new(),
+            first_seen: Vec::new(),
             running: BTreeSet::new(),
         }
     }
@@ -798,22 +843,22 @@ impl Resolver {
         now: Duration,
         legs: &[Option<Vec<Transfer>>],
     ) -> Vec<Recovery> {
-        let mut still: HashMap<(usize, u128), Duration> = HashMap::new();
         let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
         let mut records: ChainRecords = BTreeMap::new();
+        self.first_seen.resize_with(legs.len(), IdKeyed::default);
         for (shard, legs) in legs.iter().enumerate() {
-            let Some(legs) = legs else {
-                still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
-                continue;
-            };
+            // A shard that could not be read keeps what was known of it.
+            let Some(legs) = legs else { continue };
+            let mut still =
+                IdKeyed::with_capacity_and_hasher(legs.len(), BuildHasherDefault::default());
             for leg in legs {
-                let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
-                still.insert((shard, leg.id), seen);
+                let seen = *self.first_seen[shard].get(&leg.id).unwrap_or(&now);
+                still.insert(leg.id, seen);
                 let age = now.saturating_sub(seen);
                 self.pass_entry(router, (shard, leg, age), &mut due, &mut records);
             }
+            self.first_seen[shard] = still;
         }
-        self.first_seen = still;
         self.pass_chains(records, &mut due);
         due.into_iter()
             .filter(|(pair, _)| !self.running.contains(pair))
@@ -957,13 +1002,13 @@ impl Machine for RecoveryMachine {
 impl RecoveryMachine {
     fn decide(&mut self, voted: &HashSet<u128>) -> Action<()> {
         let (debit_shard, credit_shard) = (self.recovery.debit_shard, self.recovery.credit_shard);
-        let crosses = self
+        let work = self
             .recovery
             .transfers
             .iter()
-            .map(|&(t, _)| {
+            .map(|&(t, seen_vote)| {
                 let pending = self.recovery.pending_ledgers.get(&t);
-                Cross {
+                let cross = Cross {
                     transfer: Transfer {
                         id: t,
                         ledger: pending.copied().unwrap_or(0),
@@ -976,35 +1021,23 @@ impl RecoveryMachine {
                     },
                     debit_shard,
                     credit_shard,
-                }
-            })
-            .collect();
-        let proposed = self
-            .recovery
-            .transfers
-            .iter()
-            .map(|&(t, seen_vote)| {
-                if seen_vote || voted.contains(&t) {
+                };
+                let decision = if seen_vote || voted.contains(&t) {
                     Decision::Commit
                 } else {
                     // Presumed abort: the caller gave up before the participant voted.
                     Decision::Abort(R::IdAlreadyFailed)
-                }
+                };
+                (cross, decision)
             })
             .collect();
-        let (decide, phase, per_shard) = Decide::start(self.router, crosses, proposed);
+        let (decide, phase, per_shard) = Decide::start(self.router, work);
         self.stage = RecoveryStage::Deciding(decide);
         Action::Submit { phase, per_shard }
     }
 
     fn finish(&mut self, decide: &Decide) -> Action<()> {
-        let work: Vec<(Cross, Decision)> = decide
-            .crosses
-            .iter()
-            .copied()
-            .zip(decide.decisions.iter().copied())
-            .collect();
-        let (finish, action) = FinishMachine::new(self.router, &work);
+        let (finish, action) = FinishMachine::new(self.router, &decide.work);
         self.stage = RecoveryStage::Finishing(finish);
         action
     }
