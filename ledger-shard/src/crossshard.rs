@@ -962,7 +962,11 @@ fn protocol(reason: &str) -> ShardError {
 }
 
 /// Creates the bridge accounts these transfers need, once per cluster open.
-fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<()> {
+fn ensure_bridges<'a>(
+    inner: &ClusterInner,
+    crosses: impl IntoIterator<Item = &'a Cross>,
+    deadline: Instant,
+) -> Result<()> {
     let missing = {
         let known = inner.crossshard.bridges.lock();
         protocol::missing_bridges(inner.router, crosses, |id| known.contains(&id))
@@ -1273,17 +1277,15 @@ pub(crate) fn execute(
         .collect();
     let mut checked: Vec<usize> = Vec::with_capacity(indexes.len());
     checked.extend((0..indexes.len()).filter(|&position| results[position].is_none()));
-    let crosses: Vec<Cross> = checked
-        .iter()
-        .map(|&position| {
-            let transfer = &transfers[indexes[position]];
-            Cross {
-                transfer: *transfer,
-                debit_shard: router.shard_of(transfer.debit_account_id),
-                credit_shard: router.shard_of(transfer.credit_account_id),
-            }
-        })
-        .collect();
+    // Built straight into the machine (no list of them before).
+    let crosses = checked.iter().map(|&position| {
+        let transfer = &transfers[indexes[position]];
+        Cross {
+            transfer: *transfer,
+            debit_shard: router.shard_of(transfer.debit_account_id),
+            credit_shard: router.shard_of(transfer.credit_account_id),
+        }
+    });
     for (position, result) in checked.iter().zip(drive(inner, crosses, deadline)?) {
         results[*position] = Some(result);
     }
@@ -1315,13 +1317,18 @@ fn precheck(transfer: &Transfer) -> Option<R> {
 
 /// Runs steps 1 to 3 for prechecked cross-shard transfers and queues step 4; one result each,
 /// in order.
-fn drive(inner: &ClusterInner, crosses: Vec<Cross>, deadline: Instant) -> Result<Vec<R>> {
-    ensure_bridges(inner, &crosses, deadline)?;
+fn drive(
+    inner: &ClusterInner,
+    crosses: impl IntoIterator<Item = Cross>,
+    deadline: Instant,
+) -> Result<Vec<R>> {
+    let (mut machine, action) = CallMachine::new(inner.router, crosses);
+    // Nothing is submitted before the bridges exist.
+    ensure_bridges(inner, machine.crosses(), deadline)?;
     let checkpoint = |machine: &CallMachine, step| match machine.first_live_coordinator() {
         Some(shard) => inner.crossshard.checkpoint(step, shard),
         None => Ok(()),
     };
-    let (mut machine, action) = CallMachine::new(inner.router, crosses);
     let before = |machine: &CallMachine, phase| match phase {
         Phase::Vote => checkpoint(machine, CrossShardStep::Prepared),
         Phase::Decide => checkpoint(machine, CrossShardStep::Voted),

@@ -143,9 +143,9 @@ impl Cross {
 
 /// The bridge accounts `crosses` need that `known` does not hold, indexed by shard: create them
 /// (`Ok` or `Exists`) before driving a [`CallMachine`] over `crosses`.
-pub fn missing_bridges(
+pub fn missing_bridges<'a>(
     router: Router,
-    crosses: &[Cross],
+    crosses: impl IntoIterator<Item = &'a Cross>,
     known: impl Fn(u128) -> bool,
 ) -> Vec<Vec<Account>> {
     let mut missing: Vec<Vec<Account>> = vec![Vec::new(); router.shard_count()];
@@ -399,36 +399,57 @@ enum CallStage {
 }
 
 /// Steps 1–3 of one call's prechecked cross-shard transfers (see the module's example).
+///
+/// The crosses are held with their decisions from the start, in the shape step 4 takes: the
+/// ones that leave after step 1 are dropped in place and the rest handed on whole, so a call
+/// of thousands of transfers copies them once (into the machine).
 #[derive(Debug)]
 pub struct CallMachine {
     router: Router,
-    crosses: Vec<Cross>,
+    /// The crosses still in the protocol, in order, each with its decision (`Commit` until
+    /// step 2 proposes one): every cross until step 1 answers, then the live ones.
+    work: Vec<(Cross, Decision)>,
+    /// How many crosses the call has.
+    count: usize,
     stage: CallStage,
-    /// Step 1's answer for each cross.
+    /// Step 1's answer for each cross, a plain transfer's coordinator leg's `ExistsWith…`
+    /// already read as the caller's (see [`CallMachine::on_prepared`]).
     prepared: Vec<R>,
-    /// The crosses whose prepare held (`Ok` or `Exists`), in order.
+    /// The positions among all crosses of those whose prepare held (`Ok` or `Exists`): of
+    /// `work` after step 1.
     live: Vec<usize>,
     /// Step 2's answer for each live cross.
     votes: Vec<R>,
+    /// The coordinator shard of the first live cross.
+    first_live_coordinator: Option<usize>,
 }
 
 impl CallMachine {
     /// The machine for `crosses` (prechecked, their bridges created), with its first action:
     /// the prepares.
-    pub fn new(router: Router, crosses: Vec<Cross>) -> (Self, Action<CallOutcome>) {
+    pub fn new(
+        router: Router,
+        crosses: impl IntoIterator<Item = Cross>,
+    ) -> (Self, Action<CallOutcome>) {
+        let work: Vec<(Cross, Decision)> = crosses
+            .into_iter()
+            .map(|cross| (cross, Decision::Commit))
+            .collect();
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &crosses,
-            |cross| cross.debit_shard,
-            |cross| coordinator_leg(router, cross),
+            &work,
+            |(cross, _)| cross.debit_shard,
+            |(cross, _)| coordinator_leg(router, cross),
         );
         let machine = Self {
             router,
-            crosses,
+            count: work.len(),
+            work,
             stage: CallStage::Preparing(positions),
             prepared: Vec::new(),
             live: Vec::new(),
             votes: Vec::new(),
+            first_live_coordinator: None,
         };
         let action = Action::Submit {
             phase: Phase::Prepare,
@@ -439,9 +460,12 @@ impl CallMachine {
 
     /// The coordinator shard of the first transfer still in the protocol after step 1.
     pub fn first_live_coordinator(&self) -> Option<usize> {
-        self.live
-            .first()
-            .map(|&index| self.crosses[index].debit_shard)
+        self.first_live_coordinator
+    }
+
+    /// The crosses, until step 1 answers (then the live ones).
+    pub(crate) fn crosses(&self) -> impl Iterator<Item = &Cross> {
+        self.work.iter().map(|(cross, _)| cross)
     }
 }
 
@@ -451,17 +475,15 @@ impl Machine for CallMachine {
     fn step(&mut self, reply: Reply) -> Result<Action<CallOutcome>> {
         match std::mem::replace(&mut self.stage, CallStage::Done) {
             CallStage::Preparing(positions) => {
-                self.prepared = gather(&positions, reply, self.crosses.len())?;
+                self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
-                let work = self
-                    .live
-                    .iter()
-                    .zip(&self.votes)
-                    .map(|(&index, &vote)| (self.crosses[index], vote_decision(vote)))
-                    .collect();
+                for ((_, decision), &vote) in self.work.iter_mut().zip(&self.votes) {
+                    *decision = vote_decision(vote);
+                }
+                let work = std::mem::take(&mut self.work);
                 let (decide, phase, per_shard) = Decide::start(self.router, work);
                 self.stage = CallStage::Deciding(decide);
                 Ok(Action::Submit { phase, per_shard })
@@ -471,11 +493,11 @@ impl Machine for CallMachine {
                     self.stage = CallStage::ReadingDecisions(decide);
                     Ok(Action::Lookup { per_shard })
                 }
-                None => Ok(Action::Done(self.outcome(decide))),
+                None => Ok(Action::Done(self.outcome(decide.work))),
             },
             CallStage::ReadingDecisions(mut decide) => {
                 decide.on_found(reply)?;
-                Ok(Action::Done(self.outcome(decide)))
+                Ok(Action::Done(self.outcome(decide.work)))
             }
             CallStage::Done => Err(protocol("a reply to a machine that is done")),
         }
@@ -485,24 +507,32 @@ impl Machine for CallMachine {
 impl CallMachine {
     /// After step 1: the votes of the live crosses, or done if none is.
     fn on_prepared(&mut self) -> Action<CallOutcome> {
-        let mut live = Vec::with_capacity(self.crosses.len());
-        live.extend(
-            (0..self.crosses.len())
-                .filter(|&index| self.prepared[index].is_ok() || self.prepared[index].is_exists()),
-        );
-        self.live = live;
-        if self.live.is_empty() {
-            return Action::Done(CallOutcome {
-                results: self.results(&[]),
-                finishes: Vec::new(),
-            });
+        for (result, (cross, _)) in self.prepared.iter_mut().zip(&self.work) {
+            // A plain transfer's coordinator leg holds B in user_data_128.
+            if *result == R::ExistsWithDifferentUserData128 && !cross.transfer.flags.pending() {
+                *result = R::ExistsWithDifferentCreditAccountId;
+            }
         }
-        let (router, crosses) = (self.router, &self.crosses);
+        let held = |result: &R| result.is_ok() || result.is_exists();
+        let mut live = Vec::with_capacity(self.count);
+        live.extend((0..self.count).filter(|&index| held(&self.prepared[index])));
+        self.live = live;
+        if self.live.len() < self.count {
+            // Drop the others in place (`retain` visits every element once, in order).
+            let mut prepared = self.prepared.iter();
+            self.work
+                .retain(|_| prepared.next().is_some_and(|result| held(result)));
+        }
+        self.first_live_coordinator = self.work.first().map(|(cross, _)| cross.debit_shard);
+        if self.work.is_empty() {
+            return Action::Done(self.outcome(Vec::new()));
+        }
+        let router = self.router;
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &self.live,
-            |&index| crosses[index].credit_shard,
-            |&index| participant_leg(router, &crosses[index]),
+            &self.work,
+            |(cross, _)| cross.credit_shard,
+            |(cross, _)| participant_leg(router, cross),
         );
         self.stage = CallStage::Voting(positions);
         Action::Submit {
@@ -511,26 +541,11 @@ impl CallMachine {
         }
     }
 
-    /// The outcome: the callers' results, and the decided work handed on whole.
-    fn outcome(&mut self, decide: Decide) -> CallOutcome {
-        CallOutcome {
-            results: self.results(&decide.work),
-            finishes: decide.work,
-        }
-    }
-
-    /// The callers' results given the decisions of the live crosses (step 1's answers, which
-    /// it takes: the machine is done).
-    fn results(&mut self, decided: &[(Cross, Decision)]) -> Vec<R> {
+    /// The outcome given the live crosses as decided: the callers' results (from step 1's
+    /// answers, which it takes: the machine is done), and the decided work handed on whole.
+    fn outcome(&mut self, decided: Vec<(Cross, Decision)>) -> CallOutcome {
         let mut results = std::mem::take(&mut self.prepared);
-        for (result, cross) in results.iter_mut().zip(&self.crosses) {
-            // A plain transfer's coordinator leg holds B in user_data_128.
-            if *result == R::ExistsWithDifferentUserData128 && !cross.transfer.flags.pending() {
-                *result = R::ExistsWithDifferentCreditAccountId;
-            }
-        }
-        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(decided) {
-            // Step 1's answer, unchanged by the mapping above (a live cross's is Ok or Exists).
+        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(&decided) {
             let first_time = results[index].is_ok();
             results[index] = match decision {
                 Decision::Commit if is_exists_with_different(vote) => vote,
@@ -541,7 +556,10 @@ impl CallMachine {
                 Decision::Abort(reason) => reason,
             };
         }
-        results
+        CallOutcome {
+            results,
+            finishes: decided,
+        }
     }
 }
 
