@@ -2418,7 +2418,9 @@ mod tests {
         assert_eq!(submit(action, Phase::Prepare)[1].len(), 3);
         // Only transfer 2 goes on; a retry with another B shows as the credit account.
         let prepared = [R::ExceedsCredits, R::Ok, R::ExistsWithDifferentUserData128];
+        assert_eq!(call.first_live_coordinator(), None);
         let votes = submit(call.step(submitted(1, &prepared)).unwrap(), Phase::Vote);
+        assert_eq!(call.first_live_coordinator(), Some(1));
         assert_eq!(
             votes[0].iter().map(|leg| leg.id).collect::<Vec<_>>(),
             [leg_id(2)]
@@ -2439,6 +2441,7 @@ mod tests {
         let outcome = done(call.step(submitted(1, &[R::ExceedsDebits])).unwrap());
         assert_eq!(outcome.results, [R::ExceedsDebits]);
         assert!(outcome.finishes.is_empty());
+        assert_eq!(call.first_live_coordinator(), None);
     }
 
     #[test]
@@ -2721,6 +2724,56 @@ mod tests {
         let known = bridge_id(router, 1, 1, 0);
         let missing = missing_bridges(router, &[cross(1)], |id| id == known);
         assert!(missing[1].is_empty() && missing[0].len() == 1);
+    }
+
+    #[test]
+    fn missing_bridges_tells_apart_ledgers_directions_and_pending_transfers() {
+        let router = router();
+        let mut other_ledger = cross(3);
+        other_ledger.transfer.ledger = 2;
+        let mut reversed = cross(4);
+        std::mem::swap(
+            &mut reversed.transfer.debit_account_id,
+            &mut reversed.transfer.credit_account_id,
+        );
+        reversed = Cross::new(router, reversed.transfer);
+        assert_eq!((reversed.debit_shard, reversed.credit_shard), (0, 1));
+        let crosses = [
+            cross(1),
+            cross(2),
+            pending_cross(5),
+            other_ledger,
+            pending_cross(6),
+            reversed,
+        ];
+        let missing = missing_bridges(router, &crosses, |_| false);
+        let ids = |shard: usize| missing[shard].iter().map(|a| a.id).collect::<Vec<_>>();
+        // Each id once, in the order the crosses first need it: the plain bridges of ledger 1,
+        // then the pending bridges and marker accounts, then ledger 2's plain bridges (the
+        // reversed cross needs no other: a pair's two bridges serve both directions).
+        let pending = |local, peer| pending_bridge_id(router, 1, local, peer);
+        assert_eq!(
+            ids(1),
+            [
+                bridge_id(router, 1, 1, 0),
+                pending(1, 0),
+                pending(1, 1),
+                bridge_id(router, 2, 1, 0),
+            ]
+        );
+        assert_eq!(
+            ids(0),
+            [
+                bridge_id(router, 1, 0, 1),
+                pending(0, 1),
+                pending(0, 0),
+                bridge_id(router, 2, 0, 1),
+            ]
+        );
+        // With every bridge known, nothing is missing.
+        let all: Vec<u128> = missing.iter().flatten().map(|account| account.id).collect();
+        let missing = missing_bridges(router, &crosses, |id| all.contains(&id));
+        assert!(missing.iter().all(Vec::is_empty));
     }
     /// A user's pending `t: A → B` (A on shard 1, B on shard 0).
     fn pending_cross(t: u128) -> Cross {
