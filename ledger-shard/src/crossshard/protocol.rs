@@ -227,8 +227,8 @@ pub fn missing_chain_bridges(
 
 // ---- batching helpers --------------------------------------------------------------------
 
-/// A map keyed by ids, hashed by [`IdHasher`] (one multiply, where SipHash would cost more than
-/// the work around it; ids need spread, not secrecy).
+/// A map keyed by ids, hashed by [`IdHasher`] (one multiply, where the default `SipHash` would
+/// cost more than the work around it; ids need spread, not secrecy).
 type IdKeyed<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
 
 /// `event(item)` for every item, batched by `shard_of(item)`; with each batch, the positions in
@@ -520,8 +520,7 @@ impl CallMachine {
         if self.live.len() < self.count {
             // Drop the others in place (`retain` visits every element once, in order).
             let mut prepared = self.prepared.iter();
-            self.work
-                .retain(|_| prepared.next().is_some_and(|result| held(result)));
+            self.work.retain(|_| prepared.next().is_some_and(held));
         }
         self.first_live_coordinator = self.work.first().map(|(cross, _)| cross.debit_shard);
         if self.work.is_empty() {
