@@ -244,20 +244,21 @@ fn scatter<T>(
     for item in items {
         counts[shard_of(item)] += 1;
     }
-    let mut per_shard: Vec<Vec<Transfer>> = counts
-        .iter()
-        .map(|&count| Vec::with_capacity(count))
-        .collect();
-    let mut positions: Vec<Vec<usize>> = counts
-        .iter()
-        .map(|&count| Vec::with_capacity(count))
-        .collect();
+    let (mut per_shard, mut positions) = (batches(&counts), batches(&counts));
     for (index, item) in items.iter().enumerate() {
         let shard = shard_of(item);
         per_shard[shard].push(event(item));
         positions[shard].push(index);
     }
     (per_shard, positions)
+}
+
+/// Empty per-shard batches, each with room for exactly `counts[shard]` items.
+fn batches<T>(counts: &[usize]) -> Vec<Vec<T>> {
+    counts
+        .iter()
+        .map(|&count| Vec::with_capacity(count))
+        .collect()
 }
 
 /// The answers to a [`scatter`]ed submission, back in the order of its items.
@@ -579,13 +580,13 @@ impl FinishMachine {
         Self::batched(router, std::slice::from_ref(&work))
     }
 
-    /// The machine for the work of several `batches` at once (in order), with its one action.
+    /// The machine for the work of several `calls` at once (in order), with its one action.
     /// The events go straight from the batches into exactly sized per-shard submissions.
     pub(crate) fn batched<W: AsRef<[(Cross, Decision)]>>(
         router: Router,
-        batches: &[W],
+        calls: &[W],
     ) -> (Self, Action<()>) {
-        let work = || batches.iter().flat_map(AsRef::as_ref);
+        let work = || calls.iter().flat_map(AsRef::as_ref);
         // An abort submits two events (the fence, then the void).
         let mut counts = vec![0_usize; router.shard_count()];
         for (cross, decision) in work() {
@@ -594,14 +595,7 @@ impl FinishMachine {
                 Decision::Abort(_) => 2,
             };
         }
-        let mut per_shard: Vec<Vec<Transfer>> = counts
-            .iter()
-            .map(|&count| Vec::with_capacity(count))
-            .collect();
-        let mut kinds: Vec<Vec<Decision>> = counts
-            .iter()
-            .map(|&count| Vec::with_capacity(count))
-            .collect();
+        let (mut per_shard, mut kinds) = (batches(&counts), batches(&counts));
         for &(cross, decision) in work() {
             let shard = cross.credit_shard;
             let t = cross.transfer.id;
@@ -2750,30 +2744,21 @@ mod tests {
         // Each id once, in the order the crosses first need it: the plain bridges of ledger 1,
         // then the pending bridges and marker accounts, then ledger 2's plain bridges (the
         // reversed cross needs no other: a pair's two bridges serve both directions).
-        let pending = |local, peer| pending_bridge_id(router, 1, local, peer);
-        assert_eq!(
-            ids(1),
-            [
-                bridge_id(router, 1, 1, 0),
-                pending(1, 0),
-                pending(1, 1),
-                bridge_id(router, 2, 1, 0),
-            ]
-        );
-        assert_eq!(
-            ids(0),
-            [
-                bridge_id(router, 1, 0, 1),
-                pending(0, 1),
-                pending(0, 0),
-                bridge_id(router, 2, 0, 1),
-            ]
-        );
+        for (local, peer) in [(1, 0), (0, 1)] {
+            let expected = [
+                bridge_id(router, 1, local, peer),
+                pending_bridge_id(router, 1, local, peer),
+                pending_bridge_id(router, 1, local, local),
+                bridge_id(router, 2, local, peer),
+            ];
+            assert_eq!(ids(local), expected);
+        }
         // With every bridge known, nothing is missing.
         let all: Vec<u128> = missing.iter().flatten().map(|account| account.id).collect();
         let missing = missing_bridges(router, &crosses, |id| all.contains(&id));
         assert!(missing.iter().all(Vec::is_empty));
     }
+
     /// A user's pending `t: A → B` (A on shard 1, B on shard 0).
     fn pending_cross(t: u128) -> Cross {
         let mut cross = cross(t);
