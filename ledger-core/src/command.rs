@@ -202,7 +202,13 @@ fn decode_items<T>(
     size_bytes: usize,
     decode: impl Fn(&[u8]) -> Result<T>,
 ) -> Result<Vec<T>> {
-    body.chunks_exact(size_bytes).map(decode).collect()
+    // Sized up front: collecting through `Result` cannot know the count, and a reply of
+    // thousands of items would grow by copying.
+    let mut items = Vec::with_capacity(body.len() / size_bytes);
+    for item in body.chunks_exact(size_bytes) {
+        items.push(decode(item)?);
+    }
+    Ok(items)
 }
 
 fn decode_u128(bytes: &[u8]) -> Result<u128> {

@@ -136,11 +136,10 @@ impl Client {
         let waiting = self.send_split(&shards, deadline, |indexes| {
             Events::Transfers(indexes.iter().map(|&index| local[index]).collect())
         })?;
-        let cross: Vec<Transfer> = plan.cross.iter().map(|&index| transfers[index]).collect();
-        let cross_results = if cross.is_empty() {
+        let cross_results = if plan.cross.is_empty() {
             Vec::new()
         } else {
-            crossshard::execute(&self.inner, &cross, deadline)?
+            crossshard::execute(&self.inner, transfers, &plan.cross, deadline)?
         };
         let cross_post_results = if cross_posts.is_empty() {
             Vec::new()

@@ -1131,7 +1131,11 @@ fn protocol(reason: &str) -> ShardError {
 }
 
 /// Creates the bridge accounts these transfers need, once per cluster open.
-fn ensure_bridges(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<()> {
+fn ensure_bridges<'a>(
+    inner: &ClusterInner,
+    crosses: impl IntoIterator<Item = &'a Cross>,
+    deadline: Instant,
+) -> Result<()> {
     let missing = {
         let known = inner.crossshard.bridges.lock();
         protocol::missing_bridges(inner.router, crosses, |id| known.contains(&id))
@@ -1427,30 +1431,32 @@ pub enum Decision {
     Abort(R),
 }
 
-/// Runs the protocol for a call's cross-shard transfers; one result per transfer, in order.
+/// Runs the protocol for a call's cross-shard transfers, `transfers[index]` for each of
+/// `indexes`; one result per index, in order.
 pub(crate) fn execute(
     inner: &ClusterInner,
     transfers: &[Transfer],
+    indexes: &[usize],
     deadline: Instant,
 ) -> Result<Vec<R>> {
     let router = inner.router;
-    let mut results: Vec<Option<R>> = transfers.iter().map(precheck).collect();
-    let checked: Vec<usize> = (0..transfers.len())
-        .filter(|&index| results[index].is_none())
-        .collect();
-    let crosses: Vec<Cross> = checked
+    let mut results: Vec<Option<R>> = indexes
         .iter()
-        .map(|&index| {
-            let transfer = &transfers[index];
-            Cross {
-                transfer: *transfer,
-                debit_shard: router.shard_of(transfer.debit_account_id),
-                credit_shard: router.shard_of(transfer.credit_account_id),
-            }
-        })
+        .map(|&index| precheck(&transfers[index]))
         .collect();
-    for (index, result) in checked.iter().zip(drive(inner, &crosses, deadline)?) {
-        results[*index] = Some(result);
+    let mut checked: Vec<usize> = Vec::with_capacity(indexes.len());
+    checked.extend((0..indexes.len()).filter(|&position| results[position].is_none()));
+    // Built straight into the machine (no list of them before).
+    let crosses = checked.iter().map(|&position| {
+        let transfer = &transfers[indexes[position]];
+        Cross {
+            transfer: *transfer,
+            debit_shard: router.shard_of(transfer.debit_account_id),
+            credit_shard: router.shard_of(transfer.credit_account_id),
+        }
+    });
+    for (position, result) in checked.iter().zip(drive(inner, crosses, deadline)?) {
+        results[*position] = Some(result);
     }
     Ok(results
         .into_iter()
@@ -1480,13 +1486,18 @@ fn precheck(transfer: &Transfer) -> Option<R> {
 
 /// Runs steps 1 to 3 for prechecked cross-shard transfers and queues step 4; one result each,
 /// in order.
-fn drive(inner: &ClusterInner, crosses: &[Cross], deadline: Instant) -> Result<Vec<R>> {
-    ensure_bridges(inner, crosses, deadline)?;
+fn drive(
+    inner: &ClusterInner,
+    crosses: impl IntoIterator<Item = Cross>,
+    deadline: Instant,
+) -> Result<Vec<R>> {
+    let (mut machine, action) = CallMachine::new(inner.router, crosses);
+    // Nothing is submitted before the bridges exist.
+    ensure_bridges(inner, machine.crosses(), deadline)?;
     let checkpoint = |machine: &CallMachine, step| match machine.first_live_coordinator() {
         Some(shard) => inner.crossshard.checkpoint(step, shard),
         None => Ok(()),
     };
-    let (mut machine, action) = CallMachine::new(inner.router, crosses.to_vec());
     let before = |machine: &CallMachine, phase| match phase {
         Phase::Vote => checkpoint(machine, CrossShardStep::Prepared),
         Phase::Decide => checkpoint(machine, CrossShardStep::Voted),
@@ -1912,23 +1923,29 @@ pub(crate) const RECOVERIES_PARALLEL: usize = 16;
 /// The finisher thread: applies queued decisions at the participants (step 4), everything
 /// queued at once. A failure (a participant without quorum) leaves the legs to the resolver.
 pub(crate) fn finisher_run(inner: &ClusterInner) {
+    // The calls' work as queued (not joined into one list: the machine reads each in place).
+    let mut batches: Vec<Finishes> = Vec::with_capacity(FINISHES_QUEUED_MAX + 1);
     loop {
-        let mut work = crossbeam::select! {
+        let work = crossbeam::select! {
             recv(inner.crossshard.finishes_queued) -> work => match work {
                 Ok(work) => work,
                 Err(_) => return,
             },
             recv(inner.shutdown) -> _ => return,
         };
-        while work.len() < 4 * BATCH_EVENTS_MAX as usize {
+        let mut count = work.len();
+        batches.push(work);
+        while count < 4 * BATCH_EVENTS_MAX as usize {
             let Ok(more) = inner.crossshard.finishes_queued.try_recv() else {
                 break;
             };
-            work.extend(more);
+            count += more.len();
+            batches.push(more);
         }
         let deadline = clock::now() + inner.config.request_timeout;
-        let (mut machine, action) = FinishMachine::new(inner.router, &work);
+        let (mut machine, action) = FinishMachine::batched(inner.router, &batches);
         let _ = run(inner, &mut machine, action, |_, _| Ok(()), deadline);
+        batches.clear();
     }
 }
 

@@ -42,10 +42,12 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use ledger_core::{Account, CreateTransferResult as R, SYSTEM_ID_MIN, Transfer, TransferFlags};
 
+use super::IdHasher;
 use super::{
     APPLIED_ID_MIN, CHAIN_RECORD_DONE, CHAIN_RECORD_PENDING_CODE, acknowledgement, applied_event,
     applied_id, chain_abort, chain_bridge_id, chain_commit, chain_legs, chain_record,
@@ -142,20 +144,30 @@ impl Cross {
 
 /// The bridge accounts `crosses` need that `known` does not hold, indexed by shard: create them
 /// (`Ok` or `Exists`) before driving a [`CallMachine`] over `crosses`.
-pub fn missing_bridges(
+pub fn missing_bridges<'a>(
     router: Router,
-    crosses: &[Cross],
+    crosses: impl IntoIterator<Item = &'a Cross>,
     known: impl Fn(u128) -> bool,
 ) -> Vec<Vec<Account>> {
     let mut missing: Vec<Vec<Account>> = vec![Vec::new(); router.shard_count()];
     let mut wanted = HashSet::new();
+    // A cross's bridges depend only on its ledger, its two shards and whether it is pending: a
+    // call of thousands of transfers has few such kinds, and each is looked at once (the ids
+    // of a kind seen before were all wanted or known then, so the answer is the same).
+    let mut kinds: HashSet<u128, BuildHasherDefault<IdHasher>> = HashSet::default();
     for cross in crosses {
         let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
+        let pending = cross.transfer.flags.pending();
+        // Shards are below SHARD_COUNT_MAX (16 bits), so the fields do not overlap.
+        let kind = (u128::from(ledger) << 64) | ((d as u128) << 33) | ((c as u128) << 1);
+        if !kinds.insert(kind | u128::from(pending)) {
+            continue;
+        }
         let mut ids = vec![
             (d, bridge_id(router, ledger, d, c)),
             (c, bridge_id(router, ledger, c, d)),
         ];
-        if cross.transfer.flags.pending() {
+        if pending {
             // The pending bridges, and each shard's marker account.
             for (local, peer) in [(d, c), (c, d), (d, d), (c, c)] {
                 ids.push((local, pending_bridge_id(router, ledger, local, peer)));
@@ -216,22 +228,38 @@ pub fn missing_chain_bridges(
 
 // ---- batching helpers --------------------------------------------------------------------
 
+/// A map keyed by ids, hashed by [`IdHasher`] (one multiply, where the default `SipHash` would
+/// cost more than the work around it; ids need spread, not secrecy).
+type IdKeyed<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
+
 /// `event(item)` for every item, batched by `shard_of(item)`; with each batch, the positions in
-/// `items` of its events (to put the answers back in order).
+/// `items` of its events (to put the answers back in order). Every batch is sized exactly up
+/// front (a first pass counts them): batches of thousands of events never grow by copying.
 fn scatter<T>(
     shard_count: usize,
     items: &[T],
     shard_of: impl Fn(&T) -> usize,
     event: impl Fn(&T) -> Transfer,
 ) -> (Vec<Vec<Transfer>>, Vec<Vec<usize>>) {
-    let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); shard_count];
-    let mut positions: Vec<Vec<usize>> = vec![Vec::new(); shard_count];
+    let mut counts = vec![0_usize; shard_count];
+    for item in items {
+        counts[shard_of(item)] += 1;
+    }
+    let (mut per_shard, mut positions) = (batches(&counts), batches(&counts));
     for (index, item) in items.iter().enumerate() {
         let shard = shard_of(item);
         per_shard[shard].push(event(item));
         positions[shard].push(index);
     }
     (per_shard, positions)
+}
+
+/// Empty per-shard batches, each with room for exactly `counts[shard]` items.
+fn batches<T>(counts: &[usize]) -> Vec<Vec<T>> {
+    counts
+        .iter()
+        .map(|&count| Vec::with_capacity(count))
+        .collect()
 }
 
 /// The answers to a [`scatter`]ed submission, back in the order of its items.
@@ -278,33 +306,24 @@ fn found(reply: Reply, shard_count: usize) -> Result<Vec<HashMap<u128, Transfer>
 /// or the resolver) wins and is read back.
 #[derive(Debug)]
 struct Decide {
-    crosses: Vec<Cross>,
-    decisions: Vec<Decision>,
+    /// Each cross with its decision: proposed, then as logged. Step 4's work as it stands
+    /// (a caller hands it on whole, without copying).
+    work: Vec<(Cross, Decision)>,
     positions: Vec<Vec<usize>>,
     /// Per coordinator shard, the crosses whose decision was logged by someone else.
     unknown: Vec<Vec<usize>>,
 }
 
 impl Decide {
-    fn start(
-        router: Router,
-        crosses: Vec<Cross>,
-        proposed: Vec<Decision>,
-    ) -> (Self, Phase, Vec<Vec<Transfer>>) {
-        let pairs: Vec<(Cross, Decision)> = crosses
-            .iter()
-            .copied()
-            .zip(proposed.iter().copied())
-            .collect();
+    fn start(router: Router, work: Vec<(Cross, Decision)>) -> (Self, Phase, Vec<Vec<Transfer>>) {
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &pairs,
+            &work,
             |(cross, _)| cross.debit_shard,
             |(cross, decision)| decision_event(router, cross, *decision),
         );
         let decide = Self {
-            crosses,
-            decisions: proposed,
+            work,
             positions,
             unknown: Vec::new(),
         };
@@ -313,7 +332,7 @@ impl Decide {
 
     /// The logging's answers; `Some(ids)` to look up when a decision was logged before.
     fn on_submitted(&mut self, reply: Reply) -> Result<Option<Vec<Vec<u128>>>> {
-        let answers = gather(&self.positions, reply, self.crosses.len())?;
+        let answers = gather(&self.positions, reply, self.work.len())?;
         let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); self.positions.len()];
         for (index, &answer) in answers.iter().enumerate() {
             if answer.is_ok() || answer.is_exists() {
@@ -322,10 +341,10 @@ impl Decide {
             if !is_exists_with_different(answer) {
                 return Err(protocol(&format!(
                     "decision for transfer {}: {answer:?}",
-                    self.crosses[index].transfer.id
+                    self.work[index].0.transfer.id
                 )));
             }
-            unknown[self.crosses[index].debit_shard].push(index);
+            unknown[self.work[index].0.debit_shard].push(index);
         }
         if unknown.iter().all(Vec::is_empty) {
             return Ok(None);
@@ -335,7 +354,7 @@ impl Decide {
             .map(|indexes| {
                 indexes
                     .iter()
-                    .map(|&index| resolution_id(self.crosses[index].transfer.id))
+                    .map(|&index| resolution_id(self.work[index].0.transfer.id))
                     .collect()
             })
             .collect();
@@ -348,11 +367,12 @@ impl Decide {
         let found = found(reply, self.positions.len())?;
         for (indexes, found) in self.unknown.iter().zip(found) {
             for &index in indexes {
-                let id = resolution_id(self.crosses[index].transfer.id);
+                let (cross, decision) = &mut self.work[index];
+                let id = resolution_id(cross.transfer.id);
                 let logged = found
                     .get(&id)
                     .ok_or_else(|| protocol("a decision answered Exists… but is not found"))?;
-                self.decisions[index] = logged_decision(logged);
+                *decision = logged_decision(logged);
             }
         }
         Ok(())
@@ -381,36 +401,57 @@ enum CallStage {
 }
 
 /// Steps 1–3 of one call's prechecked cross-shard transfers (see the module's example).
+///
+/// The crosses are held with their decisions from the start, in the shape step 4 takes: the
+/// ones that leave after step 1 are dropped in place and the rest handed on whole, so a call
+/// of thousands of transfers copies them once (into the machine).
 #[derive(Debug)]
 pub struct CallMachine {
     router: Router,
-    crosses: Vec<Cross>,
+    /// The crosses still in the protocol, in order, each with its decision (`Commit` until
+    /// step 2 proposes one): every cross until step 1 answers, then the live ones.
+    work: Vec<(Cross, Decision)>,
+    /// How many crosses the call has.
+    count: usize,
     stage: CallStage,
-    /// Step 1's answer for each cross.
+    /// Step 1's answer for each cross, a plain transfer's coordinator leg's `ExistsWith…`
+    /// already read as the caller's (see [`CallMachine::on_prepared`]).
     prepared: Vec<R>,
-    /// The crosses whose prepare held (`Ok` or `Exists`), in order.
+    /// The positions among all crosses of those whose prepare held (`Ok` or `Exists`): of
+    /// `work` after step 1.
     live: Vec<usize>,
     /// Step 2's answer for each live cross.
     votes: Vec<R>,
+    /// The coordinator shard of the first live cross.
+    first_live_coordinator: Option<usize>,
 }
 
 impl CallMachine {
     /// The machine for `crosses` (prechecked, their bridges created), with its first action:
     /// the prepares.
-    pub fn new(router: Router, crosses: Vec<Cross>) -> (Self, Action<CallOutcome>) {
+    pub fn new(
+        router: Router,
+        crosses: impl IntoIterator<Item = Cross>,
+    ) -> (Self, Action<CallOutcome>) {
+        let work: Vec<(Cross, Decision)> = crosses
+            .into_iter()
+            .map(|cross| (cross, Decision::Commit))
+            .collect();
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &crosses,
-            |cross| cross.debit_shard,
-            |cross| coordinator_leg(router, cross),
+            &work,
+            |(cross, _)| cross.debit_shard,
+            |(cross, _)| coordinator_leg(router, cross),
         );
         let machine = Self {
             router,
-            crosses,
+            count: work.len(),
+            work,
             stage: CallStage::Preparing(positions),
             prepared: Vec::new(),
             live: Vec::new(),
             votes: Vec::new(),
+            first_live_coordinator: None,
         };
         let action = Action::Submit {
             phase: Phase::Prepare,
@@ -421,9 +462,12 @@ impl CallMachine {
 
     /// The coordinator shard of the first transfer still in the protocol after step 1.
     pub fn first_live_coordinator(&self) -> Option<usize> {
-        self.live
-            .first()
-            .map(|&index| self.crosses[index].debit_shard)
+        self.first_live_coordinator
+    }
+
+    /// The crosses, until step 1 answers (then the live ones).
+    pub(crate) fn crosses(&self) -> impl Iterator<Item = &Cross> {
+        self.work.iter().map(|(cross, _)| cross)
     }
 }
 
@@ -433,14 +477,16 @@ impl Machine for CallMachine {
     fn step(&mut self, reply: Reply) -> Result<Action<CallOutcome>> {
         match std::mem::replace(&mut self.stage, CallStage::Done) {
             CallStage::Preparing(positions) => {
-                self.prepared = gather(&positions, reply, self.crosses.len())?;
+                self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
-                let proposed = self.votes.iter().map(|&vote| vote_decision(vote)).collect();
-                let live = self.live.iter().map(|&index| self.crosses[index]).collect();
-                let (decide, phase, per_shard) = Decide::start(self.router, live, proposed);
+                for ((_, decision), &vote) in self.work.iter_mut().zip(&self.votes) {
+                    *decision = vote_decision(vote);
+                }
+                let work = std::mem::take(&mut self.work);
+                let (decide, phase, per_shard) = Decide::start(self.router, work);
                 self.stage = CallStage::Deciding(decide);
                 Ok(Action::Submit { phase, per_shard })
             }
@@ -449,11 +495,11 @@ impl Machine for CallMachine {
                     self.stage = CallStage::ReadingDecisions(decide);
                     Ok(Action::Lookup { per_shard })
                 }
-                None => Ok(Action::Done(self.outcome(&decide))),
+                None => Ok(Action::Done(self.outcome(decide.work))),
             },
             CallStage::ReadingDecisions(mut decide) => {
                 decide.on_found(reply)?;
-                Ok(Action::Done(self.outcome(&decide)))
+                Ok(Action::Done(self.outcome(decide.work)))
             }
             CallStage::Done => Err(protocol("a reply to a machine that is done")),
         }
@@ -463,19 +509,31 @@ impl Machine for CallMachine {
 impl CallMachine {
     /// After step 1: the votes of the live crosses, or done if none is.
     fn on_prepared(&mut self) -> Action<CallOutcome> {
-        self.live = (0..self.crosses.len())
-            .filter(|&index| self.prepared[index].is_ok() || self.prepared[index].is_exists())
-            .collect();
-        if self.live.is_empty() {
-            return Action::Done(self.results(&[]));
+        for (result, (cross, _)) in self.prepared.iter_mut().zip(&self.work) {
+            // A plain transfer's coordinator leg holds B in user_data_128.
+            if *result == R::ExistsWithDifferentUserData128 && !cross.transfer.flags.pending() {
+                *result = R::ExistsWithDifferentCreditAccountId;
+            }
+        }
+        let held = |result: &R| result.is_ok() || result.is_exists();
+        let mut live = Vec::with_capacity(self.count);
+        live.extend((0..self.count).filter(|&index| held(&self.prepared[index])));
+        self.live = live;
+        if self.live.len() < self.count {
+            // Drop the others in place (`retain` visits every element once, in order).
+            let mut prepared = self.prepared.iter();
+            self.work.retain(|_| prepared.next().is_some_and(held));
+        }
+        self.first_live_coordinator = self.work.first().map(|(cross, _)| cross.debit_shard);
+        if self.work.is_empty() {
+            return Action::Done(self.outcome(Vec::new()));
         }
         let router = self.router;
-        let live: Vec<Cross> = self.live.iter().map(|&index| self.crosses[index]).collect();
         let (per_shard, positions) = scatter(
             router.shard_count(),
-            &live,
-            |cross| cross.credit_shard,
-            |cross| participant_leg(router, cross),
+            &self.work,
+            |(cross, _)| cross.credit_shard,
+            |(cross, _)| participant_leg(router, cross),
         );
         self.stage = CallStage::Voting(positions);
         Action::Submit {
@@ -484,33 +542,12 @@ impl CallMachine {
         }
     }
 
-    fn outcome(&self, decide: &Decide) -> CallOutcome {
-        let mut outcome = self.results(&decide.decisions);
-        outcome.finishes = decide
-            .crosses
-            .iter()
-            .copied()
-            .zip(decide.decisions.iter().copied())
-            .collect();
-        outcome
-    }
-
-    /// The callers' results given the decisions of the live crosses.
-    fn results(&self, decisions: &[Decision]) -> CallOutcome {
-        let mut results: Vec<R> = self
-            .prepared
-            .iter()
-            .zip(&self.crosses)
-            .map(|(&result, cross)| match result {
-                // A plain transfer's coordinator leg holds B in user_data_128.
-                R::ExistsWithDifferentUserData128 if !cross.transfer.flags.pending() => {
-                    R::ExistsWithDifferentCreditAccountId
-                }
-                other => other,
-            })
-            .collect();
-        for ((&index, &vote), &decision) in self.live.iter().zip(&self.votes).zip(decisions) {
-            let first_time = self.prepared[index].is_ok();
+    /// The outcome given the live crosses as decided: the callers' results (from step 1's
+    /// answers, which it takes: the machine is done), and the decided work handed on whole.
+    fn outcome(&mut self, decided: Vec<(Cross, Decision)>) -> CallOutcome {
+        let mut results = std::mem::take(&mut self.prepared);
+        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(&decided) {
+            let first_time = results[index].is_ok();
             results[index] = match decision {
                 Decision::Commit if is_exists_with_different(vote) => vote,
                 Decision::Commit if first_time => R::Ok,
@@ -522,7 +559,7 @@ impl CallMachine {
         }
         CallOutcome {
             results,
-            finishes: Vec::new(),
+            finishes: decided,
         }
     }
 }
@@ -541,9 +578,26 @@ pub struct FinishMachine {
 impl FinishMachine {
     /// The machine for `work`, with its one action: the finishes.
     pub fn new(router: Router, work: &[(Cross, Decision)]) -> (Self, Action<()>) {
-        let mut per_shard: Vec<Vec<Transfer>> = vec![Vec::new(); router.shard_count()];
-        let mut kinds: Vec<Vec<Decision>> = vec![Vec::new(); router.shard_count()];
-        for &(cross, decision) in work {
+        Self::batched(router, std::slice::from_ref(&work))
+    }
+
+    /// The machine for the work of several `calls` at once (in order), with its one action.
+    /// The events go straight from the batches into exactly sized per-shard submissions.
+    pub(crate) fn batched<W: AsRef<[(Cross, Decision)]>>(
+        router: Router,
+        calls: &[W],
+    ) -> (Self, Action<()>) {
+        let work = || calls.iter().flat_map(AsRef::as_ref);
+        // An abort submits two events (the fence, then the void).
+        let mut counts = vec![0_usize; router.shard_count()];
+        for (cross, decision) in work() {
+            counts[cross.credit_shard] += match decision {
+                Decision::Commit => 1,
+                Decision::Abort(_) => 2,
+            };
+        }
+        let (mut per_shard, mut kinds) = (batches(&counts), batches(&counts));
+        for &(cross, decision) in work() {
             let shard = cross.credit_shard;
             let t = cross.transfer.id;
             if let Decision::Abort(_) = decision {
@@ -690,7 +744,9 @@ struct Due {
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     timing: ResolverTiming,
-    first_seen: HashMap<(usize, u128), Duration>,
+    /// Per shard, when each unresolved index entry there was first seen, by id (a pass looks
+    /// up every entry of every shard: tens of thousands under load).
+    first_seen: Vec<IdKeyed<Duration>>,
     /// Per shard: the ledger time last read, and when it was first read.
     clocks: HashMap<usize, (u64, Duration)>,
     running: BTreeSet<(usize, usize)>,
@@ -770,7 +826,7 @@ impl Resolver {
     pub fn new(timing: ResolverTiming) -> Self {
         Self {
             timing,
-            first_seen: HashMap::new(),
+            first_seen: Vec::new(),
             clocks: HashMap::new(),
             running: BTreeSet::new(),
         }
@@ -862,27 +918,29 @@ impl Resolver {
         now: Duration,
         reads: &[Option<Unresolved>],
     ) -> Vec<Recovery> {
-        let mut still: HashMap<(usize, u128), Duration> = HashMap::new();
         let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
         let mut records: ChainRecords = BTreeMap::new();
+        self.first_seen.resize_with(reads.len(), IdKeyed::default);
         for (shard, read) in reads.iter().enumerate() {
-            let Some(read) = read else {
-                still.extend(self.first_seen.iter().filter(|((s, _), _)| *s == shard));
-                continue;
-            };
+            // A shard that could not be read keeps what was known of it.
+            let Some(read) = read else { continue };
             self.pass_expiring(router, (shard, read, now), &mut due);
+            let mut still = IdKeyed::with_capacity_and_hasher(
+                read.entries.len(),
+                BuildHasherDefault::default(),
+            );
             for leg in read
                 .entries
                 .iter()
                 .filter(|entry| !is_expiring_decision(entry))
             {
-                let seen = *self.first_seen.get(&(shard, leg.id)).unwrap_or(&now);
-                still.insert((shard, leg.id), seen);
+                let seen = *self.first_seen[shard].get(&leg.id).unwrap_or(&now);
+                still.insert(leg.id, seen);
                 let age = now.saturating_sub(seen);
                 self.pass_entry(router, (shard, leg, age), &mut due, &mut records);
             }
+            self.first_seen[shard] = still;
         }
-        self.first_seen = still;
         self.pass_chains(records, &mut due);
         due.into_iter()
             .filter(|(pair, _)| !self.running.contains(pair))
@@ -1050,13 +1108,13 @@ impl Machine for RecoveryMachine {
 impl RecoveryMachine {
     fn decide(&mut self, voted: &HashSet<u128>) -> Action<()> {
         let (debit_shard, credit_shard) = (self.recovery.debit_shard, self.recovery.credit_shard);
-        let crosses = self
+        let work = self
             .recovery
             .transfers
             .iter()
-            .map(|&(t, _)| {
+            .map(|&(t, seen_vote)| {
                 let pending = self.recovery.pending_ledgers.get(&t);
-                Cross {
+                let cross = Cross {
                     transfer: Transfer {
                         id: t,
                         ledger: pending.copied().unwrap_or(0),
@@ -1069,35 +1127,23 @@ impl RecoveryMachine {
                     },
                     debit_shard,
                     credit_shard,
-                }
-            })
-            .collect();
-        let proposed = self
-            .recovery
-            .transfers
-            .iter()
-            .map(|&(t, seen_vote)| {
-                if seen_vote || voted.contains(&t) {
+                };
+                let decision = if seen_vote || voted.contains(&t) {
                     Decision::Commit
                 } else {
                     // Presumed abort: the caller gave up before the participant voted.
                     Decision::Abort(R::IdAlreadyFailed)
-                }
+                };
+                (cross, decision)
             })
             .collect();
-        let (decide, phase, per_shard) = Decide::start(self.router, crosses, proposed);
+        let (decide, phase, per_shard) = Decide::start(self.router, work);
         self.stage = RecoveryStage::Deciding(decide);
         Action::Submit { phase, per_shard }
     }
 
     fn finish(&mut self, decide: &Decide) -> Action<()> {
-        let work: Vec<(Cross, Decision)> = decide
-            .crosses
-            .iter()
-            .copied()
-            .zip(decide.decisions.iter().copied())
-            .collect();
-        let (finish, action) = FinishMachine::new(self.router, &work);
+        let (finish, action) = FinishMachine::new(self.router, &decide.work);
         self.stage = RecoveryStage::Finishing(finish);
         action
     }
@@ -2471,7 +2517,9 @@ mod tests {
         assert_eq!(submit(action, Phase::Prepare)[1].len(), 3);
         // Only transfer 2 goes on; a retry with another B shows as the credit account.
         let prepared = [R::ExceedsCredits, R::Ok, R::ExistsWithDifferentUserData128];
+        assert_eq!(call.first_live_coordinator(), None);
         let votes = submit(call.step(submitted(1, &prepared)).unwrap(), Phase::Vote);
+        assert_eq!(call.first_live_coordinator(), Some(1));
         assert_eq!(
             votes[0].iter().map(|leg| leg.id).collect::<Vec<_>>(),
             [leg_id(2)]
@@ -2492,6 +2540,7 @@ mod tests {
         let outcome = done(call.step(submitted(1, &[R::ExceedsDebits])).unwrap());
         assert_eq!(outcome.results, [R::ExceedsDebits]);
         assert!(outcome.finishes.is_empty());
+        assert_eq!(call.first_live_coordinator(), None);
     }
 
     #[test]
@@ -2798,6 +2847,47 @@ mod tests {
         let missing = missing_bridges(router, &[cross(1)], |id| id == known);
         assert!(missing[1].is_empty() && missing[0].len() == 1);
     }
+
+    #[test]
+    fn missing_bridges_tells_apart_ledgers_directions_and_pending_transfers() {
+        let router = router();
+        let mut other_ledger = cross(3);
+        other_ledger.transfer.ledger = 2;
+        let mut reversed = cross(4);
+        std::mem::swap(
+            &mut reversed.transfer.debit_account_id,
+            &mut reversed.transfer.credit_account_id,
+        );
+        reversed = Cross::new(router, reversed.transfer);
+        assert_eq!((reversed.debit_shard, reversed.credit_shard), (0, 1));
+        let crosses = [
+            cross(1),
+            cross(2),
+            pending_cross(5),
+            other_ledger,
+            pending_cross(6),
+            reversed,
+        ];
+        let missing = missing_bridges(router, &crosses, |_| false);
+        let ids = |shard: usize| missing[shard].iter().map(|a| a.id).collect::<Vec<_>>();
+        // Each id once, in the order the crosses first need it: the plain bridges of ledger 1,
+        // then the pending bridges and marker accounts, then ledger 2's plain bridges (the
+        // reversed cross needs no other: a pair's two bridges serve both directions).
+        for (local, peer) in [(1, 0), (0, 1)] {
+            let expected = [
+                bridge_id(router, 1, local, peer),
+                pending_bridge_id(router, 1, local, peer),
+                pending_bridge_id(router, 1, local, local),
+                bridge_id(router, 2, local, peer),
+            ];
+            assert_eq!(ids(local), expected);
+        }
+        // With every bridge known, nothing is missing.
+        let all: Vec<u128> = missing.iter().flatten().map(|account| account.id).collect();
+        let missing = missing_bridges(router, &crosses, |id| all.contains(&id));
+        assert!(missing.iter().all(Vec::is_empty));
+    }
+
     /// A user's pending `t: A → B` (A on shard 1, B on shard 0).
     fn pending_cross(t: u128) -> Cross {
         let mut cross = cross(t);

@@ -198,8 +198,7 @@ pub(crate) fn call(
 ) -> (Driven<core::CallMachine>, Next<core::CallOutcome>) {
     let crosses = transfers
         .iter()
-        .map(|transfer| core::Cross::new(router, *transfer))
-        .collect();
+        .map(|transfer| core::Cross::new(router, *transfer));
     let (machine, first) = core::CallMachine::new(router, crosses);
     Driven::start(machine, first, router.shard_count())
 }
