@@ -48,6 +48,15 @@ const RESOLVE_CHUNK: usize = 512;
 const PREFETCH_RING: usize = 16;
 const _: () = assert!(PREFETCH_RING > PREFETCH_DISTANCE);
 
+/// How many events ahead a post's or void's pending transfer is looked for: its index slot
+/// this far ahead, its record half as far. Twice [`PREFETCH_DISTANCE`]: the record's address
+/// is read from the slot, so the slot must have arrived (through a TLB miss, often) first.
+const PENDING_PREFETCH_DISTANCE: usize = 16;
+
+/// Size of the ring of upcoming pending ids' hashes (a power of two above the distance).
+const PENDING_PREFETCH_RING: usize = 32;
+const _: () = assert!(PENDING_PREFETCH_RING > PENDING_PREFETCH_DISTANCE);
+
 /// "No index": the end of a history list.
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -403,10 +412,13 @@ impl Ledger {
         let mut accounts = std::mem::take(&mut self.scratch_accounts);
         let mut id_hashes = [0_u64; PREFETCH_RING];
         // The hash of each upcoming post's or void's pending id, for its second stage.
-        let mut pending_hashes = [None::<u64>; PREFETCH_RING];
+        let mut pending_hashes = [None::<u64>; PENDING_PREFETCH_RING];
         for (ahead, transfer) in transfers.iter().enumerate().take(PREFETCH_DISTANCE) {
             id_hashes[ahead % PREFETCH_RING] = hash_id(transfer.id);
-            pending_hashes[ahead % PREFETCH_RING] = post_or_void_pending_id(transfer).map(hash_id);
+        }
+        for (ahead, transfer) in transfers.iter().enumerate().take(PENDING_PREFETCH_DISTANCE) {
+            pending_hashes[ahead % PENDING_PREFETCH_RING] =
+                post_or_void_pending_id(transfer).map(hash_id);
         }
         for (index, transfer) in transfers.iter().enumerate() {
             let offset = index % RESOLVE_CHUNK;
@@ -457,24 +469,25 @@ impl Ledger {
     }
 
     /// A post or void also finds its pending transfer, in two stages ahead of event `index`:
-    /// the index slot of its pending id (hash kept in `hashes`) at the full prefetch
-    /// distance, then the record that slot names at half of it.
+    /// the index slot of its pending id (hash kept in `hashes`)
+    /// [`PENDING_PREFETCH_DISTANCE`] events ahead, then the record that slot names at half of
+    /// that.
     #[inline]
     fn prefetch_pending_transfers(
         &self,
         transfers: &[Transfer],
         index: usize,
-        hashes: &mut [Option<u64>; PREFETCH_RING],
+        hashes: &mut [Option<u64>; PENDING_PREFETCH_RING],
     ) {
-        let ahead = (index + PREFETCH_DISTANCE) % PREFETCH_RING;
+        let ahead = (index + PENDING_PREFETCH_DISTANCE) % PENDING_PREFETCH_RING;
         hashes[ahead] = transfers
-            .get(index + PREFETCH_DISTANCE)
+            .get(index + PENDING_PREFETCH_DISTANCE)
             .and_then(post_or_void_pending_id)
             .map(hash_id);
         if let Some(hash) = hashes[ahead] {
             self.transfer_index.prefetch(hash);
         }
-        if let Some(hash) = hashes[(index + PREFETCH_DISTANCE / 2) % PREFETCH_RING]
+        if let Some(hash) = hashes[(index + PENDING_PREFETCH_DISTANCE / 2) % PENDING_PREFETCH_RING]
             && let Some(candidate) = self.transfer_index.peek(hash)
             && (candidate as usize) < self.transfers.len()
         {
