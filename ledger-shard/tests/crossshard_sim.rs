@@ -190,7 +190,7 @@ fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
 /// driver now answers at its first event (`Exists`).
 #[test]
 fn seeds_that_once_failed_pass() {
-    const SEEDS: &[u64] = &[216, 20574, 22381, 309397];
+    const SEEDS: &[u64] = &[216, 20574, 22381, 309_397];
     let reports: Vec<_> = SEEDS
         .iter()
         .flat_map(|&seed| sim::run_cluster_seeds(seed, 1, 1))
