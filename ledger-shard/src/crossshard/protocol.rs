@@ -2188,21 +2188,26 @@ impl ChainMachine {
                 .zip(&self.answers[chain])
                 .find_map(|(index, answers)| {
                     let code = answers.iter().copied().find(|&answer| wanted(answer))?;
-                    Some((index, answers.len(), code))
+                    Some((index, code))
                 })
         };
-        let Some((index, leg_count, code)) = first(&genuine).or_else(|| first(&existing)) else {
+        let Some((index, code)) = first(&genuine).or_else(|| first(&existing)) else {
             return (0, R::IdAlreadyFailed);
         };
-        let pending = self.chains[chain][index as usize].flags.pending();
-        let code = match code {
+        (index, self.event_code(chain, index as usize, code))
+    }
+
+    /// `code`, a leg's answer, as event `index` of `chain` answers it.
+    fn event_code(&self, chain: usize, index: usize, code: R) -> R {
+        let leg_count = self.answers[chain][index].len();
+        let pending = self.chains[chain][index].flags.pending();
+        match code {
             // A plain cross-shard event's coordinator leg holds B in user_data_128.
             R::ExistsWithDifferentUserData128 if leg_count == 2 && !pending => {
                 R::ExistsWithDifferentCreditAccountId
             }
             other => other,
-        };
-        (index, code)
+        }
     }
 
     /// The callers' answers. A chain this call committed answers `Ok` for every event, even
@@ -2225,8 +2230,23 @@ impl ChainMachine {
                 {
                     codes = vec![R::Ok; count];
                 }
+                ChainDecision::Commit if !committed_now[chain] => {
+                    // Committed by another driver: a retry of a committed chain, which the
+                    // ledger answers at its first event (it exists), with that event's code.
+                    // Its legs may have answered `Ok`: this call logged them, and the
+                    // resolver, reading them, logged the commit first (seed 309397). They
+                    // are the committed legs all the same: `Exists`, never a later event's.
+                    let existing =
+                        |answer: &R| answer.is_exists() || is_exists_with_different(*answer);
+                    codes[0] = self.answers[chain][0]
+                        .iter()
+                        .copied()
+                        .find(existing)
+                        .map_or(R::Exists, |code| self.event_code(chain, 0, code));
+                }
                 ChainDecision::Commit => {
-                    // A retry: the ledger would answer the first existing event's code.
+                    // Committed now, but a leg logged before differs from this call's (a
+                    // retry naming fewer events): the first such event's code.
                     let (index, code) = self.failing_event(chain);
                     codes[index as usize] = code;
                 }
@@ -3385,6 +3405,53 @@ mod tests {
         assert_eq!(
             finish[0],
             [resolution(30, Decision::Commit), fence(router, 32, 0), void]
+        );
+    }
+
+    #[test]
+    fn a_retry_whose_legs_the_resolver_committed_answers_exists_on_the_first_event() {
+        // Seed 309397: a first attempt logged the second event's part (shard 0) and died; its
+        // retry logs the head's part (shard 1, the coordinator) now, but the resolver reads
+        // every leg and logs the commit first. The chain committed: `Exists` on the head, as
+        // one ledger answers a retry of a committed chain, not `[LinkedEventFailed, Exists]`.
+        let router = router();
+        let events = vec![
+            Transfer::new(40, 3, 5, 10, 1, 1),
+            Transfer::new(41, 4, 6, 10, 1, 1),
+        ];
+        let (mut machine, action) = ChainMachine::new(router, vec![events.clone()]);
+        submit(action, Phase::Record);
+        submit(
+            machine.step(submitted(1, &[R::Exists; 2])).unwrap(),
+            Phase::Prepare,
+        );
+        let answers = Reply::Submitted(vec![vec![R::Exists], vec![R::Ok]]);
+        let Action::Lookup { .. } = machine.step(answers).unwrap() else {
+            panic!("the legs are read back");
+        };
+        let mut logged = vec![Vec::new(); SHARDS];
+        for (shard, leg) in events.iter().flat_map(|event| chain_legs(router, event)) {
+            logged[shard].push(leg);
+        }
+        let records = ChainShape::new(router, &events).records(router);
+        logged[1].extend((100..).zip(records).map(|(timestamp, record)| Transfer {
+            timestamp,
+            ..record
+        }));
+        let decisions = submit(machine.step(Reply::Found(logged)).unwrap(), Phase::Decide);
+        assert_eq!(decisions[1], [resolution(40, Decision::Commit)]);
+        // The resolver's commit was logged first.
+        let finish = submit(
+            machine.step(submitted(1, &[R::Exists])).unwrap(),
+            Phase::Finish,
+        );
+        assert_eq!(finish[0], [resolution(41, Decision::Commit)]);
+        let answers = Reply::Submitted(vec![vec![R::Exists], Vec::new()]);
+        submit(machine.step(answers).unwrap(), Phase::Acknowledge);
+        let done_answers = submitted(1, &[R::ExistsWithDifferentUserData32; 2]);
+        assert_eq!(
+            done(machine.step(done_answers).unwrap()),
+            [vec![R::Exists, R::LinkedEventFailed]]
         );
     }
 
