@@ -374,11 +374,11 @@ impl LegIndex {
                             let listed = self.unlist(leg_position as usize);
                             debug_assert!(listed, "a leg its resolution closed was unresolved");
                         }
-                        _ => self.observe_resolution_rare(ledger, &transfers[event]),
+                        _ => self.observe_resolution_rare(ledger, &transfers[event], here),
                     }
                 }
                 EventKind::Resolution if ok => {
-                    self.observe_resolution_rare(ledger, &transfers[event]);
+                    self.observe_resolution_rare(ledger, &transfers[event], here);
                 }
                 EventKind::Other if ok => self.observe_other(&transfers[event]),
                 EventKind::Other => self.observe_acknowledgement(&transfers[event], *result),
@@ -447,16 +447,16 @@ impl LegIndex {
 
     /// A resolution `res(t)` applied that does not post or void its leg `leg(t)`: a marker
     /// (rare: a user's pending transfer committed), which leaves the leg pending.
-    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer) {
+    /// `position` is where it was just stored.
+    fn observe_resolution_rare(&mut self, ledger: &Ledger, resolution: &Transfer, position: usize) {
         let leg = leg_id(resolution.id - RESOLUTION_ID_MIN);
         // Unresolved iff listed: only its resolution, applied once, resolves a leg.
-        if let Some(position) = ledger.transfer_position(leg) {
-            self.unlist(position);
+        if let Some(leg_position) = ledger.transfer_position(leg) {
+            self.unlist(leg_position);
         }
         if is_expiring_decision(resolution) {
             let stored = ledger
-                .transfer_position(resolution.id)
-                .and_then(|position| ledger.transfer_at(position))
+                .transfer_at(position)
                 .expect("an applied decision is stored");
             self.expiring_insert(stored.0);
         }

@@ -748,7 +748,7 @@ pub struct Resolver {
     /// up every entry of every shard: tens of thousands under load).
     first_seen: Vec<IdKeyed<Duration>>,
     /// Per shard: the ledger time last read, and when it was first read.
-    clocks: HashMap<usize, (u64, Duration)>,
+    clocks: Vec<Option<(u64, Duration)>>,
     running: BTreeSet<(usize, usize)>,
 }
 
@@ -827,7 +827,7 @@ impl Resolver {
         Self {
             timing,
             first_seen: Vec::new(),
-            clocks: HashMap::new(),
+            clocks: Vec::new(),
             running: BTreeSet::new(),
         }
     }
@@ -887,12 +887,12 @@ impl Resolver {
                 next_deadline = Some(next_deadline.map_or(deadline, |next| next.min(deadline)));
             }
         }
-        let previous = self.clocks.get(&shard).copied();
+        let previous = self.clocks[shard];
         let since = match previous {
             Some((read_before, since)) if read_before == ledger_now => since,
             _ => now,
         };
-        self.clocks.insert(shard, (ledger_now, since));
+        self.clocks[shard] = Some((ledger_now, since));
         let Some(next_deadline) = next_deadline.filter(|_| !voided) else {
             // Nothing waits, or a void is logged anyway (it moves the ledger time).
             return;
@@ -921,6 +921,7 @@ impl Resolver {
         let mut due: BTreeMap<(usize, usize), Due> = BTreeMap::new();
         let mut records: ChainRecords = BTreeMap::new();
         self.first_seen.resize_with(reads.len(), IdKeyed::default);
+        self.clocks.resize(reads.len(), None);
         for (shard, read) in reads.iter().enumerate() {
             // A shard that could not be read keeps what was known of it.
             let Some(read) = read else { continue };
