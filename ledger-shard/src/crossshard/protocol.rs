@@ -57,8 +57,8 @@ use super::{
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
     bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_exists_with_different,
-    is_pending_bridge, is_reserved, leg_id, logged_decision, participant_leg, pending_bridge_id,
-    protocol, resolution, resolution_id, vote_decision,
+    is_pending_bridge, is_reserved, leg_id, leg_timeout, logged_decision, participant_leg,
+    pending_bridge_id, protocol, resolution, resolution_id, vote_decision,
 };
 pub use super::{Cross, Decision};
 use crate::error::Result;
@@ -395,6 +395,9 @@ pub struct CallOutcome {
 enum CallStage {
     Preparing(Vec<Vec<usize>>),
     Voting(Vec<Vec<usize>>),
+    /// Reading back the participant legs of pending transfers whose vote found a leg with
+    /// another timeout (the positions in `work`, per participant shard).
+    ReadingTimeouts(Vec<Vec<usize>>),
     Deciding(Decide),
     ReadingDecisions(Decide),
     Done,
@@ -482,13 +485,45 @@ impl Machine for CallMachine {
             }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
-                for ((_, decision), &vote) in self.work.iter_mut().zip(&self.votes) {
+                let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
+                for (index, ((cross, decision), &vote)) in
+                    self.work.iter_mut().zip(&self.votes).enumerate()
+                {
                     *decision = vote_decision(vote);
+                    if vote_answer(cross, vote) == R::ExistsWithDifferentTimeout {
+                        other_timeouts.resize_with(self.router.shard_count(), Vec::new);
+                        other_timeouts[cross.credit_shard].push(index);
+                    }
                 }
-                let work = std::mem::take(&mut self.work);
-                let (decide, phase, per_shard) = Decide::start(self.router, work);
-                self.stage = CallStage::Deciding(decide);
-                Ok(Action::Submit { phase, per_shard })
+                if other_timeouts.is_empty() {
+                    return Ok(self.decide());
+                }
+                // A retry with another timeout: the first attempt's leg holds the one to
+                // commit with (as the resolver would).
+                let per_shard = other_timeouts
+                    .iter()
+                    .map(|indexes| {
+                        indexes
+                            .iter()
+                            .map(|&index| leg_id(self.work[index].0.transfer.id))
+                            .collect()
+                    })
+                    .collect();
+                self.stage = CallStage::ReadingTimeouts(other_timeouts);
+                Ok(Action::Lookup { per_shard })
+            }
+            CallStage::ReadingTimeouts(indexes) => {
+                let found = found(reply, self.router.shard_count())?;
+                for (indexes, found) in indexes.iter().zip(found) {
+                    for &index in indexes {
+                        let transfer = &mut self.work[index].0.transfer;
+                        let leg = found
+                            .get(&leg_id(transfer.id))
+                            .ok_or_else(|| protocol("a vote answered Exists… but is not found"))?;
+                        transfer.timeout = leg_timeout(leg);
+                    }
+                }
+                Ok(self.decide())
             }
             CallStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
                 Some(per_shard) => {
@@ -507,6 +542,14 @@ impl Machine for CallMachine {
 }
 
 impl CallMachine {
+    /// Step 3: logs the live crosses' decisions.
+    fn decide(&mut self) -> Action<CallOutcome> {
+        let work = std::mem::take(&mut self.work);
+        let (decide, phase, per_shard) = Decide::start(self.router, work);
+        self.stage = CallStage::Deciding(decide);
+        Action::Submit { phase, per_shard }
+    }
+
     /// After step 1: the votes of the live crosses, or done if none is.
     fn on_prepared(&mut self) -> Action<CallOutcome> {
         for (result, (cross, _)) in self.prepared.iter_mut().zip(&self.work) {
@@ -546,10 +589,11 @@ impl CallMachine {
     /// answers, which it takes: the machine is done), and the decided work handed on whole.
     fn outcome(&mut self, decided: Vec<(Cross, Decision)>) -> CallOutcome {
         let mut results = std::mem::take(&mut self.prepared);
-        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(&decided) {
+        for ((&index, &vote), (cross, decision)) in self.live.iter().zip(&self.votes).zip(&decided)
+        {
             let first_time = results[index].is_ok();
-            results[index] = match decision {
-                Decision::Commit if is_exists_with_different(vote) => vote,
+            results[index] = match *decision {
+                Decision::Commit if is_exists_with_different(vote) => vote_answer(cross, vote),
                 Decision::Commit if first_time => R::Ok,
                 Decision::Commit => R::Exists,
                 Decision::Abort(reason) if first_time => reason,
@@ -561,6 +605,18 @@ impl CallMachine {
             results,
             finishes: decided,
         }
+    }
+}
+
+/// The caller's answer for a participant's `ExistsWith…` vote: a user's pending transfer's
+/// participant leg holds its timeout in `user_data_32` (see `participant_leg`), and every
+/// field before it in ledger-core's order but the credit account is the coordinator leg's
+/// too, already checked, so a leg differing there was logged with another timeout.
+fn vote_answer(cross: &Cross, vote: R) -> R {
+    if cross.transfer.flags.pending() && vote == R::ExistsWithDifferentUserData32 {
+        R::ExistsWithDifferentTimeout
+    } else {
+        vote
     }
 }
 
@@ -691,6 +747,10 @@ pub struct Recovery {
     /// Among `transfers`, the users' pending transfers (their legs go through pending bridges:
     /// a commit keeps them pending), with their ledger.
     pub pending_ledgers: BTreeMap<u128, u32>,
+    /// Among the pending transfers whose participant leg was seen, the timeout (seconds, 0 for
+    /// none) that leg carries: the commit decision carries it, so the transfer expires. (Of
+    /// the others, the participant leg that the recovery looks up tells the timeout.)
+    pub pending_timeouts: BTreeMap<u128, u32>,
     /// Users' posts and voids of cross-shard pending transfers that the coordinator logged
     /// and the participant has yet to apply (as the coordinator logged them).
     pub posts: Vec<Transfer>,
@@ -726,6 +786,7 @@ type ChainRecords = BTreeMap<(usize, u128), (Vec<Transfer>, Duration)>;
 struct Due {
     transfers: Vec<(u128, bool)>,
     pending_ledgers: BTreeMap<u128, u32>,
+    pending_timeouts: BTreeMap<u128, u32>,
     posts: Vec<Transfer>,
     chains: Vec<ChainShape>,
     expiries: Vec<Transfer>,
@@ -801,6 +862,9 @@ impl Resolver {
             due.transfers.push((t, voted));
             if is_pending_bridge(router, bridge) {
                 due.pending_ledgers.insert(t, bridge_ledger(router, bridge));
+                if voted {
+                    due.pending_timeouts.insert(t, leg_timeout(leg));
+                }
             }
         }
     }
@@ -953,6 +1017,7 @@ impl Resolver {
                     credit_shard,
                     transfers: due.transfers,
                     pending_ledgers: due.pending_ledgers,
+                    pending_timeouts: due.pending_timeouts,
                     posts: due.posts,
                     chains: due.chains,
                     expiries: due.expiries,
@@ -1021,7 +1086,7 @@ impl RecoveryMachine {
             return (machine, action);
         }
         if unknown.is_empty() {
-            let action = machine.decide(&HashSet::new());
+            let action = machine.decide(&HashMap::new());
             return (machine, action);
         }
         let mut per_shard = vec![Vec::new(); router.shard_count()];
@@ -1037,9 +1102,10 @@ impl Machine for RecoveryMachine {
         match std::mem::replace(&mut self.stage, RecoveryStage::Done) {
             RecoveryStage::ReadingVotes => {
                 let found = found(reply, self.router.shard_count())?;
-                let voted: HashSet<u128> = found[self.recovery.credit_shard]
-                    .keys()
-                    .map(|leg| leg - LEG_ID_MIN)
+                // Each vote found, with the timeout its leg carries (a pending transfer's).
+                let voted: HashMap<u128, u32> = found[self.recovery.credit_shard]
+                    .values()
+                    .map(|leg| (leg.id - LEG_ID_MIN, leg_timeout(leg)))
                     .collect();
                 Ok(self.decide(&voted))
             }
@@ -1107,7 +1173,10 @@ impl Machine for RecoveryMachine {
 }
 
 impl RecoveryMachine {
-    fn decide(&mut self, voted: &HashSet<u128>) -> Action<()> {
+    /// Decides the transfers given the votes looked up (`t` and the timeout its participant
+    /// leg carries): commit after a yes vote (seen or found), a pending transfer with the
+    /// timeout from its participant leg; presumed abort otherwise.
+    fn decide(&mut self, voted: &HashMap<u128, u32>) -> Action<()> {
         let (debit_shard, credit_shard) = (self.recovery.debit_shard, self.recovery.credit_shard);
         let work = self
             .recovery
@@ -1115,6 +1184,12 @@ impl RecoveryMachine {
             .iter()
             .map(|&(t, seen_vote)| {
                 let pending = self.recovery.pending_ledgers.get(&t);
+                // Only a pending transfer's leg carries a timeout (in a field a plain
+                // transfer's leg gives the caller's user data).
+                let timeout = voted
+                    .get(&t)
+                    .or_else(|| self.recovery.pending_timeouts.get(&t))
+                    .filter(|_| pending.is_some());
                 let cross = Cross {
                     transfer: Transfer {
                         id: t,
@@ -1124,12 +1199,13 @@ impl RecoveryMachine {
                         } else {
                             TransferFlags::empty()
                         },
+                        timeout: timeout.copied().unwrap_or(0),
                         ..Transfer::default()
                     },
                     debit_shard,
                     credit_shard,
                 };
-                let decision = if seen_vote || voted.contains(&t) {
+                let decision = if seen_vote || voted.contains_key(&t) {
                     Decision::Commit
                 } else {
                     // Presumed abort: the caller gave up before the participant voted.
@@ -1384,6 +1460,14 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
                         leg.credit_account_id
                     } else {
                         named_credit
+                    },
+                    // Inherited from the coordinator leg, as the ledger would, but named: the
+                    // participant's `x(t)` inherits from its own leg, whose `user_data_32`
+                    // holds the timeout.
+                    user_data_32: if post.user_data_32 == 0 {
+                        leg.user_data_32
+                    } else {
+                        post.user_data_32
                     },
                     ..*post
                 },
@@ -2707,6 +2791,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(3, false)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -2799,6 +2884,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(4, false), (5, false)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -2846,6 +2932,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(4, true)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -3556,6 +3643,7 @@ mod tests {
             credit_shard: 1,
             transfers: Vec::new(),
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
