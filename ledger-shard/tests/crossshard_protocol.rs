@@ -1279,3 +1279,74 @@ fn pending_timeout_across_shards() {
     assert_customer_money(&client, 2);
     finish(cluster, &dir);
 }
+
+/// A cross-shard pending transfer with a timeout whose caller stops after the vote: the
+/// resolver commits it from its legs, and the decision it logs carries the timeout (the
+/// participant leg holds it), so it expires like one its caller committed: both sides
+/// released, a later post answers `PendingTransferExpired`. A retry with another timeout
+/// answers `ExistsWithDifferentTimeout`, one ledger's code.
+#[test]
+fn pending_timeout_across_shards_committed_by_the_resolver() {
+    let dir = temp_dir("pending-timeout-resolver");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    let expiring = Transfer {
+        timeout: 2,
+        ..pending(1200, 1, 2, 40)
+    };
+    let lasting = Transfer {
+        timeout: 3_600,
+        ..pending(1201, 3, 4, 50)
+    };
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    let error = client.create_transfers(&[expiring, lasting]).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    // Nobody asks again: the resolver commits both (a vote seen for 2 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let committed = loop {
+        let found = client.lookup_transfers(&[1201]).unwrap();
+        if let [transfer] = found[..] {
+            break transfer;
+        }
+        assert!(Instant::now() < deadline, "the resolver never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (committed.flags, committed.timeout),
+        (TransferFlags::PENDING, 3_600),
+        "the resolver's decision carries the timeout"
+    );
+    assert_eq!(
+        client.create_transfers(&[post(1202, 1201, 20)]).unwrap(),
+        [R::Ok]
+    );
+    // The expiring one is voided on both sides, by the resolver alone.
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 1), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 3), (0, 20, 0, INITIAL));
+    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL + 20));
+    assert_eq!(
+        client
+            .create_transfers(&[post(1203, 1200, 1), void(1204, 1200)])
+            .unwrap(),
+        [R::PendingTransferExpired, R::PendingTransferExpired]
+    );
+    // Retries: unchanged, `Exists`; with another timeout, as one ledger answers.
+    let other_timeout = Transfer {
+        timeout: 5,
+        ..expiring
+    };
+    assert_eq!(
+        client.create_transfers(&[expiring, lasting]).unwrap(),
+        [R::Exists, R::Exists]
+    );
+    assert_eq!(
+        client.create_transfers(&[other_timeout]).unwrap(),
+        [R::ExistsWithDifferentTimeout]
+    );
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}

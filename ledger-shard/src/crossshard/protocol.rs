@@ -3543,6 +3543,171 @@ mod tests {
         );
     }
 
+    /// A user's pending `t` with `timeout` seconds and the caller's `user_data_32` set.
+    fn expiring_cross(t: u128, timeout: u32) -> Cross {
+        let mut cross = pending_cross(t);
+        cross.transfer.timeout = timeout;
+        cross.transfer.user_data_32 = 99;
+        cross
+    }
+
+    /// The commit decision in a Decide submission to shard 1 (the coordinator), asserting
+    /// it is the expiring marker of `cross`.
+    fn expiring_decision_of(decisions: &[Vec<Transfer>], cross: &Cross) -> Transfer {
+        assert!(decisions[0].is_empty());
+        let [decision] = decisions[1][..] else {
+            panic!("one decision: {decisions:?}");
+        };
+        assert_eq!(decision, decision_event(router(), cross, Decision::Commit));
+        assert!(is_expiring_decision(&decision));
+        decision
+    }
+
+    #[test]
+    fn a_pending_transfers_timeout_rides_on_its_participant_leg_only() {
+        let router = router();
+        let t = expiring_cross(7, 3);
+        let (coordinator, participant) = (coordinator_leg(router, &t), participant_leg(router, &t));
+        // Neither leg expires by itself; the coordinator leg keeps the caller's user data
+        // (a user's post inherits it there), the participant leg holds the timeout.
+        assert_eq!((coordinator.timeout, participant.timeout), (0, 0));
+        assert_eq!(coordinator.user_data_32, 99);
+        assert_eq!(leg_timeout(&participant), 3);
+        // A plain transfer's participant leg keeps the caller's user data.
+        let plain = Cross {
+            transfer: Transfer {
+                user_data_32: 99,
+                ..cross(7).transfer
+            },
+            ..cross(7)
+        };
+        assert_eq!(participant_leg(router, &plain).user_data_32, 99);
+    }
+
+    #[test]
+    fn the_resolver_commits_a_seen_vote_with_the_timeout_its_leg_carries() {
+        // The caller of pending transfer 4 (timeout 3 s) died after the vote: the resolver
+        // sees the participant leg and commits from it alone (no lookup).
+        let router = router();
+        let t = expiring_cross(4, 3);
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        let held = legs(&[], &[t]);
+        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
+        let due = resolver.pass(router, at(20), &reads(&held));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].transfers, [(4, true)]);
+        assert_eq!(due[0].pending_timeouts, BTreeMap::from([(4, 3)]));
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let decision = expiring_decision_of(&submit(action, Phase::Decide), &t);
+        assert_eq!(
+            decision.user_data_64, 3,
+            "the decision carries the leg's timeout"
+        );
+        // Then the participant's marker, as for a caller's decision.
+        let finish = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        assert_eq!(finish[0], [commit_event(router, &t)]);
+        done(machine.step(submitted(0, &[R::Ok])).unwrap());
+        // Without a timeout, the decision carries none (it never expires).
+        let forever = expiring_cross(4, 0);
+        let mut resolver = Resolver::new(timing());
+        resolver.pass(router, at(0), &reads(&legs(&[], &[forever])));
+        let due = resolver.pass(router, at(20), &reads(&legs(&[], &[forever])));
+        let (_, action) = RecoveryMachine::new(router, due[0].clone());
+        let decisions = submit(action, Phase::Decide);
+        assert_eq!(
+            decisions[1],
+            [decision_event(router, &forever, Decision::Commit)]
+        );
+        assert!(!is_expiring_decision(&decisions[1][0]));
+    }
+
+    #[test]
+    fn the_resolver_commits_an_old_coordinator_leg_with_the_timeout_of_the_vote_it_finds() {
+        // The caller of pending transfer 5 (timeout 7 s) gave up after the vote; the resolver
+        // sees only the coordinator leg (the participant's read came later), so it looks the
+        // vote up and commits with the timeout the vote's leg carries.
+        let router = router();
+        let t = expiring_cross(5, 7);
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        let held = legs(&[t], &[]);
+        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
+        let due = resolver.pass(router, at(50), &reads(&held));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].transfers, [(5, false)]);
+        assert!(
+            due[0].pending_timeouts.is_empty(),
+            "the coordinator leg holds none"
+        );
+        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let Action::Lookup { per_shard } = action else {
+            panic!("the participant's vote is looked up");
+        };
+        assert_eq!(per_shard, [vec![leg_id(5)], vec![]]);
+        let vote = participant_leg(router, &t);
+        let found = Reply::Found(vec![vec![vote], vec![]]);
+        let decisions = submit(machine.step(found).unwrap(), Phase::Decide);
+        let decision = expiring_decision_of(&decisions, &t);
+        assert_eq!(
+            decision.user_data_64, 7,
+            "the decision carries the vote's timeout"
+        );
+        // No vote found: presumed abort, as for any transfer.
+        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        let decisions = submit(
+            machine.step(Reply::Found(vec![vec![]; SHARDS])).unwrap(),
+            Phase::Decide,
+        );
+        assert!(decisions[1][0].flags.void_pending_transfer());
+    }
+
+    #[test]
+    fn a_retry_with_another_timeout_commits_with_the_first_and_says_so() {
+        // The first attempt (timeout 5 s) died after the vote; its retry asks for 2 s. The
+        // vote answers that the leg differs in the field holding the timeout: the retry reads
+        // the leg, commits with the first attempt's timeout (as the resolver would) and
+        // answers as one ledger would.
+        let router = router();
+        let (first, retry) = (expiring_cross(7, 5), expiring_cross(7, 2));
+        let (mut call, action) = CallMachine::new(router, vec![retry]);
+        submit(action, Phase::Prepare);
+        submit(call.step(submitted(1, &[R::Exists])).unwrap(), Phase::Vote);
+        let action = call
+            .step(submitted(0, &[R::ExistsWithDifferentUserData32]))
+            .unwrap();
+        let Action::Lookup { per_shard } = action else {
+            panic!("the vote's leg is read back");
+        };
+        assert_eq!(per_shard, [vec![leg_id(7)], vec![]]);
+        let vote = participant_leg(router, &first);
+        let found = Reply::Found(vec![vec![vote], vec![]]);
+        let decisions = submit(call.step(found).unwrap(), Phase::Decide);
+        let decision = expiring_decision_of(&decisions, &first);
+        assert_eq!(decision.user_data_64, 5);
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [R::ExistsWithDifferentTimeout]);
+        assert_eq!(outcome.finishes.len(), 1);
+        // A vote's leg that answered Exists… must be found.
+        let (mut call, action) = CallMachine::new(router, vec![retry]);
+        submit(action, Phase::Prepare);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        call.step(submitted(0, &[R::ExistsWithDifferentUserData32]))
+            .unwrap();
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
+        // The same timeout: Exists, no read.
+        let (mut call, action) = CallMachine::new(router, vec![first]);
+        submit(action, Phase::Prepare);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        let decisions = submit(
+            call.step(submitted(0, &[R::Exists])).unwrap(),
+            Phase::Decide,
+        );
+        expiring_decision_of(&decisions, &first);
+        let outcome = done(call.step(submitted(1, &[R::Exists])).unwrap());
+        assert_eq!(outcome.results, [R::Exists]);
+    }
+
     #[test]
     fn the_resolver_voids_an_expired_pending_transfer() {
         let router = router();
