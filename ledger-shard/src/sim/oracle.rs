@@ -119,9 +119,9 @@ pub(crate) struct Tracker {
     /// expiries and chain records (`x(t)`) — by `(shard, id)`: when applied.
     records: BTreeMap<(usize, u128), u64>,
     /// Users' pending transfers committed with a timeout (by their caller or the resolver)
-    /// and not yet posted or voided at their coordinator, by `t`: when they expire, in simulated time (when
-    /// the decision was chosen plus the timeout: no earlier than its deadline in the
-    /// coordinator's ledger time, which follows the leaders' clocks).
+    /// and not yet posted or voided at their coordinator, by `t`: when they expire, in
+    /// simulated time (when the decision was chosen plus the timeout: no earlier than its
+    /// deadline in the coordinator's ledger time, which follows the leaders' clocks).
     expiring: BTreeMap<u128, u64>,
 }
 
