@@ -33,7 +33,8 @@
 //! A user's pending `T` goes through *pending bridges* and commits by a zero-amount marker
 //! `res(t)` that keeps both legs pending; the user's post or void `P` is logged by the
 //! coordinator as `P` resolving `leg(t)`, applied by the participant under `x(t)` and
-//! acknowledged without storage; a timeout rides on the decision and the resolver enforces it.
+//! acknowledged without storage; a timeout rides on the participant leg (as data) and on the
+//! decision, whoever logs it, and the resolver enforces it.
 //! A linked chain spanning shards logs *chain records* on its coordinator first, then one
 //! linked part of pending legs per shard (through *chain bridges*), decides at the head's leg
 //! and makes every other leg follow. The protocol's logic is the sans-IO core in [`protocol`];
