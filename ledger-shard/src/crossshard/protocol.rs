@@ -1496,12 +1496,23 @@ pub struct PostOutcome {
 
 /// Users' posts and voids of cross-shard pending transfers: each coordinator logs its posts
 /// (the decision: the ledger checks `P` against `leg(t)` with its own rules, precedence and
-/// idempotency); the results are the caller's.
+/// idempotency); the results are the caller's. A post answered
+/// `PendingTransferAlreadyVoided` whose `T` was not found expired when located may have lost
+/// to the expiry since: the coordinator's `x(t)` is looked up, and if it is the expiry's void
+/// the post answers `PendingTransferExpired`, as one ledger would.
 #[derive(Debug)]
 pub struct PostMachine {
     posts: Vec<CrossPost>,
     positions: Vec<Vec<usize>>,
-    done: bool,
+    stage: PostStage,
+}
+
+#[derive(Debug)]
+enum PostStage {
+    Logging,
+    /// The results, and the posts whose `x(t)` is looked up (indexes, per coordinator).
+    ReadingExpiries(Vec<R>, Vec<Vec<usize>>),
+    Done,
 }
 
 impl PostMachine {
@@ -1516,7 +1527,7 @@ impl PostMachine {
         let machine = Self {
             posts,
             positions,
-            done: false,
+            stage: PostStage::Logging,
         };
         let action = Action::Submit {
             phase: Phase::Decide,
@@ -1524,21 +1535,13 @@ impl PostMachine {
         };
         (machine, action)
     }
-}
 
-impl Machine for PostMachine {
-    type Outcome = PostOutcome;
+    /// `x(t)` of `post`'s pending transfer: at its coordinator, the expiry's void, if any.
+    fn expiry_id(post: &CrossPost) -> u128 {
+        applied_id(post.event.pending_id - LEG_ID_MIN)
+    }
 
-    fn step(&mut self, reply: Reply) -> Result<Action<PostOutcome>> {
-        if std::mem::replace(&mut self.done, true) {
-            return Err(protocol("a reply to a machine that is done"));
-        }
-        let mut results = gather(&self.positions, reply, self.posts.len())?;
-        for (result, post) in results.iter_mut().zip(&self.posts) {
-            if post.expired && *result == R::PendingTransferAlreadyVoided {
-                *result = R::PendingTransferExpired;
-            }
-        }
+    fn done(&self, results: Vec<R>) -> Action<PostOutcome> {
         // A retry answering Exists leaves the finishing to the resolver: it works from the
         // post as logged, whose zero fields may differ from the retry's.
         let finishes = self
@@ -1548,7 +1551,58 @@ impl Machine for PostMachine {
             .filter(|(_, result)| result.is_ok())
             .map(|(post, _)| post.event)
             .collect();
-        Ok(Action::Done(PostOutcome { results, finishes }))
+        Action::Done(PostOutcome { results, finishes })
+    }
+}
+
+impl Machine for PostMachine {
+    type Outcome = PostOutcome;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<PostOutcome>> {
+        match std::mem::replace(&mut self.stage, PostStage::Done) {
+            PostStage::Logging => {
+                let mut results = gather(&self.positions, reply, self.posts.len())?;
+                let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); self.positions.len()];
+                for (index, (result, post)) in results.iter_mut().zip(&self.posts).enumerate() {
+                    if *result == R::PendingTransferAlreadyVoided {
+                        if post.expired {
+                            *result = R::PendingTransferExpired;
+                        } else {
+                            unknown[post.debit_shard].push(index);
+                        }
+                    }
+                }
+                if unknown.iter().all(Vec::is_empty) {
+                    return Ok(self.done(results));
+                }
+                let per_shard = unknown
+                    .iter()
+                    .map(|indexes| {
+                        indexes
+                            .iter()
+                            .map(|&index| Self::expiry_id(&self.posts[index]))
+                            .collect()
+                    })
+                    .collect();
+                self.stage = PostStage::ReadingExpiries(results, unknown);
+                Ok(Action::Lookup { per_shard })
+            }
+            PostStage::ReadingExpiries(mut results, unknown) => {
+                let found = found(reply, self.positions.len())?;
+                for (indexes, found) in unknown.iter().zip(found) {
+                    for &index in indexes {
+                        let expired = found
+                            .get(&Self::expiry_id(&self.posts[index]))
+                            .is_some_and(|expiry| expiry.flags.void_pending_transfer());
+                        if expired {
+                            results[index] = R::PendingTransferExpired;
+                        }
+                    }
+                }
+                Ok(self.done(results))
+            }
+            PostStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
     }
 }
 
@@ -3108,6 +3162,91 @@ mod tests {
         let (mut posts, _) = PostMachine::new(router, vec![cross_post]);
         let outcome = done(posts.step(submitted(1, &[R::Exists])).unwrap());
         assert!(outcome.finishes.is_empty());
+    }
+
+    /// Locates a user's post or void `post` of the committed pending transfer `t` (on shards
+    /// 1 → 0), with the coordinator's expiry of it if `expiry` is given.
+    fn locate_cross(t: &Cross, post: Transfer, expiry: Option<Transfer>) -> CrossPost {
+        let router = router();
+        let (mut locate, _) = LocateMachine::new(router, vec![post]);
+        let mut coordinator = vec![
+            coordinator_leg(router, t),
+            decision_event(router, t, Decision::Commit),
+        ];
+        coordinator.extend(expiry);
+        let found = Reply::Found(vec![vec![participant_leg(router, t)], coordinator]);
+        match done(locate.step(found).unwrap())[..] {
+            [Located::Cross(cross_post)] => cross_post,
+            ref other => panic!("a cross-shard pending transfer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_located_post_names_the_callers_user_data_the_participant_leg_does_not_hold() {
+        // The participant leg holds the timeout in user_data_32: the post names the caller's
+        // (the coordinator leg's), so x(t) carries the same as the post logged at the
+        // coordinator, which inherits it there.
+        let t = expiring_cross(7, 3);
+        let post = Transfer {
+            pending_id: 7,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 4, 0, 0)
+        };
+        let located = locate_cross(&t, post, None);
+        assert_eq!(located.event().user_data_32, 99);
+        assert_eq!(applied_event(&located.event()).user_data_32, 99);
+        // One the caller names is kept.
+        let named = Transfer {
+            user_data_32: 5,
+            ..post
+        };
+        assert_eq!(locate_cross(&t, named, None).event().user_data_32, 5);
+    }
+
+    #[test]
+    fn a_post_losing_to_the_expiry_answers_expired() {
+        let router = router();
+        let t = expiring_cross(7, 1);
+        let void = Transfer {
+            pending_id: 7,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 0, 0, 0)
+        };
+        // Located before the expiry, logged after it: the coordinator answers that the leg
+        // is voided already; the expiry's void (x(t) there) is read back.
+        let located = locate_cross(&t, void, None);
+        assert!(!located.expired);
+        let (mut posts, action) = PostMachine::new(router, vec![located]);
+        submit(action, Phase::Decide);
+        let action = posts
+            .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+            .unwrap();
+        let Action::Lookup { per_shard } = action else {
+            panic!("the expiry is looked up");
+        };
+        assert_eq!(per_shard, [vec![], vec![applied_id(7)]]);
+        let decision = decision_event(router, &t, Decision::Commit);
+        let found = Reply::Found(vec![vec![], vec![expiry(&decision)]]);
+        let outcome = done(posts.step(found).unwrap());
+        assert_eq!(outcome.results, [R::PendingTransferExpired]);
+        assert!(outcome.finishes.is_empty());
+        // Voided by a user's void (stored under its own id): no x(t), the code stands.
+        let (mut posts, _) = PostMachine::new(router, vec![located]);
+        posts
+            .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+            .unwrap();
+        let outcome = done(posts.step(Reply::Found(vec![vec![]; SHARDS])).unwrap());
+        assert_eq!(outcome.results, [R::PendingTransferAlreadyVoided]);
+        // Found expired when located: no read.
+        let expired = locate_cross(&t, void, Some(expiry(&decision)));
+        assert!(expired.expired);
+        let (mut posts, _) = PostMachine::new(router, vec![expired]);
+        let outcome = done(
+            posts
+                .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+                .unwrap(),
+        );
+        assert_eq!(outcome.results, [R::PendingTransferExpired]);
     }
 
     #[test]
