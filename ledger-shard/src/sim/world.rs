@@ -107,6 +107,9 @@ pub enum PlantedBug {
     /// A chain's finish voids its events' legs other than the head's, although the chain
     /// committed.
     ChainFinishVoidsMembers,
+    /// The resolver commits users' pending transfers without their timeout (its markers carry
+    /// none), so one whose caller gave up after the vote never expires.
+    ResolverDropsTimeouts,
 }
 
 /// The protocol's timings, in simulated microseconds (shorter than the real ones).
@@ -1922,6 +1925,9 @@ impl ClusterSim {
                 owner == Owner::Resolver && phase == Some(Phase::Finish)
             }
             PlantedBug::NoResolver => false,
+            PlantedBug::ResolverDropsTimeouts => {
+                owner == Owner::Resolver && phase == Some(Phase::Decide)
+            }
             PlantedBug::ParticipantVoidsUsersPost | PlantedBug::ChainFinishVoidsMembers => {
                 phase == Some(Phase::Finish)
             }
@@ -1959,6 +1965,22 @@ impl ClusterSim {
                                     self.is_chain_member(transfer.id)
                                 };
                             planted.push(if hit { voided(transfer) } else { transfer });
+                        }
+                        PlantedBug::ResolverDropsTimeouts => {
+                            // A commit marker `res(t)` (no pending id, neither post nor void).
+                            let marker = (2 * SYSTEM_ID_MIN..3 * SYSTEM_ID_MIN)
+                                .contains(&transfer.id)
+                                && transfer.pending_id == 0
+                                && !transfer.flags.post_pending_transfer()
+                                && !transfer.flags.void_pending_transfer();
+                            planted.push(if marker {
+                                Transfer {
+                                    user_data_64: 0,
+                                    ..transfer
+                                }
+                            } else {
+                                transfer
+                            });
                         }
                         PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
                             let post = transfer.flags.post_pending_transfer();
