@@ -1448,39 +1448,51 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
         Some(res) if res.flags.post_pending_transfer() => local(debit_shard, resolution_id(t)),
         // A pending transfer, committed (its decision is a marker).
         Some(res) if !res.flags.void_pending_transfer() => {
-            let credit_shard = bridge_peer(router, leg.credit_account_id);
-            let credit = per_shard[credit_shard]
-                .get(&leg_id(t))
-                .map_or(0, |leg| leg.credit_account_id);
-            let named_credit = post.credit_account_id;
-            Located::Cross(CrossPost {
-                event: Transfer {
-                    pending_id: leg_id(t),
-                    credit_account_id: if named_credit == 0 || named_credit == credit {
-                        leg.credit_account_id
-                    } else {
-                        named_credit
-                    },
-                    // Inherited from the coordinator leg, as the ledger would, but named: the
-                    // participant's `x(t)` inherits from its own leg, whose `user_data_32`
-                    // holds the timeout.
-                    user_data_32: if post.user_data_32 == 0 {
-                        leg.user_data_32
-                    } else {
-                        post.user_data_32
-                    },
-                    ..*post
-                },
-                debit_shard,
-                credit_shard,
-                expired: per_shard[debit_shard]
-                    .get(&applied_id(t))
-                    .is_some_and(|expiry| expiry.flags.void_pending_transfer()),
-            })
+            Located::Cross(cross_post(router, per_shard, post, (debit_shard, &leg)))
         }
         // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
         // which burns the post's id as on one shard).
         _ => local(debit_shard, t),
+    }
+}
+
+/// A post or void `post` of the committed cross-shard pending transfer whose coordinator
+/// leg `leg` lives on `debit_shard`, as the coordinator logs it.
+fn cross_post(
+    router: Router,
+    per_shard: &[HashMap<u128, Transfer>],
+    post: &Transfer,
+    (debit_shard, leg): (usize, &Transfer),
+) -> CrossPost {
+    let t = post.pending_id;
+    let credit_shard = bridge_peer(router, leg.credit_account_id);
+    let credit = per_shard[credit_shard]
+        .get(&leg_id(t))
+        .map_or(0, |leg| leg.credit_account_id);
+    let named_credit = post.credit_account_id;
+    CrossPost {
+        event: Transfer {
+            pending_id: leg_id(t),
+            credit_account_id: if named_credit == 0 || named_credit == credit {
+                leg.credit_account_id
+            } else {
+                named_credit
+            },
+            // Inherited from the coordinator leg, as the ledger would, but named: the
+            // participant's `x(t)` inherits from its own leg, whose `user_data_32` holds the
+            // timeout.
+            user_data_32: if post.user_data_32 == 0 {
+                leg.user_data_32
+            } else {
+                post.user_data_32
+            },
+            ..*post
+        },
+        debit_shard,
+        credit_shard,
+        expired: per_shard[debit_shard]
+            .get(&applied_id(t))
+            .is_some_and(|expiry| expiry.flags.void_pending_transfer()),
     }
 }
 
