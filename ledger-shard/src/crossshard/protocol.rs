@@ -3714,6 +3714,38 @@ mod tests {
         decision
     }
 
+    /// The one recovery a fresh resolver finds due for `held`, first seen at 0 and read again
+    /// `after_ms` later.
+    fn recovery_due(held: &[Option<Vec<Transfer>>], after_ms: u64) -> Recovery {
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router(), at(0), &reads(held)).is_empty());
+        let mut due = resolver.pass(router(), at(after_ms), &reads(held));
+        assert_eq!(due.len(), 1);
+        due.remove(0)
+    }
+
+    /// Given `action`, the lookup of `voted`'s participant leg (on shard 0), answers it with
+    /// that leg and returns the commit decision `machine` then submits (the expiring marker of
+    /// `voted`).
+    fn decided_after_reading_the_vote<M: Machine>(
+        machine: &mut M,
+        action: Action<M::Outcome>,
+        voted: &Cross,
+    ) -> Transfer
+    where
+        M::Outcome: std::fmt::Debug,
+    {
+        let Action::Lookup { per_shard } = action else {
+            panic!("the vote's leg is read: {action:?}");
+        };
+        assert_eq!(per_shard, [vec![leg_id(voted.transfer.id)], vec![]]);
+        let vote = participant_leg(router(), voted);
+        let found = Reply::Found(vec![vec![vote], vec![]]);
+        let decisions = submit(machine.step(found).unwrap(), Phase::Decide);
+        expiring_decision_of(&decisions, voted)
+    }
+
     #[test]
     fn a_pending_transfers_timeout_rides_on_its_participant_leg_only() {
         let router = router();
@@ -3741,15 +3773,10 @@ mod tests {
         // sees the participant leg and commits from it alone (no lookup).
         let router = router();
         let t = expiring_cross(4, 3);
-        let mut resolver = Resolver::new(timing());
-        let at = Duration::from_millis;
-        let held = legs(&[], &[t]);
-        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
-        let due = resolver.pass(router, at(20), &reads(&held));
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].transfers, [(4, true)]);
-        assert_eq!(due[0].pending_timeouts, BTreeMap::from([(4, 3)]));
-        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
+        let due = recovery_due(&legs(&[], &[t]), 20);
+        assert_eq!(due.transfers, [(4, true)]);
+        assert_eq!(due.pending_timeouts, BTreeMap::from([(4, 3)]));
+        let (mut machine, action) = RecoveryMachine::new(router, due);
         let decision = expiring_decision_of(&submit(action, Phase::Decide), &t);
         assert_eq!(
             decision.user_data_64, 3,
@@ -3761,10 +3788,8 @@ mod tests {
         done(machine.step(submitted(0, &[R::Ok])).unwrap());
         // Without a timeout, the decision carries none (it never expires).
         let forever = expiring_cross(4, 0);
-        let mut resolver = Resolver::new(timing());
-        resolver.pass(router, at(0), &reads(&legs(&[], &[forever])));
-        let due = resolver.pass(router, at(20), &reads(&legs(&[], &[forever])));
-        let (_, action) = RecoveryMachine::new(router, due[0].clone());
+        let due = recovery_due(&legs(&[], &[forever]), 20);
+        let (_, action) = RecoveryMachine::new(router, due);
         let decisions = submit(action, Phase::Decide);
         assert_eq!(
             decisions[1],
@@ -3780,32 +3805,20 @@ mod tests {
         // vote up and commits with the timeout the vote's leg carries.
         let router = router();
         let t = expiring_cross(5, 7);
-        let mut resolver = Resolver::new(timing());
-        let at = Duration::from_millis;
-        let held = legs(&[t], &[]);
-        assert!(resolver.pass(router, at(0), &reads(&held)).is_empty());
-        let due = resolver.pass(router, at(50), &reads(&held));
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].transfers, [(5, false)]);
+        let due = recovery_due(&legs(&[t], &[]), 50);
+        assert_eq!(due.transfers, [(5, false)]);
         assert!(
-            due[0].pending_timeouts.is_empty(),
+            due.pending_timeouts.is_empty(),
             "the coordinator leg holds none"
         );
-        let (mut machine, action) = RecoveryMachine::new(router, due[0].clone());
-        let Action::Lookup { per_shard } = action else {
-            panic!("the participant's vote is looked up");
-        };
-        assert_eq!(per_shard, [vec![leg_id(5)], vec![]]);
-        let vote = participant_leg(router, &t);
-        let found = Reply::Found(vec![vec![vote], vec![]]);
-        let decisions = submit(machine.step(found).unwrap(), Phase::Decide);
-        let decision = expiring_decision_of(&decisions, &t);
+        let (mut machine, action) = RecoveryMachine::new(router, due.clone());
+        let decision = decided_after_reading_the_vote(&mut machine, action, &t);
         assert_eq!(
             decision.user_data_64, 7,
             "the decision carries the vote's timeout"
         );
         // No vote found: presumed abort, as for any transfer.
-        let (mut machine, _) = RecoveryMachine::new(router, due[0].clone());
+        let (mut machine, _) = RecoveryMachine::new(router, due);
         let decisions = submit(
             machine.step(Reply::Found(vec![vec![]; SHARDS])).unwrap(),
             Phase::Decide,
@@ -3827,14 +3840,7 @@ mod tests {
         let action = call
             .step(submitted(0, &[R::ExistsWithDifferentUserData32]))
             .unwrap();
-        let Action::Lookup { per_shard } = action else {
-            panic!("the vote's leg is read back");
-        };
-        assert_eq!(per_shard, [vec![leg_id(7)], vec![]]);
-        let vote = participant_leg(router, &first);
-        let found = Reply::Found(vec![vec![vote], vec![]]);
-        let decisions = submit(call.step(found).unwrap(), Phase::Decide);
-        let decision = expiring_decision_of(&decisions, &first);
+        let decision = decided_after_reading_the_vote(&mut call, action, &first);
         assert_eq!(decision.user_data_64, 5);
         let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
         assert_eq!(outcome.results, [R::ExistsWithDifferentTimeout]);
