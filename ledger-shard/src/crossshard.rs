@@ -33,7 +33,8 @@
 //! A user's pending `T` goes through *pending bridges* and commits by a zero-amount marker
 //! `res(t)` that keeps both legs pending; the user's post or void `P` is logged by the
 //! coordinator as `P` resolving `leg(t)`, applied by the participant under `x(t)` and
-//! acknowledged without storage; a timeout rides on the decision and the resolver enforces it.
+//! acknowledged without storage; a timeout rides on the participant leg (as data) and on the
+//! decision, whoever logs it, and the resolver enforces it.
 //! A linked chain spanning shards logs *chain records* on its coordinator first, then one
 //! linked part of pending legs per shard (through *chain bridges*), decides at the head's leg
 //! and makes every other leg follow. The protocol's logic is the sans-IO core in [`protocol`];
@@ -1212,23 +1213,42 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
     }
 }
 
-/// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data.
+/// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data. A user's
+/// pending transfer's leg holds its timeout (seconds, 0 for none) in `user_data_32` instead
+/// (see [`leg_timeout`]).
 fn participant_leg(router: Router, cross: &Cross) -> Transfer {
     let t = &cross.transfer;
     let (d, c) = (cross.debit_shard, cross.credit_shard);
-    let bridge = if t.flags.pending() {
-        pending_bridge_id(router, t.ledger, c, d)
-    } else {
-        bridge_id(router, t.ledger, c, d)
-    };
+    if t.flags.pending() {
+        return Transfer {
+            id: leg_id(t.id),
+            debit_account_id: pending_bridge_id(router, t.ledger, c, d),
+            flags: TransferFlags::PENDING,
+            // Never in `timeout`: a leg must not expire by itself.
+            user_data_32: t.timeout,
+            timeout: 0,
+            timestamp: 0,
+            ..*t
+        };
+    }
     Transfer {
         id: leg_id(t.id),
-        debit_account_id: bridge,
+        debit_account_id: bridge_id(router, t.ledger, c, d),
         flags: TransferFlags::PENDING,
         timeout: 0,
         timestamp: 0,
         ..*t
     }
+}
+
+/// The timeout (seconds) of the user's pending transfer whose participant leg (through a
+/// pending bridge) is `leg`: the leg carries it in `user_data_32`, so whoever commits the
+/// transfer (its caller, or the resolver from the legs it finds) logs a decision carrying
+/// it, and the transfer expires. The field is free: every reader of the caller's user data
+/// takes it from the coordinator leg, which keeps all of it (a user's post inherits it
+/// there), and no rule of the ledger reads a leg's `user_data_32`.
+pub(crate) fn leg_timeout(leg: &Transfer) -> u32 {
+    leg.user_data_32
 }
 
 /// The coordinator's decision for `cross` (step 3), under the id `res(t)`: a post of its leg

@@ -1231,6 +1231,36 @@ fn reopened_cluster_finishes_chains_and_posts() {
     finish(cluster, &dir);
 }
 
+/// Pending transfers `first` (1 → 2, 40, timeout 2 s) and `first + 1` (3 → 4, 50, an
+/// hour).
+fn expiring_and_lasting(first: u128) -> [Transfer; 2] {
+    let expiring = Transfer {
+        timeout: 2,
+        ..pending(first, 1, 2, 40)
+    };
+    let lasting = Transfer {
+        timeout: 3_600,
+        ..pending(first + 1, 3, 4, 50)
+    };
+    [expiring, lasting]
+}
+
+/// Pending transfer `expired` (1 → 2, 40) expired on both sides and the other (3 → 4) was
+/// posted 20: the balances say so, and a post and a void of `expired` (ids `later`) answer
+/// `PendingTransferExpired`.
+fn assert_expired_and_posted(client: &Client, expired: u128, later: [u128; 2]) {
+    assert_eq!(balances(client, 1), (0, 0, 0, INITIAL));
+    assert_eq!(balances(client, 2), (0, 0, 0, INITIAL));
+    assert_eq!(balances(client, 3), (0, 20, 0, INITIAL));
+    assert_eq!(balances(client, 4), (0, 0, 0, INITIAL + 20));
+    assert_eq!(
+        client
+            .create_transfers(&[post(later[0], expired, 1), void(later[1], expired)])
+            .unwrap(),
+        [R::PendingTransferExpired, R::PendingTransferExpired]
+    );
+}
+
 /// A cross-shard pending transfer with a timeout: its legs never expire alone; the resolver
 /// voids both once the timeout has passed in the coordinator's ledger time (the shard is idle
 /// meanwhile: the resolver's ticks move that time), and a later post answers
@@ -1241,14 +1271,7 @@ fn pending_timeout_across_shards() {
     let cluster = Cluster::open(config(&dir, 2)).unwrap();
     let client = cluster.client();
     setup(&client, 2);
-    let expiring = Transfer {
-        timeout: 2,
-        ..pending(1100, 1, 2, 40)
-    };
-    let lasting = Transfer {
-        timeout: 3_600,
-        ..pending(1101, 3, 4, 50)
-    };
+    let [expiring, lasting] = expiring_and_lasting(1100);
     assert_eq!(
         client.create_transfers(&[expiring, lasting]).unwrap(),
         [R::Ok; 2]
@@ -1266,15 +1289,61 @@ fn pending_timeout_across_shards() {
     );
     // Expired: both sides released, by the resolver alone.
     wait_resolved(&cluster, Duration::from_secs(15));
-    assert_eq!(balances(&client, 1), (0, 0, 0, INITIAL));
-    assert_eq!(balances(&client, 2), (0, 0, 0, INITIAL));
-    assert_eq!(balances(&client, 3), (0, 20, 0, INITIAL));
-    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL + 20));
+    assert_expired_and_posted(&client, 1100, [1103, 1104]);
+    assert_customer_money(&client, 2);
+    finish(cluster, &dir);
+}
+
+/// A cross-shard pending transfer with a timeout whose caller stops after the vote: the
+/// resolver commits it from its legs, and the decision it logs carries the timeout (the
+/// participant leg holds it), so it expires like one its caller committed: both sides
+/// released, a later post answers `PendingTransferExpired`. A retry with another timeout
+/// answers `ExistsWithDifferentTimeout`, one ledger's code.
+#[test]
+fn pending_timeout_across_shards_committed_by_the_resolver() {
+    let dir = temp_dir("pending-timeout-resolver");
+    let cluster = Cluster::open(config(&dir, 2)).unwrap();
+    let client = cluster.client();
+    setup(&client, 2);
+    let [expiring, lasting] = expiring_and_lasting(1200);
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    let error = client.create_transfers(&[expiring, lasting]).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    // Nobody asks again: the resolver commits both (a vote seen for 2 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let committed = loop {
+        let found = client.lookup_transfers(&[1201]).unwrap();
+        if let [transfer] = found[..] {
+            break transfer;
+        }
+        assert!(Instant::now() < deadline, "the resolver never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
-        client
-            .create_transfers(&[post(1103, 1100, 1), void(1104, 1100)])
-            .unwrap(),
-        [R::PendingTransferExpired, R::PendingTransferExpired]
+        (committed.flags, committed.timeout),
+        (TransferFlags::PENDING, 3_600),
+        "the resolver's decision carries the timeout"
+    );
+    assert_eq!(
+        client.create_transfers(&[post(1202, 1201, 20)]).unwrap(),
+        [R::Ok]
+    );
+    // The expiring one is voided on both sides, by the resolver alone.
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_expired_and_posted(&client, 1200, [1203, 1204]);
+    // Retries: unchanged, `Exists`; with another timeout, as one ledger answers.
+    let other_timeout = Transfer {
+        timeout: 5,
+        ..expiring
+    };
+    assert_eq!(
+        client.create_transfers(&[expiring, lasting]).unwrap(),
+        [R::Exists, R::Exists]
+    );
+    assert_eq!(
+        client.create_transfers(&[other_timeout]).unwrap(),
+        [R::ExistsWithDifferentTimeout]
     );
     assert_customer_money(&client, 2);
     finish(cluster, &dir);

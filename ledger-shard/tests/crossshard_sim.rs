@@ -158,6 +158,30 @@ fn a_chain_committed_in_part_is_caught() {
 }
 
 #[test]
+fn a_resolver_committing_without_the_timeout_is_caught() {
+    // Clients crash right after the vote: the resolver commits their pending transfers, some
+    // with a timeout, with markers carrying none (as before seed 70052's fix): they never
+    // expire. The same run without the bug passes.
+    let bug = PlantedBug::ResolverDropsTimeouts;
+    assert_caught(16, Step::Voted, Who::Client, bug, "expiry:");
+    let mut options = ClusterSimOptions::from_seed(16);
+    options.profile = ledger_paxos::sim::FaultProfile::calm(3);
+    options.case = CrashCase {
+        after: Step::Voted,
+        who: Who::Client,
+    };
+    options.case_permille = 1_000;
+    let report = sim::run_cluster_options(options);
+    assert_eq!(
+        report.violation,
+        None,
+        "{}",
+        describe_cluster_failure(&report)
+    );
+    assert!(report.stats.expired > 0, "nothing expired");
+}
+
+#[test]
 fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
     // The ledger's SimStateMachine implementation: the paxos simulator's clients write (empty
     // batches under unique nonces) and read digests, under that seed's faults.
@@ -187,10 +211,12 @@ fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
 /// 309397: a chain's retry logged the head's legs (the first attempt had logged only the other
 /// event's) while the resolver, reading them, logged the commit first; the retry answered
 /// `[LinkedEventFailed, Exists]` from the other event's leg. A chain committed by another
-/// driver now answers at its first event (`Exists`).
+/// driver now answers at its first event (`Exists`). 70052: a pending transfer with a timeout
+/// whose client crashed after the vote was committed by the resolver with no timeout (neither
+/// leg held it) and never expired; the participant leg now carries it.
 #[test]
 fn seeds_that_once_failed_pass() {
-    const SEEDS: &[u64] = &[216, 20574, 22381, 309_397];
+    const SEEDS: &[u64] = &[216, 20574, 22381, 70_052, 309_397];
     let reports: Vec<_> = SEEDS
         .iter()
         .flat_map(|&seed| sim::run_cluster_seeds(seed, 1, 1))

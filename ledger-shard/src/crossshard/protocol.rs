@@ -57,8 +57,8 @@ use super::{
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
     bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_exists_with_different,
-    is_pending_bridge, is_reserved, leg_id, logged_decision, participant_leg, pending_bridge_id,
-    protocol, resolution, resolution_id, vote_decision,
+    is_pending_bridge, is_reserved, leg_id, leg_timeout, logged_decision, participant_leg,
+    pending_bridge_id, protocol, resolution, resolution_id, vote_decision,
 };
 pub use super::{Cross, Decision};
 use crate::error::Result;
@@ -395,6 +395,9 @@ pub struct CallOutcome {
 enum CallStage {
     Preparing(Vec<Vec<usize>>),
     Voting(Vec<Vec<usize>>),
+    /// Reading back the participant legs of pending transfers whose vote found a leg with
+    /// another timeout (the positions in `work`, per participant shard).
+    ReadingTimeouts(Vec<Vec<usize>>),
     Deciding(Decide),
     ReadingDecisions(Decide),
     Done,
@@ -482,13 +485,45 @@ impl Machine for CallMachine {
             }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
-                for ((_, decision), &vote) in self.work.iter_mut().zip(&self.votes) {
+                let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
+                for (index, ((cross, decision), &vote)) in
+                    self.work.iter_mut().zip(&self.votes).enumerate()
+                {
                     *decision = vote_decision(vote);
+                    if vote_answer(cross, vote) == R::ExistsWithDifferentTimeout {
+                        other_timeouts.resize_with(self.router.shard_count(), Vec::new);
+                        other_timeouts[cross.credit_shard].push(index);
+                    }
                 }
-                let work = std::mem::take(&mut self.work);
-                let (decide, phase, per_shard) = Decide::start(self.router, work);
-                self.stage = CallStage::Deciding(decide);
-                Ok(Action::Submit { phase, per_shard })
+                if other_timeouts.is_empty() {
+                    return Ok(self.decide());
+                }
+                // A retry with another timeout: the first attempt's leg holds the one to
+                // commit with (as the resolver would).
+                let per_shard = other_timeouts
+                    .iter()
+                    .map(|indexes| {
+                        indexes
+                            .iter()
+                            .map(|&index| leg_id(self.work[index].0.transfer.id))
+                            .collect()
+                    })
+                    .collect();
+                self.stage = CallStage::ReadingTimeouts(other_timeouts);
+                Ok(Action::Lookup { per_shard })
+            }
+            CallStage::ReadingTimeouts(indexes) => {
+                let found = found(reply, self.router.shard_count())?;
+                for (indexes, found) in indexes.iter().zip(found) {
+                    for &index in indexes {
+                        let transfer = &mut self.work[index].0.transfer;
+                        let leg = found
+                            .get(&leg_id(transfer.id))
+                            .ok_or_else(|| protocol("a vote answered Exists… but is not found"))?;
+                        transfer.timeout = leg_timeout(leg);
+                    }
+                }
+                Ok(self.decide())
             }
             CallStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
                 Some(per_shard) => {
@@ -507,6 +542,14 @@ impl Machine for CallMachine {
 }
 
 impl CallMachine {
+    /// Step 3: logs the live crosses' decisions.
+    fn decide(&mut self) -> Action<CallOutcome> {
+        let work = std::mem::take(&mut self.work);
+        let (decide, phase, per_shard) = Decide::start(self.router, work);
+        self.stage = CallStage::Deciding(decide);
+        Action::Submit { phase, per_shard }
+    }
+
     /// After step 1: the votes of the live crosses, or done if none is.
     fn on_prepared(&mut self) -> Action<CallOutcome> {
         for (result, (cross, _)) in self.prepared.iter_mut().zip(&self.work) {
@@ -546,10 +589,11 @@ impl CallMachine {
     /// answers, which it takes: the machine is done), and the decided work handed on whole.
     fn outcome(&mut self, decided: Vec<(Cross, Decision)>) -> CallOutcome {
         let mut results = std::mem::take(&mut self.prepared);
-        for ((&index, &vote), &(_, decision)) in self.live.iter().zip(&self.votes).zip(&decided) {
+        for ((&index, &vote), (cross, decision)) in self.live.iter().zip(&self.votes).zip(&decided)
+        {
             let first_time = results[index].is_ok();
-            results[index] = match decision {
-                Decision::Commit if is_exists_with_different(vote) => vote,
+            results[index] = match *decision {
+                Decision::Commit if is_exists_with_different(vote) => vote_answer(cross, vote),
                 Decision::Commit if first_time => R::Ok,
                 Decision::Commit => R::Exists,
                 Decision::Abort(reason) if first_time => reason,
@@ -561,6 +605,18 @@ impl CallMachine {
             results,
             finishes: decided,
         }
+    }
+}
+
+/// The caller's answer for a participant's `ExistsWith…` vote: a user's pending transfer's
+/// participant leg holds its timeout in `user_data_32` (see `participant_leg`), and every
+/// field before it in ledger-core's order but the credit account is the coordinator leg's
+/// too, already checked, so a leg differing there was logged with another timeout.
+fn vote_answer(cross: &Cross, vote: R) -> R {
+    if cross.transfer.flags.pending() && vote == R::ExistsWithDifferentUserData32 {
+        R::ExistsWithDifferentTimeout
+    } else {
+        vote
     }
 }
 
@@ -691,6 +747,10 @@ pub struct Recovery {
     /// Among `transfers`, the users' pending transfers (their legs go through pending bridges:
     /// a commit keeps them pending), with their ledger.
     pub pending_ledgers: BTreeMap<u128, u32>,
+    /// Among the pending transfers whose participant leg was seen, the timeout (seconds, 0 for
+    /// none) that leg carries: the commit decision carries it, so the transfer expires. (Of
+    /// the others, the participant leg that the recovery looks up tells the timeout.)
+    pub pending_timeouts: BTreeMap<u128, u32>,
     /// Users' posts and voids of cross-shard pending transfers that the coordinator logged
     /// and the participant has yet to apply (as the coordinator logged them).
     pub posts: Vec<Transfer>,
@@ -726,6 +786,7 @@ type ChainRecords = BTreeMap<(usize, u128), (Vec<Transfer>, Duration)>;
 struct Due {
     transfers: Vec<(u128, bool)>,
     pending_ledgers: BTreeMap<u128, u32>,
+    pending_timeouts: BTreeMap<u128, u32>,
     posts: Vec<Transfer>,
     chains: Vec<ChainShape>,
     expiries: Vec<Transfer>,
@@ -801,6 +862,9 @@ impl Resolver {
             due.transfers.push((t, voted));
             if is_pending_bridge(router, bridge) {
                 due.pending_ledgers.insert(t, bridge_ledger(router, bridge));
+                if voted {
+                    due.pending_timeouts.insert(t, leg_timeout(leg));
+                }
             }
         }
     }
@@ -953,6 +1017,7 @@ impl Resolver {
                     credit_shard,
                     transfers: due.transfers,
                     pending_ledgers: due.pending_ledgers,
+                    pending_timeouts: due.pending_timeouts,
                     posts: due.posts,
                     chains: due.chains,
                     expiries: due.expiries,
@@ -1021,7 +1086,7 @@ impl RecoveryMachine {
             return (machine, action);
         }
         if unknown.is_empty() {
-            let action = machine.decide(&HashSet::new());
+            let action = machine.decide(&HashMap::new());
             return (machine, action);
         }
         let mut per_shard = vec![Vec::new(); router.shard_count()];
@@ -1037,9 +1102,10 @@ impl Machine for RecoveryMachine {
         match std::mem::replace(&mut self.stage, RecoveryStage::Done) {
             RecoveryStage::ReadingVotes => {
                 let found = found(reply, self.router.shard_count())?;
-                let voted: HashSet<u128> = found[self.recovery.credit_shard]
-                    .keys()
-                    .map(|leg| leg - LEG_ID_MIN)
+                // Each vote found, with the timeout its leg carries (a pending transfer's).
+                let voted: HashMap<u128, u32> = found[self.recovery.credit_shard]
+                    .values()
+                    .map(|leg| (leg.id - LEG_ID_MIN, leg_timeout(leg)))
                     .collect();
                 Ok(self.decide(&voted))
             }
@@ -1107,7 +1173,10 @@ impl Machine for RecoveryMachine {
 }
 
 impl RecoveryMachine {
-    fn decide(&mut self, voted: &HashSet<u128>) -> Action<()> {
+    /// Decides the transfers given the votes looked up (`t` and the timeout its participant
+    /// leg carries): commit after a yes vote (seen or found), a pending transfer with the
+    /// timeout from its participant leg; presumed abort otherwise.
+    fn decide(&mut self, voted: &HashMap<u128, u32>) -> Action<()> {
         let (debit_shard, credit_shard) = (self.recovery.debit_shard, self.recovery.credit_shard);
         let work = self
             .recovery
@@ -1115,6 +1184,12 @@ impl RecoveryMachine {
             .iter()
             .map(|&(t, seen_vote)| {
                 let pending = self.recovery.pending_ledgers.get(&t);
+                // Only a pending transfer's leg carries a timeout (in a field a plain
+                // transfer's leg gives the caller's user data).
+                let timeout = voted
+                    .get(&t)
+                    .or_else(|| self.recovery.pending_timeouts.get(&t))
+                    .filter(|_| pending.is_some());
                 let cross = Cross {
                     transfer: Transfer {
                         id: t,
@@ -1124,12 +1199,13 @@ impl RecoveryMachine {
                         } else {
                             TransferFlags::empty()
                         },
+                        timeout: timeout.copied().unwrap_or(0),
                         ..Transfer::default()
                     },
                     debit_shard,
                     credit_shard,
                 };
-                let decision = if seen_vote || voted.contains(&t) {
+                let decision = if seen_vote || voted.contains_key(&t) {
                     Decision::Commit
                 } else {
                     // Presumed abort: the caller gave up before the participant voted.
@@ -1372,31 +1448,51 @@ fn locate_post(router: Router, per_shard: &[HashMap<u128, Transfer>], post: &Tra
         Some(res) if res.flags.post_pending_transfer() => local(debit_shard, resolution_id(t)),
         // A pending transfer, committed (its decision is a marker).
         Some(res) if !res.flags.void_pending_transfer() => {
-            let credit_shard = bridge_peer(router, leg.credit_account_id);
-            let credit = per_shard[credit_shard]
-                .get(&leg_id(t))
-                .map_or(0, |leg| leg.credit_account_id);
-            let named_credit = post.credit_account_id;
-            Located::Cross(CrossPost {
-                event: Transfer {
-                    pending_id: leg_id(t),
-                    credit_account_id: if named_credit == 0 || named_credit == credit {
-                        leg.credit_account_id
-                    } else {
-                        named_credit
-                    },
-                    ..*post
-                },
-                debit_shard,
-                credit_shard,
-                expired: per_shard[debit_shard]
-                    .get(&applied_id(t))
-                    .is_some_and(|expiry| expiry.flags.void_pending_transfer()),
-            })
+            Located::Cross(cross_post(router, per_shard, post, (debit_shard, &leg)))
         }
         // Aborted, or not decided yet: the transfer does not exist (PendingTransferNotFound,
         // which burns the post's id as on one shard).
         _ => local(debit_shard, t),
+    }
+}
+
+/// A post or void `post` of the committed cross-shard pending transfer whose coordinator
+/// leg `leg` lives on `debit_shard`, as the coordinator logs it.
+fn cross_post(
+    router: Router,
+    per_shard: &[HashMap<u128, Transfer>],
+    post: &Transfer,
+    (debit_shard, leg): (usize, &Transfer),
+) -> CrossPost {
+    let t = post.pending_id;
+    let credit_shard = bridge_peer(router, leg.credit_account_id);
+    let credit = per_shard[credit_shard]
+        .get(&leg_id(t))
+        .map_or(0, |leg| leg.credit_account_id);
+    let named_credit = post.credit_account_id;
+    CrossPost {
+        event: Transfer {
+            pending_id: leg_id(t),
+            credit_account_id: if named_credit == 0 || named_credit == credit {
+                leg.credit_account_id
+            } else {
+                named_credit
+            },
+            // Inherited from the coordinator leg, as the ledger would, but named: the
+            // participant's `x(t)` inherits from its own leg, whose `user_data_32` holds the
+            // timeout.
+            user_data_32: if post.user_data_32 == 0 {
+                leg.user_data_32
+            } else {
+                post.user_data_32
+            },
+            ..*post
+        },
+        debit_shard,
+        credit_shard,
+        expired: per_shard[debit_shard]
+            .get(&applied_id(t))
+            .is_some_and(|expiry| expiry.flags.void_pending_transfer()),
     }
 }
 
@@ -1412,12 +1508,23 @@ pub struct PostOutcome {
 
 /// Users' posts and voids of cross-shard pending transfers: each coordinator logs its posts
 /// (the decision: the ledger checks `P` against `leg(t)` with its own rules, precedence and
-/// idempotency); the results are the caller's.
+/// idempotency); the results are the caller's. A post answered
+/// `PendingTransferAlreadyVoided` whose `T` was not found expired when located may have lost
+/// to the expiry since: the coordinator's `x(t)` is looked up, and if it is the expiry's void
+/// the post answers `PendingTransferExpired`, as one ledger would.
 #[derive(Debug)]
 pub struct PostMachine {
     posts: Vec<CrossPost>,
     positions: Vec<Vec<usize>>,
-    done: bool,
+    stage: PostStage,
+}
+
+#[derive(Debug)]
+enum PostStage {
+    Logging,
+    /// The results, and the posts whose `x(t)` is looked up (indexes, per coordinator).
+    ReadingExpiries(Vec<R>, Vec<Vec<usize>>),
+    Done,
 }
 
 impl PostMachine {
@@ -1432,7 +1539,7 @@ impl PostMachine {
         let machine = Self {
             posts,
             positions,
-            done: false,
+            stage: PostStage::Logging,
         };
         let action = Action::Submit {
             phase: Phase::Decide,
@@ -1440,21 +1547,13 @@ impl PostMachine {
         };
         (machine, action)
     }
-}
 
-impl Machine for PostMachine {
-    type Outcome = PostOutcome;
+    /// `x(t)` of `post`'s pending transfer: at its coordinator, the expiry's void, if any.
+    fn expiry_id(post: &CrossPost) -> u128 {
+        applied_id(post.event.pending_id - LEG_ID_MIN)
+    }
 
-    fn step(&mut self, reply: Reply) -> Result<Action<PostOutcome>> {
-        if std::mem::replace(&mut self.done, true) {
-            return Err(protocol("a reply to a machine that is done"));
-        }
-        let mut results = gather(&self.positions, reply, self.posts.len())?;
-        for (result, post) in results.iter_mut().zip(&self.posts) {
-            if post.expired && *result == R::PendingTransferAlreadyVoided {
-                *result = R::PendingTransferExpired;
-            }
-        }
+    fn done(&self, results: Vec<R>) -> Action<PostOutcome> {
         // A retry answering Exists leaves the finishing to the resolver: it works from the
         // post as logged, whose zero fields may differ from the retry's.
         let finishes = self
@@ -1464,7 +1563,58 @@ impl Machine for PostMachine {
             .filter(|(_, result)| result.is_ok())
             .map(|(post, _)| post.event)
             .collect();
-        Ok(Action::Done(PostOutcome { results, finishes }))
+        Action::Done(PostOutcome { results, finishes })
+    }
+}
+
+impl Machine for PostMachine {
+    type Outcome = PostOutcome;
+
+    fn step(&mut self, reply: Reply) -> Result<Action<PostOutcome>> {
+        match std::mem::replace(&mut self.stage, PostStage::Done) {
+            PostStage::Logging => {
+                let mut results = gather(&self.positions, reply, self.posts.len())?;
+                let mut unknown: Vec<Vec<usize>> = vec![Vec::new(); self.positions.len()];
+                for (index, (result, post)) in results.iter_mut().zip(&self.posts).enumerate() {
+                    if *result == R::PendingTransferAlreadyVoided {
+                        if post.expired {
+                            *result = R::PendingTransferExpired;
+                        } else {
+                            unknown[post.debit_shard].push(index);
+                        }
+                    }
+                }
+                if unknown.iter().all(Vec::is_empty) {
+                    return Ok(self.done(results));
+                }
+                let per_shard = unknown
+                    .iter()
+                    .map(|indexes| {
+                        indexes
+                            .iter()
+                            .map(|&index| Self::expiry_id(&self.posts[index]))
+                            .collect()
+                    })
+                    .collect();
+                self.stage = PostStage::ReadingExpiries(results, unknown);
+                Ok(Action::Lookup { per_shard })
+            }
+            PostStage::ReadingExpiries(mut results, unknown) => {
+                let found = found(reply, self.positions.len())?;
+                for (indexes, found) in unknown.iter().zip(found) {
+                    for &index in indexes {
+                        let expired = found
+                            .get(&Self::expiry_id(&self.posts[index]))
+                            .is_some_and(|expiry| expiry.flags.void_pending_transfer());
+                        if expired {
+                            results[index] = R::PendingTransferExpired;
+                        }
+                    }
+                }
+                Ok(self.done(results))
+            }
+            PostStage::Done => Err(protocol("a reply to a machine that is done")),
+        }
     }
 }
 
@@ -2707,6 +2857,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(3, false)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -2799,6 +2950,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(4, false), (5, false)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -2846,6 +2998,7 @@ mod tests {
             credit_shard: 0,
             transfers: vec![(4, true)],
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),
@@ -3021,6 +3174,91 @@ mod tests {
         let (mut posts, _) = PostMachine::new(router, vec![cross_post]);
         let outcome = done(posts.step(submitted(1, &[R::Exists])).unwrap());
         assert!(outcome.finishes.is_empty());
+    }
+
+    /// Locates a user's post or void `post` of the committed pending transfer `t` (on shards
+    /// 1 → 0), with the coordinator's expiry of it if `expiry` is given.
+    fn locate_cross(t: &Cross, post: Transfer, expiry: Option<Transfer>) -> CrossPost {
+        let router = router();
+        let (mut locate, _) = LocateMachine::new(router, vec![post]);
+        let mut coordinator = vec![
+            coordinator_leg(router, t),
+            decision_event(router, t, Decision::Commit),
+        ];
+        coordinator.extend(expiry);
+        let found = Reply::Found(vec![vec![participant_leg(router, t)], coordinator]);
+        match done(locate.step(found).unwrap())[..] {
+            [Located::Cross(cross_post)] => cross_post,
+            ref other => panic!("a cross-shard pending transfer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_located_post_names_the_callers_user_data_the_participant_leg_does_not_hold() {
+        // The participant leg holds the timeout in user_data_32: the post names the caller's
+        // (the coordinator leg's), so x(t) carries the same as the post logged at the
+        // coordinator, which inherits it there.
+        let t = expiring_cross(7, 3);
+        let post = Transfer {
+            pending_id: 7,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 4, 0, 0)
+        };
+        let located = locate_cross(&t, post, None);
+        assert_eq!(located.event().user_data_32, 99);
+        assert_eq!(applied_event(&located.event()).user_data_32, 99);
+        // One the caller names is kept.
+        let named = Transfer {
+            user_data_32: 5,
+            ..post
+        };
+        assert_eq!(locate_cross(&t, named, None).event().user_data_32, 5);
+    }
+
+    #[test]
+    fn a_post_losing_to_the_expiry_answers_expired() {
+        let router = router();
+        let t = expiring_cross(7, 1);
+        let void = Transfer {
+            pending_id: 7,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Transfer::new(20, 0, 0, 0, 0, 0)
+        };
+        // Located before the expiry, logged after it: the coordinator answers that the leg
+        // is voided already; the expiry's void (x(t) there) is read back.
+        let located = locate_cross(&t, void, None);
+        assert!(!located.expired);
+        let (mut posts, action) = PostMachine::new(router, vec![located]);
+        submit(action, Phase::Decide);
+        let action = posts
+            .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+            .unwrap();
+        let Action::Lookup { per_shard } = action else {
+            panic!("the expiry is looked up");
+        };
+        assert_eq!(per_shard, [vec![], vec![applied_id(7)]]);
+        let decision = decision_event(router, &t, Decision::Commit);
+        let found = Reply::Found(vec![vec![], vec![expiry(&decision)]]);
+        let outcome = done(posts.step(found).unwrap());
+        assert_eq!(outcome.results, [R::PendingTransferExpired]);
+        assert!(outcome.finishes.is_empty());
+        // Voided by a user's void (stored under its own id): no x(t), the code stands.
+        let (mut posts, _) = PostMachine::new(router, vec![located]);
+        posts
+            .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+            .unwrap();
+        let outcome = done(posts.step(Reply::Found(vec![vec![]; SHARDS])).unwrap());
+        assert_eq!(outcome.results, [R::PendingTransferAlreadyVoided]);
+        // Found expired when located: no read.
+        let expired = locate_cross(&t, void, Some(expiry(&decision)));
+        assert!(expired.expired);
+        let (mut posts, _) = PostMachine::new(router, vec![expired]);
+        let outcome = done(
+            posts
+                .step(submitted(1, &[R::PendingTransferAlreadyVoided]))
+                .unwrap(),
+        );
+        assert_eq!(outcome.results, [R::PendingTransferExpired]);
     }
 
     #[test]
@@ -3456,6 +3694,177 @@ mod tests {
         );
     }
 
+    /// A user's pending `t` with `timeout` seconds and the caller's `user_data_32` set.
+    fn expiring_cross(t: u128, timeout: u32) -> Cross {
+        let mut cross = pending_cross(t);
+        cross.transfer.timeout = timeout;
+        cross.transfer.user_data_32 = 99;
+        cross
+    }
+
+    /// The commit decision in a Decide submission to shard 1 (the coordinator), asserting
+    /// it is the expiring marker of `cross`.
+    fn expiring_decision_of(decisions: &[Vec<Transfer>], cross: &Cross) -> Transfer {
+        assert!(decisions[0].is_empty());
+        let [decision] = decisions[1][..] else {
+            panic!("one decision: {decisions:?}");
+        };
+        assert_eq!(decision, decision_event(router(), cross, Decision::Commit));
+        assert!(is_expiring_decision(&decision));
+        decision
+    }
+
+    /// The one recovery a fresh resolver finds due for `held`, first seen at 0 and read again
+    /// `after_ms` later.
+    fn recovery_due(held: &[Option<Vec<Transfer>>], after_ms: u64) -> Recovery {
+        let mut resolver = Resolver::new(timing());
+        let at = Duration::from_millis;
+        assert!(resolver.pass(router(), at(0), &reads(held)).is_empty());
+        let mut due = resolver.pass(router(), at(after_ms), &reads(held));
+        assert_eq!(due.len(), 1);
+        due.remove(0)
+    }
+
+    /// Given `action`, the lookup of `voted`'s participant leg (on shard 0), answers it with
+    /// that leg and returns the commit decision `machine` then submits (the expiring marker of
+    /// `voted`).
+    fn decided_after_reading_the_vote<M: Machine>(
+        machine: &mut M,
+        action: Action<M::Outcome>,
+        voted: &Cross,
+    ) -> Transfer
+    where
+        M::Outcome: std::fmt::Debug,
+    {
+        let Action::Lookup { per_shard } = action else {
+            panic!("the vote's leg is read: {action:?}");
+        };
+        assert_eq!(per_shard, [vec![leg_id(voted.transfer.id)], vec![]]);
+        let vote = participant_leg(router(), voted);
+        let found = Reply::Found(vec![vec![vote], vec![]]);
+        let decisions = submit(machine.step(found).unwrap(), Phase::Decide);
+        expiring_decision_of(&decisions, voted)
+    }
+
+    #[test]
+    fn a_pending_transfers_timeout_rides_on_its_participant_leg_only() {
+        let router = router();
+        let t = expiring_cross(7, 3);
+        let (coordinator, participant) = (coordinator_leg(router, &t), participant_leg(router, &t));
+        // Neither leg expires by itself; the coordinator leg keeps the caller's user data
+        // (a user's post inherits it there), the participant leg holds the timeout.
+        assert_eq!((coordinator.timeout, participant.timeout), (0, 0));
+        assert_eq!(coordinator.user_data_32, 99);
+        assert_eq!(leg_timeout(&participant), 3);
+        // A plain transfer's participant leg keeps the caller's user data.
+        let plain = Cross {
+            transfer: Transfer {
+                user_data_32: 99,
+                ..cross(7).transfer
+            },
+            ..cross(7)
+        };
+        assert_eq!(participant_leg(router, &plain).user_data_32, 99);
+    }
+
+    #[test]
+    fn the_resolver_commits_a_seen_vote_with_the_timeout_its_leg_carries() {
+        // The caller of pending transfer 4 (timeout 3 s) died after the vote: the resolver
+        // sees the participant leg and commits from it alone (no lookup).
+        let router = router();
+        let t = expiring_cross(4, 3);
+        let due = recovery_due(&legs(&[], &[t]), 20);
+        assert_eq!(due.transfers, [(4, true)]);
+        assert_eq!(due.pending_timeouts, BTreeMap::from([(4, 3)]));
+        let (mut machine, action) = RecoveryMachine::new(router, due);
+        let decision = expiring_decision_of(&submit(action, Phase::Decide), &t);
+        assert_eq!(
+            decision.user_data_64, 3,
+            "the decision carries the leg's timeout"
+        );
+        // Then the participant's marker, as for a caller's decision.
+        let finish = submit(machine.step(submitted(1, &[R::Ok])).unwrap(), Phase::Finish);
+        assert_eq!(finish[0], [commit_event(router, &t)]);
+        done(machine.step(submitted(0, &[R::Ok])).unwrap());
+        // Without a timeout, the decision carries none (it never expires).
+        let forever = expiring_cross(4, 0);
+        let due = recovery_due(&legs(&[], &[forever]), 20);
+        let (_, action) = RecoveryMachine::new(router, due);
+        let decisions = submit(action, Phase::Decide);
+        assert_eq!(
+            decisions[1],
+            [decision_event(router, &forever, Decision::Commit)]
+        );
+        assert!(!is_expiring_decision(&decisions[1][0]));
+    }
+
+    #[test]
+    fn the_resolver_commits_an_old_coordinator_leg_with_the_timeout_of_the_vote_it_finds() {
+        // The caller of pending transfer 5 (timeout 7 s) gave up after the vote; the resolver
+        // sees only the coordinator leg (the participant's read came later), so it looks the
+        // vote up and commits with the timeout the vote's leg carries.
+        let router = router();
+        let t = expiring_cross(5, 7);
+        let due = recovery_due(&legs(&[t], &[]), 50);
+        assert_eq!(due.transfers, [(5, false)]);
+        assert!(
+            due.pending_timeouts.is_empty(),
+            "the coordinator leg holds none"
+        );
+        let (mut machine, action) = RecoveryMachine::new(router, due.clone());
+        let decision = decided_after_reading_the_vote(&mut machine, action, &t);
+        assert_eq!(
+            decision.user_data_64, 7,
+            "the decision carries the vote's timeout"
+        );
+        // No vote found: presumed abort, as for any transfer.
+        let (mut machine, _) = RecoveryMachine::new(router, due);
+        let decisions = submit(
+            machine.step(Reply::Found(vec![vec![]; SHARDS])).unwrap(),
+            Phase::Decide,
+        );
+        assert!(decisions[1][0].flags.void_pending_transfer());
+    }
+
+    #[test]
+    fn a_retry_with_another_timeout_commits_with_the_first_and_says_so() {
+        // The first attempt (timeout 5 s) died after the vote; its retry asks for 2 s. The
+        // vote answers that the leg differs in the field holding the timeout: the retry reads
+        // the leg, commits with the first attempt's timeout (as the resolver would) and
+        // answers as one ledger would.
+        let router = router();
+        let (first, retry) = (expiring_cross(7, 5), expiring_cross(7, 2));
+        let (mut call, action) = CallMachine::new(router, vec![retry]);
+        submit(action, Phase::Prepare);
+        submit(call.step(submitted(1, &[R::Exists])).unwrap(), Phase::Vote);
+        let action = call
+            .step(submitted(0, &[R::ExistsWithDifferentUserData32]))
+            .unwrap();
+        let decision = decided_after_reading_the_vote(&mut call, action, &first);
+        assert_eq!(decision.user_data_64, 5);
+        let outcome = done(call.step(submitted(1, &[R::Ok])).unwrap());
+        assert_eq!(outcome.results, [R::ExistsWithDifferentTimeout]);
+        assert_eq!(outcome.finishes.len(), 1);
+        // A vote's leg that answered Exists… must be found.
+        let (mut call, action) = CallMachine::new(router, vec![retry]);
+        submit(action, Phase::Prepare);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        call.step(submitted(0, &[R::ExistsWithDifferentUserData32]))
+            .unwrap();
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
+        // The same timeout: Exists, no read.
+        let (mut call, action) = CallMachine::new(router, vec![first]);
+        submit(action, Phase::Prepare);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        let decisions = submit(
+            call.step(submitted(0, &[R::Exists])).unwrap(),
+            Phase::Decide,
+        );
+        expiring_decision_of(&decisions, &first);
+        let outcome = done(call.step(submitted(1, &[R::Exists])).unwrap());
+        assert_eq!(outcome.results, [R::Exists]);
+    }
+
     #[test]
     fn the_resolver_voids_an_expired_pending_transfer() {
         let router = router();
@@ -3556,6 +3965,7 @@ mod tests {
             credit_shard: 1,
             transfers: Vec::new(),
             pending_ledgers: BTreeMap::new(),
+            pending_timeouts: BTreeMap::new(),
             posts: Vec::new(),
             chains: Vec::new(),
             expiries: Vec::new(),

@@ -14,10 +14,11 @@
 //! - users' pending transfers, posts and voids: a commit is a marker `res(t)` on both sides;
 //!   a user's post logged at the coordinator is in flight until the participant's `x(t)`,
 //!   which must be the same post or void; users' posts, expiries and chain records must be
-//!   acknowledged within the bound; a committed pending transfer with a timeout must be
-//!   posted or voided (by its expiry) at its coordinator within the bound of its deadline
-//!   (or of every shard having a leader, if later), and an expiry's void never applies
-//!   before the deadline in the coordinator's ledger time;
+//!   acknowledged within the bound; a committed pending transfer with a timeout (whoever
+//!   logged its decision: its caller or the resolver) must be posted or voided (by its
+//!   expiry) at its coordinator within the bound of its deadline (or of every shard having a
+//!   leader, if later), and an expiry's void never applies before the deadline in the
+//!   coordinator's ledger time;
 //! - chains: a leg commits only after its coordinator's `res(head)` committed;
 //! - at the end, on the replicas themselves: both legs posted or neither, every acknowledged
 //!   transfer posted on both sides, no rejected transfer posted, nothing in flight; chains
@@ -117,10 +118,10 @@ pub(crate) struct Tracker {
     /// Protocol records in a coordinator's index until acknowledged — users' posts (`p`),
     /// expiries and chain records (`x(t)`) — by `(shard, id)`: when applied.
     records: BTreeMap<(usize, u128), u64>,
-    /// Users' pending transfers committed with a timeout (by an expiring decision) and not yet
-    /// posted or voided at their coordinator, by `t`: when they expire, in simulated time (when
-    /// the decision was chosen plus the timeout: no earlier than its deadline in the
-    /// coordinator's ledger time, which follows the leaders' clocks).
+    /// Users' pending transfers committed with a timeout (by their caller or the resolver)
+    /// and not yet posted or voided at their coordinator, by `t`: when they expire, in
+    /// simulated time (when the decision was chosen plus the timeout: no earlier than its
+    /// deadline in the coordinator's ledger time, which follows the leaders' clocks).
     expiring: BTreeMap<u128, u64>,
 }
 
@@ -313,11 +314,14 @@ impl Tracker {
         if shard == plan.debit_shard {
             let posted = self.participant_posted.contains(&t);
             self.decide("transfer", t, shard, commit, posted)?;
-            // An expiring decision (a marker carrying the timeout). One the resolver logged
-            // for a caller that gave up carries none: it knows no timeout (docs/crossshard.md,
-            // "Not done").
-            let timeout_us = transfer.user_data_64.saturating_mul(1_000_000);
-            if commit && !post && timeout_us != 0 && !self.logged_posts.contains_key(&t) {
+            // A user's pending transfer committed (a marker) with a timeout, whoever logged
+            // the decision (its caller, or the resolver for a caller that gave up): it must
+            // expire. The timeout is the one the workload asked for, not what the decision
+            // carries.
+            let timeout_us = u64::from(plan.transfer.timeout).saturating_mul(1_000_000);
+            let pending = plan.kind == Kind::Pending;
+            if commit && !post && pending && timeout_us != 0 && !self.logged_posts.contains_key(&t)
+            {
                 self.expiring.insert(t, now_us + timeout_us);
             }
             *self.in_flight.entry(ledger).or_default() += signed(amount);
@@ -493,7 +497,12 @@ impl Tracker {
             let (Some(decision), Some(void)) = (decision, void) else {
                 continue;
             };
-            let deadline = crate::crossshard::decision_deadline(&decision);
+            // The deadline of the timeout asked for (the decision must carry it: one carrying
+            // less would let its expiry come early).
+            let deadline = crate::crossshard::decision_deadline(&Transfer {
+                user_data_64: u64::from(plan.transfer.timeout),
+                ..decision
+            });
             if void.timestamp < deadline {
                 return Err(format!(
                     "expiry: pending transfer {t} voided by its expiry at {} on shard {}, \

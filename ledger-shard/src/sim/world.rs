@@ -107,6 +107,9 @@ pub enum PlantedBug {
     /// A chain's finish voids its events' legs other than the head's, although the chain
     /// committed.
     ChainFinishVoidsMembers,
+    /// The resolver commits users' pending transfers without their timeout (its markers carry
+    /// none), so one whose caller gave up after the vote never expires.
+    ResolverDropsTimeouts,
 }
 
 /// The protocol's timings, in simulated microseconds (shorter than the real ones).
@@ -1922,6 +1925,9 @@ impl ClusterSim {
                 owner == Owner::Resolver && phase == Some(Phase::Finish)
             }
             PlantedBug::NoResolver => false,
+            PlantedBug::ResolverDropsTimeouts => {
+                owner == Owner::Resolver && phase == Some(Phase::Decide)
+            }
             PlantedBug::ParticipantVoidsUsersPost | PlantedBug::ChainFinishVoidsMembers => {
                 phase == Some(Phase::Finish)
             }
@@ -1935,49 +1941,74 @@ impl ClusterSim {
                 let Request::Transfers { shard, transfers } = request else {
                     return request;
                 };
-                let mut planted = Vec::with_capacity(2 * transfers.len());
-                for transfer in transfers {
-                    match bug {
-                        PlantedBug::ParticipantPostsBeforeDecision => {
-                            // The vote, then at once the post of the voted leg.
-                            planted.push(transfer);
-                            planted.push(Transfer {
-                                id: transfer.id + SYSTEM_ID_MIN,
-                                pending_id: transfer.id,
-                                flags: TransferFlags::POST_PENDING_TRANSFER,
-                                ..Transfer::new(0, 0, 0, u128::MAX, 0, 0)
-                            });
-                        }
-                        PlantedBug::ParticipantVoidsUsersPost
-                        | PlantedBug::ChainFinishVoidsMembers => {
-                            // A participant's application of a user's post, `x(t)`, or a
-                            // chain member's post, voids.
-                            let hit = transfer.flags.post_pending_transfer()
-                                && if bug == PlantedBug::ParticipantVoidsUsersPost {
-                                    transfer.id >= 3 * SYSTEM_ID_MIN
-                                } else {
-                                    self.is_chain_member(transfer.id)
-                                };
-                            planted.push(if hit { voided(transfer) } else { transfer });
-                        }
-                        PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
-                            let post = transfer.flags.post_pending_transfer();
-                            planted.push(
-                                if post && self.is_participant_shard(shard, transfer.pending_id) {
-                                    voided(transfer)
-                                } else {
-                                    transfer
-                                },
-                            );
-                        }
-                    }
-                }
+                let planted = self.plant_events(bug, shard, transfers);
                 Request::Transfers {
                     shard,
                     transfers: planted,
                 }
             })
             .collect()
+    }
+
+    /// The planted `bug`'s version of `transfers`, a submission to `shard`.
+    fn plant_events(
+        &self,
+        bug: PlantedBug,
+        shard: usize,
+        transfers: Vec<Transfer>,
+    ) -> Vec<Transfer> {
+        let mut planted = Vec::with_capacity(2 * transfers.len());
+        for transfer in transfers {
+            match bug {
+                PlantedBug::ParticipantPostsBeforeDecision => {
+                    // The vote, then at once the post of the voted leg.
+                    planted.push(transfer);
+                    planted.push(Transfer {
+                        id: transfer.id + SYSTEM_ID_MIN,
+                        pending_id: transfer.id,
+                        flags: TransferFlags::POST_PENDING_TRANSFER,
+                        ..Transfer::new(0, 0, 0, u128::MAX, 0, 0)
+                    });
+                }
+                PlantedBug::ParticipantVoidsUsersPost | PlantedBug::ChainFinishVoidsMembers => {
+                    // A participant's application of a user's post, `x(t)`, or a
+                    // chain member's post, voids.
+                    let hit = transfer.flags.post_pending_transfer()
+                        && if bug == PlantedBug::ParticipantVoidsUsersPost {
+                            transfer.id >= 3 * SYSTEM_ID_MIN
+                        } else {
+                            self.is_chain_member(transfer.id)
+                        };
+                    planted.push(if hit { voided(transfer) } else { transfer });
+                }
+                PlantedBug::ResolverDropsTimeouts => {
+                    // A commit marker `res(t)` (no pending id, neither post nor void).
+                    let marker = (2 * SYSTEM_ID_MIN..3 * SYSTEM_ID_MIN).contains(&transfer.id)
+                        && transfer.pending_id == 0
+                        && !transfer.flags.post_pending_transfer()
+                        && !transfer.flags.void_pending_transfer();
+                    planted.push(if marker {
+                        Transfer {
+                            user_data_64: 0,
+                            ..transfer
+                        }
+                    } else {
+                        transfer
+                    });
+                }
+                PlantedBug::ResolverAbortsCommitted | PlantedBug::NoResolver => {
+                    let post = transfer.flags.post_pending_transfer();
+                    planted.push(
+                        if post && self.is_participant_shard(shard, transfer.pending_id) {
+                            voided(transfer)
+                        } else {
+                            transfer
+                        },
+                    );
+                }
+            }
+        }
+        planted
     }
 
     /// Whether `resolution` is `res(t)` of a chain's event `t` other than its head.
