@@ -878,7 +878,9 @@ pub(crate) fn plan_accounts(
 /// # Errors
 ///
 /// [`ShardError::CrossShard`] for what is not built across shards: a cross-shard transfer
-/// that is linked or part of a chain, balancing or closing, or pending with a timeout.
+/// that is balancing, and in a linked chain spanning shards an event the chain protocol does
+/// not take (see `plan_chain`). A cross-shard transfer alone may be plain or pending, and a
+/// pending one closing (`CLOSING_DEBIT` and/or `CLOSING_CREDIT`, see [`CROSS_SHAPE`]).
 pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<Plan> {
     let mut plan = Plan {
         preset: vec![None; transfers.len()],
@@ -919,8 +921,8 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
                 plan.local.push(index);
                 continue;
             };
-            let pending = flags == TransferFlags::PENDING;
-            if chain.len() > 1 || !(flags == TransferFlags::empty() || pending) {
+            let pending = flags.pending();
+            if chain.len() > 1 || !CROSS_SHAPE.contains(flags) {
                 return Err(ShardError::CrossShard {
                     index,
                     debit_shard,
@@ -937,6 +939,15 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
     }
     Ok(plan)
 }
+
+/// The flags a cross-shard transfer outside a chain may carry: none, `PENDING`, and with it
+/// `CLOSING_DEBIT` and `CLOSING_CREDIT` (a closing one without `PENDING` is answered
+/// `ClosingTransferMustBePending` by [`precheck`]). The coordinator leg carries the
+/// `CLOSING_DEBIT`, the participant leg the `CLOSING_CREDIT`: each closes its own user account
+/// by ledger-core's rules, never a bridge.
+const CROSS_SHAPE: TransferFlags = TransferFlags::PENDING
+    .union(TransferFlags::CLOSING_DEBIT)
+    .union(TransferFlags::CLOSING_CREDIT);
 
 /// Whether a linked chain's events live on more than one shard.
 fn spans_shards(router: Router, events: &[Transfer]) -> bool {
@@ -1196,7 +1207,12 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
         return Transfer {
             id: leg_id(t.id),
             credit_account_id: pending_bridge_id(router, t.ledger, d, c),
-            flags: TransferFlags::PENDING,
+            // Closes A (a bridge never closes), as T would.
+            flags: if t.flags.closing_debit() {
+                TransferFlags::PENDING.union(TransferFlags::CLOSING_DEBIT)
+            } else {
+                TransferFlags::PENDING
+            },
             // Legs never expire by themselves: the decision carries the timeout.
             timeout: 0,
             timestamp: 0,
@@ -1223,7 +1239,12 @@ fn participant_leg(router: Router, cross: &Cross) -> Transfer {
         return Transfer {
             id: leg_id(t.id),
             debit_account_id: pending_bridge_id(router, t.ledger, c, d),
-            flags: TransferFlags::PENDING,
+            // Closes B (a bridge never closes), as T would.
+            flags: if t.flags.closing_credit() {
+                TransferFlags::PENDING.union(TransferFlags::CLOSING_CREDIT)
+            } else {
+                TransferFlags::PENDING
+            },
             // Never in `timeout`: a leg must not expire by itself.
             user_data_32: t.timeout,
             timeout: 0,
@@ -1497,6 +1518,11 @@ fn precheck(transfer: &Transfer) -> Option<R> {
         Some(R::PendingIdMustBeZero)
     } else if transfer.timeout != 0 && !transfer.flags.pending() {
         Some(R::TimeoutReservedForPendingTransfer)
+    } else if !transfer.flags.pending()
+        && (transfer.flags.closing_debit() || transfer.flags.closing_credit())
+    {
+        // Its legs are pending whatever it is: the ledger would not see it.
+        Some(R::ClosingTransferMustBePending)
     } else if transfer.ledger == 0 {
         Some(R::LedgerMustNotBeZero)
     } else {
@@ -1789,17 +1815,25 @@ pub(crate) fn lookup_committed(
         } else {
             0
         };
+        // T's closing flags, one on each leg (a plain transfer's legs carry none).
+        let mut flags = if pending {
+            TransferFlags::PENDING
+        } else {
+            TransferFlags::empty()
+        };
+        if coordinator_leg.flags.closing_debit() {
+            flags = flags.union(TransferFlags::CLOSING_DEBIT);
+        }
+        if participant.flags.closing_credit() {
+            flags = flags.union(TransferFlags::CLOSING_CREDIT);
+        }
         committed.insert(
             t,
             Transfer {
                 id: t,
                 credit_account_id: participant.credit_account_id,
                 user_data_128: participant.user_data_128,
-                flags: if pending {
-                    TransferFlags::PENDING
-                } else {
-                    TransferFlags::empty()
-                },
+                flags,
                 timeout,
                 timestamp: decision.timestamp,
                 ..coordinator_leg
@@ -2778,6 +2812,35 @@ mod tests {
             ..plain
         };
         assert!(plan_transfers(router, &[balancing]).is_err());
+        // A closing one crosses if pending, each leg closing its own user account only; a
+        // closing one that is not pending is answered as the ledger would, before any leg.
+        let closing = Transfer {
+            flags: TransferFlags::PENDING
+                .union(TransferFlags::CLOSING_DEBIT)
+                .union(TransferFlags::CLOSING_CREDIT),
+            ..plain
+        };
+        assert_eq!(plan_transfers(router, &[closing]).unwrap().cross, [0]);
+        assert_eq!(precheck(&closing), None);
+        let cross = Cross {
+            transfer: closing,
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        let closes = |leg: Transfer| (leg.flags.closing_debit(), leg.flags.closing_credit());
+        assert_eq!(closes(coordinator_leg(router, &cross)), (true, false));
+        assert_eq!(closes(participant_leg(router, &cross)), (false, true));
+        assert_eq!(closes(coordinator_leg(router, &Cross { transfer: pending, ..cross })), (false, false));
+        let not_pending = Transfer {
+            flags: TransferFlags::CLOSING_CREDIT,
+            ..plain
+        };
+        assert_eq!(plan_transfers(router, &[not_pending]).unwrap().cross, [0]);
+        assert_eq!(precheck(&not_pending), Some(R::ClosingTransferMustBePending));
+        assert_eq!(
+            precheck(&Transfer { ledger: 0, ..not_pending }),
+            Some(R::ClosingTransferMustBePending)
+        );
         // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
         let last = Transfer {
             id: SYSTEM_ID_MIN - 1,
