@@ -101,6 +101,8 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.transfers += s.transfers;
         total.cross_transfers += s.cross_transfers;
         total.pending_transfers += s.pending_transfers;
+        total.closing_transfers += s.closing_transfers;
+        total.closed_accounts += s.closed_accounts;
         total.chain_events += s.chain_events;
         total.chains += s.chains;
         total.posts += s.posts;
@@ -125,7 +127,7 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
-         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
+         pending={} closing={} closed_at_end={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
          rejected={} failed_calls={} retried_calls={} committed_cross={} \
          aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
          expired={} crash_cases={:?} | paxos: \
@@ -136,6 +138,8 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.transfers,
         total.cross_transfers,
         total.pending_transfers,
+        total.closing_transfers,
+        total.closed_accounts,
         total.chains,
         total.chain_events,
         total.posts,
