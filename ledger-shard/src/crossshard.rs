@@ -2830,15 +2830,30 @@ mod tests {
         let closes = |leg: Transfer| (leg.flags.closing_debit(), leg.flags.closing_credit());
         assert_eq!(closes(coordinator_leg(router, &cross)), (true, false));
         assert_eq!(closes(participant_leg(router, &cross)), (false, true));
-        assert_eq!(closes(coordinator_leg(router, &Cross { transfer: pending, ..cross })), (false, false));
+        assert_eq!(
+            closes(coordinator_leg(
+                router,
+                &Cross {
+                    transfer: pending,
+                    ..cross
+                }
+            )),
+            (false, false)
+        );
         let not_pending = Transfer {
             flags: TransferFlags::CLOSING_CREDIT,
             ..plain
         };
         assert_eq!(plan_transfers(router, &[not_pending]).unwrap().cross, [0]);
-        assert_eq!(precheck(&not_pending), Some(R::ClosingTransferMustBePending));
         assert_eq!(
-            precheck(&Transfer { ledger: 0, ..not_pending }),
+            precheck(&not_pending),
+            Some(R::ClosingTransferMustBePending)
+        );
+        assert_eq!(
+            precheck(&Transfer {
+                ledger: 0,
+                ..not_pending
+            }),
             Some(R::ClosingTransferMustBePending)
         );
         // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.

@@ -728,7 +728,11 @@ impl Tracker {
                         "closing: account {} on shard {shard} ends {}, but {} posted closing \
                          transfer names it",
                         account.id,
-                        if account.flags.closed() { "closed" } else { "open" },
+                        if account.flags.closed() {
+                            "closed"
+                        } else {
+                            "open"
+                        },
                         if account.flags.closed() { "no" } else { "a" }
                     ));
                 }
