@@ -1815,25 +1815,13 @@ pub(crate) fn lookup_committed(
         } else {
             0
         };
-        // T's closing flags, one on each leg (a plain transfer's legs carry none).
-        let mut flags = if pending {
-            TransferFlags::PENDING
-        } else {
-            TransferFlags::empty()
-        };
-        if coordinator_leg.flags.closing_debit() {
-            flags = flags.union(TransferFlags::CLOSING_DEBIT);
-        }
-        if participant.flags.closing_credit() {
-            flags = flags.union(TransferFlags::CLOSING_CREDIT);
-        }
         committed.insert(
             t,
             Transfer {
                 id: t,
                 credit_account_id: participant.credit_account_id,
                 user_data_128: participant.user_data_128,
-                flags,
+                flags: committed_flags(pending, &coordinator_leg, &participant),
                 timeout,
                 timestamp: decision.timestamp,
                 ..coordinator_leg
@@ -1841,6 +1829,24 @@ pub(crate) fn lookup_committed(
         );
     }
     Ok(committed)
+}
+
+/// The flags of a committed cross-shard transfer as its caller gave them, from its legs:
+/// `PENDING` if it committed by a marker, and each leg's closing flag (a plain transfer's
+/// legs carry none).
+fn committed_flags(pending: bool, coordinator: &Transfer, participant: &Transfer) -> TransferFlags {
+    let mut flags = if pending {
+        TransferFlags::PENDING
+    } else {
+        TransferFlags::empty()
+    };
+    if coordinator.flags.closing_debit() {
+        flags = flags.union(TransferFlags::CLOSING_DEBIT);
+    }
+    if participant.flags.closing_credit() {
+        flags = flags.union(TransferFlags::CLOSING_CREDIT);
+    }
+    flags
 }
 
 /// A same-shard event `t` of a chain spanning shards, committed: one leg, posted.
@@ -2812,6 +2818,37 @@ mod tests {
             ..plain
         };
         assert!(plan_transfers(router, &[balancing]).is_err());
+        // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
+        let last = Transfer {
+            id: SYSTEM_ID_MIN - 1,
+            ..pending
+        };
+        let plan = plan_transfers(router, &[last]).unwrap();
+        assert_eq!(plan.preset[0], Some(R::IdReservedForSystem));
+        // Posts and voids are located first (only on their shard if they name two accounts
+        // of one shard).
+        let post = |debit, credit| Transfer {
+            pending_id: 1,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(7, debit, credit, 0, 0, 0)
+        };
+        let plan =
+            plan_transfers(router, &[post(0, 0), post(1, 3), post(1, 2), post(1, 0)]).unwrap();
+        assert_eq!((plan.posts, plan.local), (vec![0, 1, 2, 3], vec![]));
+        let (preset, submit) =
+            plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
+        assert_eq!(submit, [1]);
+        assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
+    }
+
+    #[test]
+    fn plan_takes_closing_pending_transfers_across_shards() {
+        let router = Router::new(2);
+        let plain = Transfer::new(1, 1, 2, 5, 1, 1);
+        let pending = Transfer {
+            flags: TransferFlags::PENDING,
+            ..plain
+        };
         // A closing one crosses if pending, each leg closing its own user account only; a
         // closing one that is not pending is answered as the ledger would, before any leg.
         let closing = Transfer {
@@ -2856,27 +2893,6 @@ mod tests {
             }),
             Some(R::ClosingTransferMustBePending)
         );
-        // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
-        let last = Transfer {
-            id: SYSTEM_ID_MIN - 1,
-            ..pending
-        };
-        let plan = plan_transfers(router, &[last]).unwrap();
-        assert_eq!(plan.preset[0], Some(R::IdReservedForSystem));
-        // Posts and voids are located first (only on their shard if they name two accounts
-        // of one shard).
-        let post = |debit, credit| Transfer {
-            pending_id: 1,
-            flags: TransferFlags::POST_PENDING_TRANSFER,
-            ..Transfer::new(7, debit, credit, 0, 0, 0)
-        };
-        let plan =
-            plan_transfers(router, &[post(0, 0), post(1, 3), post(1, 2), post(1, 0)]).unwrap();
-        assert_eq!((plan.posts, plan.local), (vec![0, 1, 2, 3], vec![]));
-        let (preset, submit) =
-            plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
-        assert_eq!(submit, [1]);
-        assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
     }
 
     #[test]

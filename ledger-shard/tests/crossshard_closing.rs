@@ -179,6 +179,14 @@ fn closing_commit_then_post_keeps_both_closed() {
             .unwrap(),
         [R::Ok]
     );
+    finish(cluster, &client, &dir);
+}
+
+/// `CLOSING_CREDIT` alone closes only the credit account (until voided); a closing transfer
+/// that is not pending is answered as one ledger would, before any leg.
+#[test]
+fn closing_credit_alone_and_not_pending() {
+    let (dir, cluster, client) = open("credit");
     // Only CLOSING_CREDIT: the credit account closes, the debit account stays open.
     let t = pending(107, 5, 6, 10, TransferFlags::CLOSING_CREDIT);
     assert_eq!(client.create_transfers(&[t]).unwrap(), [R::Ok]);
