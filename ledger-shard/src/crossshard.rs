@@ -878,9 +878,10 @@ pub(crate) fn plan_accounts(
 /// # Errors
 ///
 /// [`ShardError::CrossShard`] for what is not built across shards: a cross-shard transfer
-/// that is balancing, and in a linked chain spanning shards an event the chain protocol does
-/// not take (see `plan_chain`). A cross-shard transfer alone may be plain or pending, and a
-/// pending one closing (`CLOSING_DEBIT` and/or `CLOSING_CREDIT`, see [`CROSS_SHAPE`]).
+/// that is `BALANCING_CREDIT`, and in a linked chain spanning shards an event the chain
+/// protocol does not take (see `plan_chain`). A cross-shard transfer alone may be plain or
+/// pending, `BALANCING_DEBIT`, and if pending closing (`CLOSING_DEBIT` and/or
+/// `CLOSING_CREDIT`; see [`CROSS_SHAPE`]).
 pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<Plan> {
     let mut plan = Plan {
         preset: vec![None; transfers.len()],
@@ -942,12 +943,15 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
 
 /// The flags a cross-shard transfer outside a chain may carry: none, `PENDING`, and with it
 /// `CLOSING_DEBIT` and `CLOSING_CREDIT` (a closing one without `PENDING` is answered
-/// `ClosingTransferMustBePending` by [`precheck`]). The coordinator leg carries the
-/// `CLOSING_DEBIT`, the participant leg the `CLOSING_CREDIT`: each closes its own user account
-/// by ledger-core's rules, never a bridge.
+/// `ClosingTransferMustBePending` by [`precheck`]), and `BALANCING_DEBIT`. The coordinator leg
+/// carries the `CLOSING_DEBIT` and the `BALANCING_DEBIT` (the ledger clamps its amount to `A`'s
+/// balance; the caller reads it back for the vote), the participant leg the `CLOSING_CREDIT`:
+/// each closes its own user account by ledger-core's rules, never a bridge.
+/// `BALANCING_CREDIT` is refused (the participant would clamp after the coordinator reserved).
 const CROSS_SHAPE: TransferFlags = TransferFlags::PENDING
     .union(TransferFlags::CLOSING_DEBIT)
-    .union(TransferFlags::CLOSING_CREDIT);
+    .union(TransferFlags::CLOSING_CREDIT)
+    .union(TransferFlags::BALANCING_DEBIT);
 
 /// Whether a linked chain's events live on more than one shard.
 fn spans_shards(router: Router, events: &[Transfer]) -> bool {
@@ -1207,12 +1211,7 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
         return Transfer {
             id: leg_id(t.id),
             credit_account_id: pending_bridge_id(router, t.ledger, d, c),
-            // Closes A (a bridge never closes), as T would.
-            flags: if t.flags.closing_debit() {
-                TransferFlags::PENDING.union(TransferFlags::CLOSING_DEBIT)
-            } else {
-                TransferFlags::PENDING
-            },
+            flags: coordinator_leg_flags(t.flags),
             // Legs never expire by themselves: the decision carries the timeout.
             timeout: 0,
             timestamp: 0,
@@ -1223,10 +1222,23 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
         id: leg_id(t.id),
         credit_account_id: bridge_id(router, t.ledger, d, c),
         user_data_128: t.credit_account_id,
-        flags: TransferFlags::PENDING,
+        flags: coordinator_leg_flags(t.flags),
         timestamp: 0,
         ..*t
     }
+}
+
+/// A coordinator leg's flags: `PENDING`, and of `T`'s flags those that act on `A`: it closes
+/// `A` (a bridge never closes) and is clamped to `A`'s balance, as `T` would be.
+fn coordinator_leg_flags(flags: TransferFlags) -> TransferFlags {
+    let mut leg = TransferFlags::PENDING;
+    if flags.closing_debit() {
+        leg = leg.union(TransferFlags::CLOSING_DEBIT);
+    }
+    if flags.balancing_debit() {
+        leg = leg.union(TransferFlags::BALANCING_DEBIT);
+    }
+    leg
 }
 
 /// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data. A user's
@@ -1832,8 +1844,8 @@ pub(crate) fn lookup_committed(
 }
 
 /// The flags of a committed cross-shard transfer as its caller gave them, from its legs:
-/// `PENDING` if it committed by a marker, and each leg's closing flag (a plain transfer's
-/// legs carry none).
+/// `PENDING` if it committed by a marker, each leg's closing flag, and the coordinator leg's
+/// `BALANCING_DEBIT`.
 fn committed_flags(pending: bool, coordinator: &Transfer, participant: &Transfer) -> TransferFlags {
     let mut flags = if pending {
         TransferFlags::PENDING
@@ -1842,6 +1854,9 @@ fn committed_flags(pending: bool, coordinator: &Transfer, participant: &Transfer
     };
     if coordinator.flags.closing_debit() {
         flags = flags.union(TransferFlags::CLOSING_DEBIT);
+    }
+    if coordinator.flags.balancing_debit() {
+        flags = flags.union(TransferFlags::BALANCING_DEBIT);
     }
     if participant.flags.closing_credit() {
         flags = flags.union(TransferFlags::CLOSING_CREDIT);
@@ -2800,7 +2815,8 @@ mod tests {
         let local = Transfer::new(2, 1, 3, 5, 1, 1);
         let plan = plan_transfers(router, &[plain, local]).unwrap();
         assert_eq!((plan.cross, plan.local), (vec![0], vec![1]));
-        // A pending transfer crosses, with a timeout too; a balancing one does not (yet).
+        // A pending transfer crosses, with a timeout too; a BALANCING_DEBIT one too, a
+        // BALANCING_CREDIT one does not (yet).
         let pending = Transfer {
             flags: TransferFlags::PENDING,
             ..plain
@@ -2817,7 +2833,21 @@ mod tests {
             flags: TransferFlags::BALANCING_DEBIT,
             ..plain
         };
-        assert!(plan_transfers(router, &[balancing]).is_err());
+        assert_eq!(plan_transfers(router, &[balancing]).unwrap().cross, [0]);
+        let cross = Cross {
+            transfer: balancing,
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        // Only the coordinator leg is clamped (to A's balance): the participant's takes its
+        // amount from it.
+        assert!(coordinator_leg(router, &cross).flags.balancing_debit());
+        assert!(!participant_leg(router, &cross).flags.balancing_debit());
+        let balancing_credit = Transfer {
+            flags: TransferFlags::BALANCING_CREDIT,
+            ..plain
+        };
+        assert!(plan_transfers(router, &[balancing_credit]).is_err());
         // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
         let last = Transfer {
             id: SYSTEM_ID_MIN - 1,

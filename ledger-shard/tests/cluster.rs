@@ -252,7 +252,7 @@ fn cross_shard_transfer_is_rejected_whole() {
     let (cluster, client) = open_with_accounts(ClusterConfig::new(&dir).shards(2));
     let within = Transfer::new(1, 2, 4, 5, 1, 1);
     let across = Transfer {
-        flags: ledger_core::TransferFlags::BALANCING_DEBIT,
+        flags: ledger_core::TransferFlags::BALANCING_CREDIT,
         ..Transfer::new(2, 2, 3, 5, 1, 1)
     };
     assert!(client.create_transfers(&[within]).unwrap()[0].is_ok());

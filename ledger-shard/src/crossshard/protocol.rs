@@ -394,6 +394,9 @@ pub struct CallOutcome {
 #[derive(Debug)]
 enum CallStage {
     Preparing(Vec<Vec<usize>>),
+    /// Reading back the coordinator legs of balancing transfers, whose amount the ledger
+    /// clamped (the positions in `work`, per coordinator shard): the vote carries it.
+    ReadingAmounts(Vec<Vec<usize>>),
     Voting(Vec<Vec<usize>>),
     /// Reading back the participant legs of pending transfers whose vote found a leg with
     /// another timeout (the positions in `work`, per participant shard).
@@ -483,6 +486,19 @@ impl Machine for CallMachine {
                 self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
+            CallStage::ReadingAmounts(indexes) => {
+                let found = found(reply, self.router.shard_count())?;
+                for (indexes, found) in indexes.iter().zip(found) {
+                    for &index in indexes {
+                        let transfer = &mut self.work[index].0.transfer;
+                        let leg = found.get(&leg_id(transfer.id)).ok_or_else(|| {
+                            protocol("a prepare answered Ok or Exists but is not found")
+                        })?;
+                        transfer.amount = leg.amount;
+                    }
+                }
+                Ok(self.vote())
+            }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
                 let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
@@ -571,6 +587,33 @@ impl CallMachine {
         if self.work.is_empty() {
             return Action::Done(self.outcome(Vec::new()));
         }
+        // A balancing transfer's coordinator leg holds the amount the ledger clamped it to:
+        // read it back before the vote (one more round, for balancing transfers only).
+        let mut balancing: Vec<Vec<usize>> = Vec::new();
+        for (index, (cross, _)) in self.work.iter().enumerate() {
+            if cross.transfer.flags.balancing_debit() {
+                balancing.resize_with(self.router.shard_count(), Vec::new);
+                balancing[cross.debit_shard].push(index);
+            }
+        }
+        if !balancing.is_empty() {
+            let per_shard = balancing
+                .iter()
+                .map(|indexes| {
+                    indexes
+                        .iter()
+                        .map(|&index| leg_id(self.work[index].0.transfer.id))
+                        .collect()
+                })
+                .collect();
+            self.stage = CallStage::ReadingAmounts(balancing);
+            return Action::Lookup { per_shard };
+        }
+        self.vote()
+    }
+
+    /// Step 2: the votes of the live crosses.
+    fn vote(&mut self) -> Action<CallOutcome> {
         let router = self.router;
         let (per_shard, positions) = scatter(
             router.shard_count(),

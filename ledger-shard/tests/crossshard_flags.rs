@@ -1,8 +1,10 @@
-//! Closing transfers across shards: a cross-shard `PENDING | CLOSING_DEBIT` and/or
-//! `CLOSING_CREDIT` transfer closes its accounts by ledger-core's own rules on each leg (the
-//! coordinator leg closes the debit account, the participant leg the credit account, neither a
-//! bridge): a post keeps them closed, a void, an abort or an expiry reopens them, and a
-//! transfer naming a closed account is refused with the ledger's code.
+//! Closing and balancing transfers across shards. A cross-shard `PENDING | CLOSING_DEBIT`
+//! and/or `CLOSING_CREDIT` transfer closes its accounts by ledger-core's own rules on each leg
+//! (the coordinator leg closes the debit account, the participant leg the credit account,
+//! neither a bridge): a post keeps them closed, a void, an abort or an expiry reopens them,
+//! and a transfer naming a closed account is refused with the ledger's code. A
+//! `BALANCING_DEBIT` one moves at most the debit account's balance: the coordinator leg is
+//! clamped by the ledger, and the participant leg carries what it holds.
 #![allow(
     clippy::disallowed_methods,
     reason = "tests pace themselves by the wall clock"
@@ -22,7 +24,7 @@ const FUNDER: u128 = 1_000_000;
 const CLOSING: TransferFlags = TransferFlags::CLOSING_DEBIT.union(TransferFlags::CLOSING_CREDIT);
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ledger-xclose-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("ledger-xflags-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -306,5 +308,104 @@ fn closing_expiry_and_resolver_commit() {
     );
     wait_resolved(&cluster, Duration::from_secs(15));
     assert_eq!(closed(&client, &[3, 4]), [false, false]);
+    finish(cluster, &client, &dir);
+}
+
+// ---- balancing ---------------------------------------------------------------------------
+
+/// A plain `BALANCING_DEBIT` transfer across shards moves what its debit account holds, at
+/// most its amount, on both shards; lookup and retries answer as one ledger would; once the
+/// account is empty, it moves nothing.
+#[test]
+fn balancing_debit_across_shards_moves_the_debit_balance() {
+    let (dir, cluster, client) = open("balancing");
+    let t = Transfer {
+        flags: TransferFlags::BALANCING_DEBIT,
+        ..Transfer::new(400, 1, 2, 5_000, 1, 1)
+    };
+    assert_eq!(client.create_transfers(&[t]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 1), (0, INITIAL, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, 2 * INITIAL));
+    let found = client.lookup_transfers(&[400]).unwrap();
+    assert_eq!(
+        (found.len(), found[0].amount, found[0].flags),
+        (1, INITIAL, TransferFlags::BALANCING_DEBIT)
+    );
+    // Retries: at least the amount moved, Exists; less, ExistsWithDifferentAmount.
+    assert_eq!(client.create_transfers(&[t]).unwrap(), [R::Exists]);
+    let less = Transfer {
+        amount: INITIAL - 1,
+        ..t
+    };
+    assert_eq!(
+        client.create_transfers(&[less]).unwrap(),
+        [R::ExistsWithDifferentAmount]
+    );
+    // Nothing left to move: Ok, amount 0 on both sides.
+    let empty = Transfer { id: 401, ..t };
+    assert_eq!(client.create_transfers(&[empty]).unwrap(), [R::Ok]);
+    assert_eq!(client.lookup_transfers(&[401]).unwrap()[0].amount, 0);
+    // Not more than asked: 3 → 4 moves 300 of its 1,000.
+    let partial = Transfer {
+        flags: TransferFlags::BALANCING_DEBIT,
+        ..Transfer::new(402, 3, 4, 300, 1, 1)
+    };
+    assert_eq!(client.create_transfers(&[partial]).unwrap(), [R::Ok]);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 3), (0, 300, 0, INITIAL));
+    assert_eq!(balances(&client, 4), (0, 0, 0, INITIAL + 300));
+    // Refused by the participant (no such account): nothing moves, the reservation is gone.
+    let refused = Transfer {
+        flags: TransferFlags::BALANCING_DEBIT,
+        ..Transfer::new(403, 5, 100, 50, 1, 1)
+    };
+    assert_eq!(
+        client.create_transfers(&[refused]).unwrap(),
+        [R::CreditAccountNotFound]
+    );
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 5), (0, 0, 0, INITIAL));
+    finish(cluster, &client, &dir);
+}
+
+/// A pending `BALANCING_DEBIT` transfer is clamped to what its debit account has available
+/// (its balance less what other pending transfers hold), pending on both sides with that
+/// amount until posted; one whose caller stopped after the vote is committed by the resolver
+/// with the amount the legs hold.
+#[test]
+fn pending_balancing_debit_across_shards() {
+    let (dir, cluster, client) = open("balancing-pending");
+    let held = pending(500, 1, 4, 400, TransferFlags::empty());
+    let t = pending(501, 1, 2, 900, TransferFlags::BALANCING_DEBIT);
+    assert_eq!(client.create_transfers(&[held, t]).unwrap(), [R::Ok, R::Ok]);
+    assert_eq!(balances(&client, 1), (INITIAL, 0, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, INITIAL - 400, INITIAL));
+    assert_eq!(
+        client.lookup_transfers(&[501]).unwrap()[0].flags,
+        TransferFlags::PENDING.union(TransferFlags::BALANCING_DEBIT)
+    );
+    let post = resolve(502, 501, TransferFlags::POST_PENDING_TRANSFER, INITIAL - 400);
+    let void = resolve(503, 500, TransferFlags::VOID_PENDING_TRANSFER, 0);
+    assert_eq!(
+        client.create_transfers(&[post, void]).unwrap(),
+        [R::Ok, R::Ok]
+    );
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 1), (0, INITIAL - 400, 0, INITIAL));
+    assert_eq!(balances(&client, 2), (0, 0, 0, 2 * INITIAL - 400));
+    // The caller stops after the vote: the resolver commits what the legs hold (3 has 1,000).
+    let orphan = Transfer {
+        flags: TransferFlags::BALANCING_DEBIT,
+        ..Transfer::new(504, 3, 6, 2_000, 1, 1)
+    };
+    cluster.stop_cross_shard_after(Some(CrossShardStep::Voted));
+    let error = client.create_transfers(&[orphan]).unwrap_err();
+    assert!(matches!(error, ShardError::Timeout { .. }), "{error}");
+    cluster.stop_cross_shard_after(None);
+    wait_resolved(&cluster, Duration::from_secs(15));
+    assert_eq!(balances(&client, 3), (0, INITIAL, 0, INITIAL));
+    assert_eq!(balances(&client, 6), (0, 0, 0, 2 * INITIAL));
+    assert_eq!(client.create_transfers(&[orphan]).unwrap(), [R::Exists]);
     finish(cluster, &client, &dir);
 }
