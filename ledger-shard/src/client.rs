@@ -108,7 +108,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
-    /// transfer that is balancing, a linked chain spanning shards with an event
+    /// transfer that is `BALANCING_CREDIT`, a linked chain spanning shards with an event
     /// that is not a plain or pending transfer (without timeout), or a post or void of a
     /// cross-shard pending transfer in a chain: those are not supported across shards yet,
     /// and nothing of the call is submitted. (A linked chain of plain and pending transfers

@@ -34,7 +34,9 @@
 //! `res(t)` that keeps both legs pending; the user's post or void `P` is logged by the
 //! coordinator as `P` resolving `leg(t)`, applied by the participant under `x(t)` and
 //! acknowledged without storage; a timeout rides on the participant leg (as data) and on the
-//! decision, whoever logs it, and the resolver enforces it.
+//! decision, whoever logs it, and the resolver enforces it. A closing one closes `A` by its
+//! coordinator leg and `B` by its participant leg; a `BALANCING_DEBIT` transfer's coordinator
+//! leg is clamped by the ledger, and its caller reads the amount back for the vote.
 //! A linked chain spanning shards logs *chain records* on its coordinator first, then one
 //! linked part of pending legs per shard (through *chain bridges*), decides at the head's leg
 //! and makes every other leg follow. The protocol's logic is the sans-IO core in [`protocol`];

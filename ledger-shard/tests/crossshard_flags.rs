@@ -385,7 +385,12 @@ fn pending_balancing_debit_across_shards() {
         client.lookup_transfers(&[501]).unwrap()[0].flags,
         TransferFlags::PENDING.union(TransferFlags::BALANCING_DEBIT)
     );
-    let post = resolve(502, 501, TransferFlags::POST_PENDING_TRANSFER, INITIAL - 400);
+    let post = resolve(
+        502,
+        501,
+        TransferFlags::POST_PENDING_TRANSFER,
+        INITIAL - 400,
+    );
     let void = resolve(503, 500, TransferFlags::VOID_PENDING_TRANSFER, 0);
     assert_eq!(
         client.create_transfers(&[post, void]).unwrap(),

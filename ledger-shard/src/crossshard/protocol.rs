@@ -2788,6 +2788,38 @@ mod tests {
         );
     }
 
+    /// A `BALANCING_DEBIT` transfer's prepare is clamped by the ledger: the call reads its
+    /// coordinator leg back (only its own: a plain transfer in the call is not read) and
+    /// votes with the amount the leg holds; a leg not found is a protocol error.
+    #[test]
+    fn a_balancing_transfer_votes_with_the_amount_its_prepare_holds() {
+        let router = router();
+        let mut balancing = cross(3);
+        balancing.transfer.flags = TransferFlags::BALANCING_DEBIT;
+        let (mut call, action) = CallMachine::new(router, vec![balancing, cross(4)]);
+        let prepares = submit(action, Phase::Prepare);
+        assert!(prepares[1][0].flags.balancing_debit() && !prepares[1][1].flags.balancing_debit());
+        let Action::Lookup { per_shard } = call.step(submitted(1, &[R::Ok, R::Ok])).unwrap() else {
+            panic!("a balancing transfer's leg is read back before the vote");
+        };
+        assert_eq!(per_shard, [vec![], vec![leg_id(3)]]);
+        let clamped = Transfer {
+            amount: 4,
+            ..prepares[1][0]
+        };
+        let votes = submit(
+            call.step(Reply::Found(vec![vec![], vec![clamped]]))
+                .unwrap(),
+            Phase::Vote,
+        );
+        assert_eq!((votes[0][0].amount, votes[0][1].amount), (4, 10));
+        assert!(!votes[0][0].flags.balancing_debit());
+        // A prepare that held but is not found: the call fails.
+        let (mut call, _) = CallMachine::new(router, vec![balancing]);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
+    }
+
     #[test]
     fn a_decision_logged_first_by_another_driver_wins() {
         let (mut call, action) = CallMachine::new(router(), vec![cross(8), cross(9)]);
