@@ -486,19 +486,7 @@ impl Machine for CallMachine {
                 self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
-            CallStage::ReadingAmounts(indexes) => {
-                let found = found(reply, self.router.shard_count())?;
-                for (indexes, found) in indexes.iter().zip(found) {
-                    for &index in indexes {
-                        let transfer = &mut self.work[index].0.transfer;
-                        let leg = found.get(&leg_id(transfer.id)).ok_or_else(|| {
-                            protocol("a prepare answered Ok or Exists but is not found")
-                        })?;
-                        transfer.amount = leg.amount;
-                    }
-                }
-                Ok(self.vote())
-            }
+            CallStage::ReadingAmounts(indexes) => self.on_amounts(&indexes, reply),
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
                 let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
@@ -610,6 +598,22 @@ impl CallMachine {
             return Action::Lookup { per_shard };
         }
         self.vote()
+    }
+
+    /// After reading back the coordinator legs of the balancing crosses at `indexes` (per
+    /// shard): each votes with the amount its leg holds.
+    fn on_amounts(&mut self, indexes: &[Vec<usize>], reply: Reply) -> Result<Action<CallOutcome>> {
+        let found = found(reply, self.router.shard_count())?;
+        for (indexes, found) in indexes.iter().zip(found) {
+            for &index in indexes {
+                let transfer = &mut self.work[index].0.transfer;
+                let leg = found
+                    .get(&leg_id(transfer.id))
+                    .ok_or_else(|| protocol("a prepare answered Ok or Exists but is not found"))?;
+                transfer.amount = leg.amount;
+            }
+        }
+        Ok(self.vote())
     }
 
     /// Step 2: the votes of the live crosses.
