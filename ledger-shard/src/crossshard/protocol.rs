@@ -504,29 +504,15 @@ impl Machine for CallMachine {
                 }
                 // A retry with another timeout: the first attempt's leg holds the one to
                 // commit with (as the resolver would).
-                let per_shard = other_timeouts
-                    .iter()
-                    .map(|indexes| {
-                        indexes
-                            .iter()
-                            .map(|&index| leg_id(self.work[index].0.transfer.id))
-                            .collect()
-                    })
-                    .collect();
+                let per_shard = self.leg_ids(&other_timeouts);
                 self.stage = CallStage::ReadingTimeouts(other_timeouts);
                 Ok(Action::Lookup { per_shard })
             }
             CallStage::ReadingTimeouts(indexes) => {
-                let found = found(reply, self.router.shard_count())?;
-                for (indexes, found) in indexes.iter().zip(found) {
-                    for &index in indexes {
-                        let transfer = &mut self.work[index].0.transfer;
-                        let leg = found
-                            .get(&leg_id(transfer.id))
-                            .ok_or_else(|| protocol("a vote answered Exists… but is not found"))?;
-                        transfer.timeout = leg_timeout(leg);
-                    }
-                }
+                let missing = "a vote answered Exists… but is not found";
+                self.on_legs(&indexes, reply, missing, |transfer, leg| {
+                    transfer.timeout = leg_timeout(leg);
+                })?;
                 Ok(self.decide())
             }
             CallStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
@@ -585,15 +571,7 @@ impl CallMachine {
             }
         }
         if !balancing.is_empty() {
-            let per_shard = balancing
-                .iter()
-                .map(|indexes| {
-                    indexes
-                        .iter()
-                        .map(|&index| leg_id(self.work[index].0.transfer.id))
-                        .collect()
-                })
-                .collect();
+            let per_shard = self.leg_ids(&balancing);
             self.stage = CallStage::ReadingAmounts(balancing);
             return Action::Lookup { per_shard };
         }
@@ -603,17 +581,46 @@ impl CallMachine {
     /// After reading back the coordinator legs of the balancing crosses at `indexes` (per
     /// shard): each votes with the amount its leg holds.
     fn on_amounts(&mut self, indexes: &[Vec<usize>], reply: Reply) -> Result<Action<CallOutcome>> {
+        let missing = "a prepare answered Ok or Exists but is not found";
+        self.on_legs(indexes, reply, missing, |transfer, leg| {
+            transfer.amount = leg.amount;
+        })?;
+        Ok(self.vote())
+    }
+
+    /// The ids `leg(t)` of the crosses at `indexes` (positions in `work`, per shard), to read.
+    fn leg_ids(&self, indexes: &[Vec<usize>]) -> Vec<Vec<u128>> {
+        indexes
+            .iter()
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .map(|&index| leg_id(self.work[index].0.transfer.id))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Applies each leg read back for the crosses at `indexes` ([`CallMachine::leg_ids`]) to
+    /// its cross's transfer; a leg not found is a protocol error (`missing`).
+    fn on_legs(
+        &mut self,
+        indexes: &[Vec<usize>],
+        reply: Reply,
+        missing: &str,
+        apply: impl Fn(&mut Transfer, &Transfer),
+    ) -> Result<()> {
         let found = found(reply, self.router.shard_count())?;
         for (indexes, found) in indexes.iter().zip(found) {
             for &index in indexes {
                 let transfer = &mut self.work[index].0.transfer;
                 let leg = found
                     .get(&leg_id(transfer.id))
-                    .ok_or_else(|| protocol("a prepare answered Ok or Exists but is not found"))?;
-                transfer.amount = leg.amount;
+                    .ok_or_else(|| protocol(missing))?;
+                apply(transfer, leg);
             }
         }
-        Ok(self.vote())
+        Ok(())
     }
 
     /// Step 2: the votes of the live crosses.
