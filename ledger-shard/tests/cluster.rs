@@ -243,7 +243,7 @@ fn reads_see_acknowledged_writes_and_history() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Two shards: accounts route by id % 2; a transfer within a shard commits, a balancing
+/// Two shards: accounts route by id % 2; a transfer within a shard commits, a balancing-credit
 /// transfer across shards (not supported across shards yet) is rejected whole before anything
 /// is applied.
 #[test]
