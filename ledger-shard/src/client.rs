@@ -99,7 +99,8 @@ impl Client {
     /// A transfer whose accounts live on two shards commits by two-phase commit across the two
     /// shards' Paxos groups (see `docs/crossshard.md`): its result is known once the debit
     /// shard has logged the decision durably, and it is as atomic and idempotent as any other
-    /// (I3, I10). A pending one is then posted or voided the same way, on both shards. A post
+    /// (I3, I10). A pending one (also closing: each shard's leg closes its own account) is
+    /// then posted or voided the same way, on both shards. A post
     /// or void whose accounts do not name one shard is located first (one read of every
     /// shard). Events naming an id in the system range ([`ledger_core::SYSTEM_ID_MIN`] and
     /// up) answer `IdReservedForSystem` (their chain `LinkedEventFailed`) without submission.
@@ -107,7 +108,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::create_accounts`], plus [`ShardError::CrossShard`] for a cross-shard
-    /// transfer that is balancing or closing, a linked chain spanning shards with an event
+    /// transfer that is `BALANCING_CREDIT`, a linked chain spanning shards with an event
     /// that is not a plain or pending transfer (without timeout), or a post or void of a
     /// cross-shard pending transfer in a chain: those are not supported across shards yet,
     /// and nothing of the call is submitted. (A linked chain of plain and pending transfers

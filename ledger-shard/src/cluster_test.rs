@@ -114,10 +114,10 @@ fn cross_shard_transfer_is_rejected_before_anything_is_submitted() {
         .iter()
         .map(|l| l.proposals.load(Ordering::SeqCst))
         .collect();
-    // Plain and pending cross-shard transfers commit by two-phase commit; a balancing one is
-    // not built yet.
+    // Plain and pending cross-shard transfers commit by two-phase commit; a BALANCING_CREDIT
+    // one is not built yet.
     let pending_across = Transfer {
-        flags: TransferFlags::BALANCING_DEBIT,
+        flags: TransferFlags::BALANCING_CREDIT,
         ..Transfer::new(11, 1, 2, 1, 1, 1)
     };
     let batch = [Transfer::new(10, 2, 4, 1, 1, 1), pending_across];

@@ -34,7 +34,9 @@
 //! `res(t)` that keeps both legs pending; the user's post or void `P` is logged by the
 //! coordinator as `P` resolving `leg(t)`, applied by the participant under `x(t)` and
 //! acknowledged without storage; a timeout rides on the participant leg (as data) and on the
-//! decision, whoever logs it, and the resolver enforces it.
+//! decision, whoever logs it, and the resolver enforces it. A closing one closes `A` by its
+//! coordinator leg and `B` by its participant leg; a `BALANCING_DEBIT` transfer's coordinator
+//! leg is clamped by the ledger, and its caller reads the amount back for the vote.
 //! A linked chain spanning shards logs *chain records* on its coordinator first, then one
 //! linked part of pending legs per shard (through *chain bridges*), decides at the head's leg
 //! and makes every other leg follow. The protocol's logic is the sans-IO core in [`protocol`];
@@ -878,7 +880,10 @@ pub(crate) fn plan_accounts(
 /// # Errors
 ///
 /// [`ShardError::CrossShard`] for what is not built across shards: a cross-shard transfer
-/// that is linked or part of a chain, balancing or closing, or pending with a timeout.
+/// that is `BALANCING_CREDIT`, and in a linked chain spanning shards an event the chain
+/// protocol does not take (see `plan_chain`). A cross-shard transfer alone may be plain or
+/// pending, `BALANCING_DEBIT`, and if pending closing (`CLOSING_DEBIT` and/or
+/// `CLOSING_CREDIT`; see [`CROSS_SHAPE`]).
 pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<Plan> {
     let mut plan = Plan {
         preset: vec![None; transfers.len()],
@@ -919,8 +924,8 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
                 plan.local.push(index);
                 continue;
             };
-            let pending = flags == TransferFlags::PENDING;
-            if chain.len() > 1 || !(flags == TransferFlags::empty() || pending) {
+            let pending = flags.pending();
+            if chain.len() > 1 || !CROSS_SHAPE.contains(flags) {
                 return Err(ShardError::CrossShard {
                     index,
                     debit_shard,
@@ -937,6 +942,18 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
     }
     Ok(plan)
 }
+
+/// The flags a cross-shard transfer outside a chain may carry: none, `PENDING`, and with it
+/// `CLOSING_DEBIT` and `CLOSING_CREDIT` (a closing one without `PENDING` is answered
+/// `ClosingTransferMustBePending` by [`precheck`]), and `BALANCING_DEBIT`. The coordinator leg
+/// carries the `CLOSING_DEBIT` and the `BALANCING_DEBIT` (the ledger clamps its amount to `A`'s
+/// balance; the caller reads it back for the vote), the participant leg the `CLOSING_CREDIT`:
+/// each closes its own user account by ledger-core's rules, never a bridge.
+/// `BALANCING_CREDIT` is refused (the participant would clamp after the coordinator reserved).
+const CROSS_SHAPE: TransferFlags = TransferFlags::PENDING
+    .union(TransferFlags::CLOSING_DEBIT)
+    .union(TransferFlags::CLOSING_CREDIT)
+    .union(TransferFlags::BALANCING_DEBIT);
 
 /// Whether a linked chain's events live on more than one shard.
 fn spans_shards(router: Router, events: &[Transfer]) -> bool {
@@ -1196,7 +1213,7 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
         return Transfer {
             id: leg_id(t.id),
             credit_account_id: pending_bridge_id(router, t.ledger, d, c),
-            flags: TransferFlags::PENDING,
+            flags: coordinator_leg_flags(t.flags),
             // Legs never expire by themselves: the decision carries the timeout.
             timeout: 0,
             timestamp: 0,
@@ -1207,10 +1224,23 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
         id: leg_id(t.id),
         credit_account_id: bridge_id(router, t.ledger, d, c),
         user_data_128: t.credit_account_id,
-        flags: TransferFlags::PENDING,
+        flags: coordinator_leg_flags(t.flags),
         timestamp: 0,
         ..*t
     }
+}
+
+/// A coordinator leg's flags: `PENDING`, and of `T`'s flags those that act on `A`: it closes
+/// `A` (a bridge never closes) and is clamped to `A`'s balance, as `T` would be.
+fn coordinator_leg_flags(flags: TransferFlags) -> TransferFlags {
+    let mut leg = TransferFlags::PENDING;
+    if flags.closing_debit() {
+        leg = leg.union(TransferFlags::CLOSING_DEBIT);
+    }
+    if flags.balancing_debit() {
+        leg = leg.union(TransferFlags::BALANCING_DEBIT);
+    }
+    leg
 }
 
 /// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data. A user's
@@ -1223,7 +1253,12 @@ fn participant_leg(router: Router, cross: &Cross) -> Transfer {
         return Transfer {
             id: leg_id(t.id),
             debit_account_id: pending_bridge_id(router, t.ledger, c, d),
-            flags: TransferFlags::PENDING,
+            // Closes B (a bridge never closes), as T would.
+            flags: if t.flags.closing_credit() {
+                TransferFlags::PENDING.union(TransferFlags::CLOSING_CREDIT)
+            } else {
+                TransferFlags::PENDING
+            },
             // Never in `timeout`: a leg must not expire by itself.
             user_data_32: t.timeout,
             timeout: 0,
@@ -1497,6 +1532,11 @@ fn precheck(transfer: &Transfer) -> Option<R> {
         Some(R::PendingIdMustBeZero)
     } else if transfer.timeout != 0 && !transfer.flags.pending() {
         Some(R::TimeoutReservedForPendingTransfer)
+    } else if !transfer.flags.pending()
+        && (transfer.flags.closing_debit() || transfer.flags.closing_credit())
+    {
+        // Its legs are pending whatever it is: the ledger would not see it.
+        Some(R::ClosingTransferMustBePending)
     } else if transfer.ledger == 0 {
         Some(R::LedgerMustNotBeZero)
     } else {
@@ -1795,11 +1835,7 @@ pub(crate) fn lookup_committed(
                 id: t,
                 credit_account_id: participant.credit_account_id,
                 user_data_128: participant.user_data_128,
-                flags: if pending {
-                    TransferFlags::PENDING
-                } else {
-                    TransferFlags::empty()
-                },
+                flags: committed_flags(pending, &coordinator_leg, &participant),
                 timeout,
                 timestamp: decision.timestamp,
                 ..coordinator_leg
@@ -1807,6 +1843,27 @@ pub(crate) fn lookup_committed(
         );
     }
     Ok(committed)
+}
+
+/// The flags of a committed cross-shard transfer as its caller gave them, from its legs:
+/// `PENDING` if it committed by a marker, each leg's closing flag, and the coordinator leg's
+/// `BALANCING_DEBIT`.
+fn committed_flags(pending: bool, coordinator: &Transfer, participant: &Transfer) -> TransferFlags {
+    let mut flags = if pending {
+        TransferFlags::PENDING
+    } else {
+        TransferFlags::empty()
+    };
+    if coordinator.flags.closing_debit() {
+        flags = flags.union(TransferFlags::CLOSING_DEBIT);
+    }
+    if coordinator.flags.balancing_debit() {
+        flags = flags.union(TransferFlags::BALANCING_DEBIT);
+    }
+    if participant.flags.closing_credit() {
+        flags = flags.union(TransferFlags::CLOSING_CREDIT);
+    }
+    flags
 }
 
 /// A same-shard event `t` of a chain spanning shards, committed: one leg, posted.
@@ -2760,7 +2817,8 @@ mod tests {
         let local = Transfer::new(2, 1, 3, 5, 1, 1);
         let plan = plan_transfers(router, &[plain, local]).unwrap();
         assert_eq!((plan.cross, plan.local), (vec![0], vec![1]));
-        // A pending transfer crosses, with a timeout too; a balancing one does not (yet).
+        // A pending transfer crosses, with a timeout too; a BALANCING_DEBIT one too, a
+        // BALANCING_CREDIT one does not (yet).
         let pending = Transfer {
             flags: TransferFlags::PENDING,
             ..plain
@@ -2777,7 +2835,21 @@ mod tests {
             flags: TransferFlags::BALANCING_DEBIT,
             ..plain
         };
-        assert!(plan_transfers(router, &[balancing]).is_err());
+        assert_eq!(plan_transfers(router, &[balancing]).unwrap().cross, [0]);
+        let cross = Cross {
+            transfer: balancing,
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        // Only the coordinator leg is clamped (to A's balance): the participant's takes its
+        // amount from it.
+        assert!(coordinator_leg(router, &cross).flags.balancing_debit());
+        assert!(!participant_leg(router, &cross).flags.balancing_debit());
+        let balancing_credit = Transfer {
+            flags: TransferFlags::BALANCING_CREDIT,
+            ..plain
+        };
+        assert!(plan_transfers(router, &[balancing_credit]).is_err());
         // Its x(t) would be u128::MAX: that one id is refused for a cross-shard pending one.
         let last = Transfer {
             id: SYSTEM_ID_MIN - 1,
@@ -2799,6 +2871,60 @@ mod tests {
             plan_accounts(&[Account::new(SYSTEM_ID_MIN, 1, 1), Account::new(4, 1, 1)]);
         assert_eq!(submit, [1]);
         assert_eq!(preset[0], Some(CreateAccountResult::IdReservedForSystem));
+    }
+
+    #[test]
+    fn plan_takes_closing_pending_transfers_across_shards() {
+        let router = Router::new(2);
+        let plain = Transfer::new(1, 1, 2, 5, 1, 1);
+        let pending = Transfer {
+            flags: TransferFlags::PENDING,
+            ..plain
+        };
+        // A closing one crosses if pending, each leg closing its own user account only; a
+        // closing one that is not pending is answered as the ledger would, before any leg.
+        let closing = Transfer {
+            flags: TransferFlags::PENDING
+                .union(TransferFlags::CLOSING_DEBIT)
+                .union(TransferFlags::CLOSING_CREDIT),
+            ..plain
+        };
+        assert_eq!(plan_transfers(router, &[closing]).unwrap().cross, [0]);
+        assert_eq!(precheck(&closing), None);
+        let cross = Cross {
+            transfer: closing,
+            debit_shard: 1,
+            credit_shard: 0,
+        };
+        let closes = |leg: Transfer| (leg.flags.closing_debit(), leg.flags.closing_credit());
+        assert_eq!(closes(coordinator_leg(router, &cross)), (true, false));
+        assert_eq!(closes(participant_leg(router, &cross)), (false, true));
+        assert_eq!(
+            closes(coordinator_leg(
+                router,
+                &Cross {
+                    transfer: pending,
+                    ..cross
+                }
+            )),
+            (false, false)
+        );
+        let not_pending = Transfer {
+            flags: TransferFlags::CLOSING_CREDIT,
+            ..plain
+        };
+        assert_eq!(plan_transfers(router, &[not_pending]).unwrap().cross, [0]);
+        assert_eq!(
+            precheck(&not_pending),
+            Some(R::ClosingTransferMustBePending)
+        );
+        assert_eq!(
+            precheck(&Transfer {
+                ledger: 0,
+                ..not_pending
+            }),
+            Some(R::ClosingTransferMustBePending)
+        );
     }
 
     #[test]

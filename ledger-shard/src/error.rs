@@ -53,16 +53,18 @@ pub enum ShardError {
         reason: String,
     },
     /// The event at `index` spans shards in a way not supported yet: a cross-shard transfer
-    /// that is balancing or closing, a post or void of a cross-shard pending transfer inside a
-    /// chain, or in a linked chain spanning shards an event that is not a plain or pending
-    /// transfer (or a pending one with a timeout, or whose credit account lives on the shard
-    /// of the chain's first debit account). Plain and pending cross-shard transfers, posts and
-    /// voids of the latter, and chains of plain and pending transfers spanning shards are
-    /// supported, by two-phase commit. The whole call is rejected before anything is
+    /// that is `BALANCING_CREDIT`, a post or void of a cross-shard pending transfer inside a chain, or
+    /// in a linked chain spanning shards an event that is not a plain or pending transfer (a
+    /// closing one, a pending one with a timeout, or one whose credit account lives on the
+    /// shard of the chain's first debit account). Plain and pending cross-shard transfers
+    /// (`BALANCING_DEBIT` too, and pending ones also closing: `CLOSING_DEBIT`,
+    /// `CLOSING_CREDIT`), posts and voids of the
+    /// latter, and chains of plain and pending transfers spanning shards are supported, by
+    /// two-phase commit. The whole call is rejected before anything is
     /// submitted: no event of the call was applied, none half-applied.
     #[error(
         "event {index} spans shards (debit on shard {debit_shard}, credit on shard \
-         {credit_shard}) in a way not supported yet (balancing, closing, or this \
+         {credit_shard}) in a way not supported yet (balancing credit, or this \
          event in a chain spanning shards); nothing was submitted"
     )]
     CrossShard {

@@ -13,9 +13,10 @@
 //!
 //! `Err` is for the system (no quorum, timeout, I/O, shutdown, bad configuration); a business
 //! rejection is a per-event result. A transfer between accounts of two shards (plain or
-//! pending, and a post or void of a pending one) commits by two-phase commit across the two
+//! pending, balancing debit, a pending one also closing, and a post or void of a pending one)
+//! commits by two-phase commit across the two
 //! shards (`docs/crossshard.md`), and so does a linked chain of plain and pending transfers
-//! spanning shards; what does not cross shards yet (balancing, closing, posts, voids or
+//! spanning shards; what does not cross shards yet (balancing credit; closing events, posts, voids or
 //! timeouts in a chain spanning shards) fails with [`ShardError::CrossShard`] before anything is
 //! submitted.
 //!

@@ -243,7 +243,7 @@ fn reads_see_acknowledged_writes_and_history() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Two shards: accounts route by id % 2; a transfer within a shard commits, a balancing
+/// Two shards: accounts route by id % 2; a transfer within a shard commits, a balancing-credit
 /// transfer across shards (not supported across shards yet) is rejected whole before anything
 /// is applied.
 #[test]
@@ -252,7 +252,7 @@ fn cross_shard_transfer_is_rejected_whole() {
     let (cluster, client) = open_with_accounts(ClusterConfig::new(&dir).shards(2));
     let within = Transfer::new(1, 2, 4, 5, 1, 1);
     let across = Transfer {
-        flags: ledger_core::TransferFlags::BALANCING_DEBIT,
+        flags: ledger_core::TransferFlags::BALANCING_CREDIT,
         ..Transfer::new(2, 2, 3, 5, 1, 1)
     };
     assert!(client.create_transfers(&[within]).unwrap()[0].is_ok());

@@ -394,6 +394,9 @@ pub struct CallOutcome {
 #[derive(Debug)]
 enum CallStage {
     Preparing(Vec<Vec<usize>>),
+    /// Reading back the coordinator legs of balancing transfers, whose amount the ledger
+    /// clamped (the positions in `work`, per coordinator shard): the vote carries it.
+    ReadingAmounts(Vec<Vec<usize>>),
     Voting(Vec<Vec<usize>>),
     /// Reading back the participant legs of pending transfers whose vote found a leg with
     /// another timeout (the positions in `work`, per participant shard).
@@ -483,6 +486,7 @@ impl Machine for CallMachine {
                 self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
+            CallStage::ReadingAmounts(indexes) => self.on_amounts(&indexes, reply),
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
                 let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
@@ -500,29 +504,15 @@ impl Machine for CallMachine {
                 }
                 // A retry with another timeout: the first attempt's leg holds the one to
                 // commit with (as the resolver would).
-                let per_shard = other_timeouts
-                    .iter()
-                    .map(|indexes| {
-                        indexes
-                            .iter()
-                            .map(|&index| leg_id(self.work[index].0.transfer.id))
-                            .collect()
-                    })
-                    .collect();
+                let per_shard = self.leg_ids(&other_timeouts);
                 self.stage = CallStage::ReadingTimeouts(other_timeouts);
                 Ok(Action::Lookup { per_shard })
             }
             CallStage::ReadingTimeouts(indexes) => {
-                let found = found(reply, self.router.shard_count())?;
-                for (indexes, found) in indexes.iter().zip(found) {
-                    for &index in indexes {
-                        let transfer = &mut self.work[index].0.transfer;
-                        let leg = found
-                            .get(&leg_id(transfer.id))
-                            .ok_or_else(|| protocol("a vote answered Exists… but is not found"))?;
-                        transfer.timeout = leg_timeout(leg);
-                    }
-                }
+                let missing = "a vote answered Exists… but is not found";
+                self.on_legs(&indexes, reply, missing, |transfer, leg| {
+                    transfer.timeout = leg_timeout(leg);
+                })?;
                 Ok(self.decide())
             }
             CallStage::Deciding(mut decide) => match decide.on_submitted(reply)? {
@@ -571,6 +561,70 @@ impl CallMachine {
         if self.work.is_empty() {
             return Action::Done(self.outcome(Vec::new()));
         }
+        // A balancing transfer's coordinator leg holds the amount the ledger clamped it to:
+        // read it back before the vote (one more round, for balancing transfers only).
+        let mut balancing: Vec<Vec<usize>> = Vec::new();
+        for (index, (cross, _)) in self.work.iter().enumerate() {
+            if cross.transfer.flags.balancing_debit() {
+                balancing.resize_with(self.router.shard_count(), Vec::new);
+                balancing[cross.debit_shard].push(index);
+            }
+        }
+        if !balancing.is_empty() {
+            let per_shard = self.leg_ids(&balancing);
+            self.stage = CallStage::ReadingAmounts(balancing);
+            return Action::Lookup { per_shard };
+        }
+        self.vote()
+    }
+
+    /// After reading back the coordinator legs of the balancing crosses at `indexes` (per
+    /// shard): each votes with the amount its leg holds.
+    fn on_amounts(&mut self, indexes: &[Vec<usize>], reply: Reply) -> Result<Action<CallOutcome>> {
+        let missing = "a prepare answered Ok or Exists but is not found";
+        self.on_legs(indexes, reply, missing, |transfer, leg| {
+            transfer.amount = leg.amount;
+        })?;
+        Ok(self.vote())
+    }
+
+    /// The ids `leg(t)` of the crosses at `indexes` (positions in `work`, per shard), to read.
+    fn leg_ids(&self, indexes: &[Vec<usize>]) -> Vec<Vec<u128>> {
+        indexes
+            .iter()
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .map(|&index| leg_id(self.work[index].0.transfer.id))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Applies each leg read back for the crosses at `indexes` ([`CallMachine::leg_ids`]) to
+    /// its cross's transfer; a leg not found is a protocol error (`missing`).
+    fn on_legs(
+        &mut self,
+        indexes: &[Vec<usize>],
+        reply: Reply,
+        missing: &str,
+        apply: impl Fn(&mut Transfer, &Transfer),
+    ) -> Result<()> {
+        let found = found(reply, self.router.shard_count())?;
+        for (indexes, found) in indexes.iter().zip(found) {
+            for &index in indexes {
+                let transfer = &mut self.work[index].0.transfer;
+                let leg = found
+                    .get(&leg_id(transfer.id))
+                    .ok_or_else(|| protocol(missing))?;
+                apply(transfer, leg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2: the votes of the live crosses.
+    fn vote(&mut self) -> Action<CallOutcome> {
         let router = self.router;
         let (per_shard, positions) = scatter(
             router.shard_count(),
@@ -2743,6 +2797,38 @@ mod tests {
                 .step(submitted(0, &[R::PendingTransferNotFound]))
                 .is_err()
         );
+    }
+
+    /// A `BALANCING_DEBIT` transfer's prepare is clamped by the ledger: the call reads its
+    /// coordinator leg back (only its own: a plain transfer in the call is not read) and
+    /// votes with the amount the leg holds; a leg not found is a protocol error.
+    #[test]
+    fn a_balancing_transfer_votes_with_the_amount_its_prepare_holds() {
+        let router = router();
+        let mut balancing = cross(3);
+        balancing.transfer.flags = TransferFlags::BALANCING_DEBIT;
+        let (mut call, action) = CallMachine::new(router, vec![balancing, cross(4)]);
+        let prepares = submit(action, Phase::Prepare);
+        assert!(prepares[1][0].flags.balancing_debit() && !prepares[1][1].flags.balancing_debit());
+        let Action::Lookup { per_shard } = call.step(submitted(1, &[R::Ok, R::Ok])).unwrap() else {
+            panic!("a balancing transfer's leg is read back before the vote");
+        };
+        assert_eq!(per_shard, [vec![], vec![leg_id(3)]]);
+        let clamped = Transfer {
+            amount: 4,
+            ..prepares[1][0]
+        };
+        let votes = submit(
+            call.step(Reply::Found(vec![vec![], vec![clamped]]))
+                .unwrap(),
+            Phase::Vote,
+        );
+        assert_eq!((votes[0][0].amount, votes[0][1].amount), (4, 10));
+        assert!(!votes[0][0].flags.balancing_debit());
+        // A prepare that held but is not found: the call fails.
+        let (mut call, _) = CallMachine::new(router, vec![balancing]);
+        call.step(submitted(1, &[R::Exists])).unwrap();
+        assert!(call.step(Reply::Found(vec![vec![]; SHARDS])).is_err());
     }
 
     #[test]

@@ -686,6 +686,63 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// At the end every customer account is closed iff a closing pending transfer naming it
+    /// on its closing side was posted (a user's post `p` stored at its coordinator): a
+    /// post keeps it closed, a void, an abort or an expiry reopens it. Returns how many
+    /// accounts are closed.
+    pub(crate) fn check_closed(
+        finals: &[&LedgerMachine],
+        customers: &[Account],
+        planned: &BTreeMap<u128, Planned>,
+    ) -> Result<u64, String> {
+        let router = Router::new(finals.len());
+        let mut expected = BTreeSet::new();
+        for (&p, plan) in planned {
+            let Kind::Post { t } = plan.kind else {
+                continue;
+            };
+            let Some(pending) = planned.get(&t) else {
+                continue;
+            };
+            let flags = pending.transfer.flags;
+            if !(flags.closing_debit() || flags.closing_credit()) {
+                continue;
+            }
+            let posted = finals[pending.debit_shard]
+                .probe()
+                .with_ledger(|ledger| ledger.lookup_transfers(&[p]).first().copied())
+                .is_some_and(|found| found.flags.post_pending_transfer());
+            if posted && flags.closing_debit() {
+                expected.insert(pending.transfer.debit_account_id);
+            }
+            if posted && flags.closing_credit() {
+                expected.insert(pending.transfer.credit_account_id);
+            }
+        }
+        let mut closed = 0;
+        for (shard, machine) in finals.iter().enumerate() {
+            for account in shard_customers(machine, customers, router, shard) {
+                if account.flags.closed() != expected.contains(&account.id) {
+                    return Err(format!(
+                        "closing: account {} on shard {shard} ends {}, but {} posted closing \
+                         transfer names it",
+                        account.id,
+                        if account.flags.closed() {
+                            "closed"
+                        } else {
+                            "open"
+                        },
+                        if account.flags.closed() { "no" } else { "a" }
+                    ));
+                }
+                closed += u64::from(account.flags.closed());
+            }
+        }
+        Ok(closed)
+    }
+}
+
 /// Whether event `t` of chain `head` is committed (at its debit shard), and on both sides alike.
 fn chain_member_committed(
     lookup: &impl Fn(usize, u128) -> Option<Transfer>,

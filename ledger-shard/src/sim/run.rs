@@ -92,40 +92,46 @@ pub fn run_cluster_seeds(base: u64, count: u64, threads: usize) -> Vec<ClusterSe
     ledger_paxos::sim::run_seeds_with(base, count, threads, run_cluster_seed)
 }
 
+/// Adds one seed's statistics `s` to `total`.
+fn add_stats(total: &mut ClusterStats, s: &ClusterStats) {
+    total.transfers += s.transfers;
+    total.cross_transfers += s.cross_transfers;
+    total.pending_transfers += s.pending_transfers;
+    total.closing_transfers += s.closing_transfers;
+    total.closed_accounts += s.closed_accounts;
+    total.chain_events += s.chain_events;
+    total.chains += s.chains;
+    total.posts += s.posts;
+    total.posts_ok += s.posts_ok;
+    total.acknowledged += s.acknowledged;
+    total.rejected += s.rejected;
+    total.failed_calls += s.failed_calls;
+    total.retried_calls += s.retried_calls;
+    total.resolver_passes += s.resolver_passes;
+    total.recoveries += s.recoveries;
+    total.recovered_posts += s.recovered_posts;
+    total.recovered_chains += s.recovered_chains;
+    total.recovered_expiries += s.recovered_expiries;
+    total.expired += s.expired;
+    total.committed += s.committed;
+    total.aborted += s.aborted;
+    for (sum, count) in total.cases.iter_mut().zip(s.cases) {
+        *sum += count;
+    }
+    crate::sim::world::add_paxos_stats(&mut total.paxos, &s.paxos);
+}
+
 /// The statistics of every seed, summed, as one line.
 pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
     let failed = reports.iter().filter(|r| r.violation.is_some()).count();
     let mut total = ClusterStats::default();
     for report in reports {
-        let s = &report.stats;
-        total.transfers += s.transfers;
-        total.cross_transfers += s.cross_transfers;
-        total.pending_transfers += s.pending_transfers;
-        total.chain_events += s.chain_events;
-        total.chains += s.chains;
-        total.posts += s.posts;
-        total.posts_ok += s.posts_ok;
-        total.acknowledged += s.acknowledged;
-        total.rejected += s.rejected;
-        total.failed_calls += s.failed_calls;
-        total.retried_calls += s.retried_calls;
-        total.resolver_passes += s.resolver_passes;
-        total.recoveries += s.recoveries;
-        total.recovered_posts += s.recovered_posts;
-        total.recovered_chains += s.recovered_chains;
-        total.recovered_expiries += s.recovered_expiries;
-        total.expired += s.expired;
-        total.committed += s.committed;
-        total.aborted += s.aborted;
-        for (sum, count) in total.cases.iter_mut().zip(s.cases) {
-            *sum += count;
-        }
-        crate::sim::world::add_paxos_stats(&mut total.paxos, &s.paxos);
+        add_stats(&mut total, &report.stats);
     }
     let paxos = &total.paxos;
     format!(
         "cluster sim: seeds {base}..{} ran={} failed={failed} transfers={} cross={} \
-         pending={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
+         pending={} closing={} closed_at_end={} chains={} chain_events={} posts_and_voids={} posts_ok={} acknowledged={} \
          rejected={} failed_calls={} retried_calls={} committed_cross={} \
          aborted_cross={} resolver_passes={} recoveries={} (posts={} chains={} expiries={}) \
          expired={} crash_cases={:?} | paxos: \
@@ -136,6 +142,8 @@ pub fn summary(base: u64, count: u64, reports: &[ClusterSeedReport]) -> String {
         total.transfers,
         total.cross_transfers,
         total.pending_transfers,
+        total.closing_transfers,
+        total.closed_accounts,
         total.chains,
         total.chain_events,
         total.posts,

@@ -185,6 +185,9 @@ pub struct ClusterSimOptions {
     /// Per new call: the chance it is a user's cross-shard pending transfer (later posted,
     /// partly posted or voided by the workload; some carry a timeout of 1 s).
     pub pending_permille: u64,
+    /// Per user's pending transfer: the chance it is closing (its debit account, its credit
+    /// account or both, until it is voided or expires; for good if posted).
+    pub closing_permille: u64,
     /// Per new call: the chance it is a linked chain of 2–3 transfers spanning shards (some
     /// events pending, posted or voided later like the others).
     pub chain_permille: u64,
@@ -229,6 +232,7 @@ impl ClusterSimOptions {
             cross_permille: 750,
             missing_credit_permille: 60,
             pending_permille: 120,
+            closing_permille: 150,
             chain_permille: 100,
             settle_permille: 400,
             case: CrashCase::for_seed(seed),
@@ -250,6 +254,10 @@ pub struct ClusterStats {
     pub cross_transfers: u64,
     /// Of which users' pending transfers across shards (alone in their call).
     pub pending_transfers: u64,
+    /// Of which closing (`CLOSING_DEBIT` and/or `CLOSING_CREDIT`), same-shard or across.
+    pub closing_transfers: u64,
+    /// Customer accounts found closed at the end (each by a posted closing transfer).
+    pub closed_accounts: u64,
     /// Of which events of linked chains spanning shards.
     pub chain_events: u64,
     /// Linked chains spanning shards started.
@@ -1333,6 +1341,16 @@ impl ClusterSim {
             if self.random.chance(150) {
                 transfer.timeout = 1;
             }
+            if self.random.chance(self.options.closing_permille) {
+                // Closing its debit account, its credit account or both (checked at the end:
+                // an account is closed iff a posted closing transfer names it).
+                transfer.flags = transfer.flags.union(match self.random.range(0, 3) {
+                    0 => TransferFlags::CLOSING_DEBIT,
+                    1 => TransferFlags::CLOSING_CREDIT,
+                    _ => TransferFlags::CLOSING_DEBIT.union(TransferFlags::CLOSING_CREDIT),
+                });
+                self.stats.closing_transfers += 1;
+            }
             self.set_planned(transfer);
             self.stats.pending_transfers += 1;
             self.notebook.insert(
@@ -2113,6 +2131,8 @@ impl ClusterSim {
         )?;
         self.tracker.check_nothing_in_flight()?;
         Tracker::check_no_pending(&finals, &self.customers)?;
+        self.stats.closed_accounts =
+            Tracker::check_closed(&finals, &self.customers, &self.planned)?;
         self.stats.expired = Tracker::check_expiries_never_early(&finals, &self.planned)?;
         for (index, count) in self.stats.cases.iter().enumerate() {
             self.trace.word(*count ^ (index as u64) << 32);
