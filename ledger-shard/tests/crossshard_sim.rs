@@ -217,15 +217,27 @@ fn the_ledger_runs_under_the_paxos_simulators_own_workload() {
 #[test]
 fn seeds_that_once_failed_pass() {
     const SEEDS: &[u64] = &[216, 20574, 22381, 70_052, 309_397];
+    // Each seed runs twice: with today's workload, and without closing transfers (added
+    // after these seeds were found; their draws change every later one), which replays the
+    // scenario the seed was found on more closely.
     let reports: Vec<_> = SEEDS
         .iter()
-        .flat_map(|&seed| sim::run_cluster_seeds(seed, 1, 1))
+        .flat_map(|&seed| {
+            let before_closing = sim::ClusterSimOptions {
+                closing_permille: 0,
+                ..sim::ClusterSimOptions::from_seed(seed)
+            };
+            [
+                sim::run_cluster_seed(seed),
+                sim::run_cluster_options(before_closing),
+            ]
+        })
         .collect();
     let failures: Vec<String> = reports
         .iter()
         .filter(|report| report.violation.is_some())
         .map(describe_cluster_failure)
         .collect();
-    assert_eq!(reports.len(), SEEDS.len());
+    assert_eq!(reports.len(), 2 * SEEDS.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
