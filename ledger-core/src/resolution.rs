@@ -194,6 +194,162 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Account, AccountFilter, AccountFlags, CreateTransferResult as R, TransferStatus};
+
+    const LEG: u128 = SYSTEM_ID_MIN;
+
+    /// Accounts 1 and 2, and 3 with a balance history.
+    fn ledger() -> Ledger {
+        let mut ledger = Ledger::new();
+        let history = Account {
+            flags: AccountFlags::HISTORY,
+            ..Account::new(3, 7, 1)
+        };
+        let accounts = [Account::new(1, 7, 1), Account::new(2, 7, 1), history];
+        assert!(
+            ledger
+                .create_accounts(&accounts, 1)
+                .iter()
+                .all(|r| r.is_ok())
+        );
+        ledger
+    }
+
+    fn pending(t: u128, credit: u128) -> Transfer {
+        Transfer {
+            flags: TransferFlags::PENDING,
+            user_data_64: 9,
+            ..Transfer::new(LEG + t, 1, credit, 50, 7, 1)
+        }
+    }
+
+    fn post(t: u128) -> Transfer {
+        Transfer {
+            pending_id: LEG + t,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(LEG + LEG + t, 0, 0, u128::MAX, 0, 0)
+        }
+    }
+
+    #[test]
+    fn a_system_resolution_stores_nothing_and_reads_back_as_stored() {
+        let mut ledger = ledger();
+        let batch = [pending(1, 2), pending(2, 3), pending(3, 2)];
+        assert_eq!(ledger.create_transfers(&batch, 10), [R::Ok; 3]);
+        // 1: stored nowhere; 2: its credit account keeps a history, so it stores a record;
+        // 3: a partial post stores a record.
+        let partial = Transfer {
+            amount: 20,
+            ..post(3)
+        };
+        let results = ledger.create_transfers(&[post(1), post(2), partial], 20);
+        assert_eq!(results, [R::Ok; 3]);
+        assert_eq!(ledger.transfer_count(), 5);
+        assert_eq!(ledger.resolutions.len(), 1);
+        assert_eq!(ledger.transfer_position(LEG + LEG + 1), None);
+        assert_eq!(ledger.transfer_position(LEG + LEG + 2), Some(3));
+        assert_eq!(
+            ledger.transfer_at(0).map(|(_, s)| s),
+            Some(TransferStatus::Posted)
+        );
+        let closings = ledger.last_batch_closings();
+        assert_eq!(closings[0].position, None);
+        assert_eq!(closings[1].position, Some(3));
+        let expected = Transfer {
+            id: LEG + LEG + 1,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 50,
+            pending_id: LEG + 1,
+            user_data_64: 9,
+            ledger: 7,
+            code: 1,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            timestamp: ledger.last_timestamp() - 2,
+            ..Transfer::default()
+        };
+        assert_eq!(ledger.lookup_transfers(&[LEG + LEG + 1]), [expected]);
+        // In both accounts' histories, newest first, at its timestamp.
+        let reversed = AccountFilter {
+            flags: crate::AccountFilterFlags::DEBITS
+                | crate::AccountFilterFlags::CREDITS
+                | crate::AccountFilterFlags::REVERSED,
+            ..AccountFilter::new(2, 10)
+        };
+        let ids: Vec<u128> = ledger
+            .get_account_transfers(&reversed)
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, [LEG + LEG + 3, LEG + LEG + 1, LEG + 3, LEG + 1]);
+        // Resubmissions answer as if it were stored.
+        let void = Transfer {
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            amount: 0,
+            ..post(1)
+        };
+        let other_data = Transfer {
+            user_data_128: 5,
+            ..post(1)
+        };
+        let user_post = Transfer { id: 77, ..post(1) };
+        let naming_it = Transfer {
+            id: 78,
+            pending_id: LEG + LEG + 1,
+            ..post(1)
+        };
+        let results =
+            ledger.create_transfers(&[post(1), void, other_data, user_post, naming_it], 30);
+        let expected = [
+            R::Exists,
+            R::ExistsWithDifferentFlags,
+            R::ExistsWithDifferentUserData128,
+            R::PendingTransferAlreadyPosted,
+            R::PendingTransferNotPending,
+        ];
+        assert_eq!(results, expected);
+        // A snapshot holds it as a record; decoding keeps it as none.
+        let bytes = ledger.encode_snapshot();
+        let restored = Ledger::decode_snapshot(&bytes).unwrap();
+        assert_eq!(restored.encode_snapshot(), bytes);
+        assert_eq!(restored.transfer_count(), ledger.transfer_count());
+        assert_eq!(restored.resolutions.len(), 1);
+        assert_eq!(
+            restored.get_account_transfers(&reversed),
+            ledger.get_account_transfers(&reversed)
+        );
+    }
+
+    #[test]
+    fn a_failed_chain_rolls_a_system_resolution_back() {
+        let mut ledger = ledger();
+        assert_eq!(ledger.create_transfers(&[pending(1, 2)], 10), [R::Ok]);
+        let before = ledger.lookup_accounts(&[1, 2]);
+        let linked = Transfer {
+            flags: TransferFlags::POST_PENDING_TRANSFER.union(TransferFlags::LINKED),
+            ..post(1)
+        };
+        let missing_account = Transfer::new(5, 1, 99, 1, 7, 1);
+        let results = ledger.create_transfers(&[linked, missing_account], 20);
+        assert_eq!(results, [R::LinkedEventFailed, R::CreditAccountNotFound]);
+        assert!(ledger.resolutions.len() == 0 && ledger.last_batch_closings().is_empty());
+        assert_eq!(ledger.lookup_transfers(&[LEG + LEG + 1]), []);
+        assert_eq!(
+            ledger.transfer_at(0).map(|(_, s)| s),
+            Some(TransferStatus::Pending)
+        );
+        // The balances are back; the post then applies, its linked flag kept.
+        assert_eq!(ledger.lookup_accounts(&[1, 2]), before);
+        assert_eq!(
+            ledger.create_transfers(&[linked, Transfer::new(6, 1, 2, 1, 7, 1)], 30),
+            [R::Ok, R::Ok]
+        );
+        assert_eq!(
+            ledger.lookup_transfers(&[LEG + LEG + 1])[0].flags,
+            linked.flags
+        );
+        assert_eq!(ledger.resolutions.len(), 1);
+    }
 
     #[test]
     fn only_ids_of_the_resolution_range_name_a_resolved_pending_id() {
