@@ -16,12 +16,12 @@ use crate::{
 
 use CreateTransferResult as R;
 
-/// What `create_transfer` passes on to a post or void: the accounts pass 1 resolved, the
-/// pending transfer's index if already looked up (`Some(None)`: looked up, absent), the
-/// event's index in its batch and the id's vacant index slot.
+/// What `create_transfer` passes on to a post or void: the accounts pass 1 resolved, a pending
+/// id already looked up with its index (if any), the event's index in its batch and the id's
+/// vacant index slot.
 struct PostOrVoid {
     accounts: [u32; 2],
-    pending_index: Option<Option<u32>>,
+    looked_up: Option<(u128, Option<u32>)>,
     event: u32,
     position: usize,
 }
@@ -76,15 +76,9 @@ impl Ledger {
         }
         let flags = transfer.flags;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
-            let pending_index = match resolved {
-                Some((pending_id, pending_index)) if pending_id == transfer.pending_id => {
-                    Some(pending_index)
-                }
-                _ => None,
-            };
             let event = PostOrVoid {
                 accounts: [debit_index, credit_index],
-                pending_index,
+                looked_up: resolved,
                 event,
                 position,
             };
@@ -254,7 +248,7 @@ impl Ledger {
         transfer: &Transfer,
         PostOrVoid {
             accounts: resolved,
-            pending_index,
+            looked_up,
             event,
             position,
         }: PostOrVoid,
@@ -264,8 +258,10 @@ impl Ledger {
         if let Err(result) = post_or_void_validate_fields(transfer) {
             return result;
         }
-        let pending_index =
-            pending_index.unwrap_or_else(|| self.transfer_index_of(transfer.pending_id));
+        let pending_index = match looked_up {
+            Some((pending_id, index)) if pending_id == transfer.pending_id => index,
+            _ => self.transfer_index_of(transfer.pending_id),
+        };
         let Some(pending_index) = pending_index else {
             // A post that stored no record exists, and is no pending transfer.
             if self.resolution_of_id(transfer.pending_id).is_some() {
@@ -306,6 +302,37 @@ impl Ledger {
             self.undo.push(Undo::Status(pending_index, status));
         }
         self.post_or_void_apply(&pending, debit_index, credit_index, post.then_some(amount));
+        let closing = Closing {
+            event,
+            position: None,
+            pending_position: pending_index,
+        };
+        let accounts = [debit_index, credit_index];
+        self.post_or_void_store(
+            transfer, &pending, amount, timestamp, accounts, closing, position,
+        );
+        R::Ok
+    }
+
+    /// Stores an applied post or void of `pending` (`closing.pending_position`): as no record
+    /// if it is a system resolution (`crate::resolution`), else at the vacant index slot
+    /// `position`; and lists its closing.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path passes what it already has"
+    )]
+    fn post_or_void_store(
+        &mut self,
+        transfer: &Transfer,
+        pending: &Transfer,
+        amount: u128,
+        timestamp: u64,
+        [debit_index, credit_index]: [u32; 2],
+        mut closing: Closing,
+        position: usize,
+    ) {
+        let pending_index = closing.pending_position;
+        let post = transfer.flags.post_pending_transfer();
         let stored = Transfer {
             id: transfer.id,
             debit_account_id: pending.debit_account_id,
@@ -324,19 +351,15 @@ impl Ledger {
         if post
             && stores_no_record(
                 &stored,
-                &pending,
+                pending,
                 self.accounts.get(debit_index as usize),
                 self.accounts.get(credit_index as usize),
             )
         {
             let accounts = [debit_index, credit_index];
             self.store_resolution(pending_index, accounts, transfer.flags, timestamp);
-            self.closings.push(Closing {
-                event,
-                position: None,
-                pending_position: pending_index,
-            });
-            return R::Ok;
+            self.closings.push(closing);
+            return;
         }
         self.transfers.get_mut(pending_index as usize).meta.status =
             if post { Status::Posted } else { Status::Voided };
@@ -349,12 +372,8 @@ impl Ledger {
             credit_index,
             Status::NotPending,
         );
-        self.closings.push(Closing {
-            event,
-            position: Some(index),
-            pending_position: pending_index,
-        });
-        R::Ok
+        closing.position = Some(index);
+        self.closings.push(closing);
     }
 
     /// The indices of `pending`'s two accounts for a post or void of it: an account the

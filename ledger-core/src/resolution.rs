@@ -232,6 +232,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines, reason = "one scenario, checked step by step")]
     fn a_system_resolution_stores_nothing_and_reads_back_as_stored() {
         let mut ledger = ledger();
         let batch = [pending(1, 2), pending(2, 3), pending(3, 2)];

@@ -23,9 +23,9 @@
 //! System resolutions, the posts that store no record in memory (see `resolution.rs`), are
 //! encoded as the records they would have stored, in timestamp order among the others (their
 //! pending transfers with status `Posted`), and balance entries count transfers in that order:
-//! the bytes are those of a ledger that stores every post, so the format is unchanged (version
-//! 1) and so is the digest. Decoding applies the same rule to every post it reads, so a
-//! restored ledger stores exactly what the original stored.
+//! the bytes are those of a ledger that stores every post, so the format is unchanged (still
+//! version 1) and so is the digest. Decoding applies the same rule to every post it reads, so
+//! a restored ledger stores exactly what the original stored.
 
 use std::cmp::Reverse;
 
@@ -35,7 +35,7 @@ use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
     AccountSlot, BalanceEntry, Ledger, NONE, Status, StoredTransfer, TransferMeta, pending_deadline,
 };
-use crate::resolution::{RESOLUTION_BIT, resolved_pending_id, stores_no_record};
+use crate::resolution::{RESOLUTION_BIT, stores_no_record};
 use crate::transfer::TRANSFER_SIZE_BYTES;
 use crate::{Account, AccountBalance, CoreError, Result, Transfer};
 
@@ -326,22 +326,12 @@ impl Ledger {
         }) else {
             return Err(inconsistent("duplicate transfer id"));
         };
-        if resolved_pending_id(transfer.id).is_some()
-            && self.resolution_of_id(transfer.id).is_some()
-        {
+        if self.resolution_of_id(transfer.id).is_some() {
             return Err(inconsistent("duplicate transfer id"));
         }
         if let Some(pending_index) = pending_index
-            && self.transfers.get(pending_index as usize).meta.status == Status::Posted
-            && stores_no_record(
-                transfer,
-                &self.transfers.get(pending_index as usize).transfer,
-                self.accounts.get(debit_index as usize),
-                self.accounts.get(credit_index as usize),
-            )
+            && self.decode_snapshot_resolution(transfer, pending_index, [debit_index, credit_index])
         {
-            let accounts = [debit_index, credit_index];
-            self.store_resolution(pending_index, accounts, flags, transfer.timestamp);
             return Ok(NONE);
         }
         if self.transfers.len() >= RESOLUTION_BIT as usize {
@@ -376,6 +366,29 @@ impl Ledger {
             self.expiry_queue.push(Reverse((deadline, index)));
         }
         Ok(index)
+    }
+
+    /// Keeps the post `transfer` of `pending_index` as no record if it is a system resolution
+    /// (the rule `create_transfers` applies; its pending transfer decoded `Posted`); whether
+    /// it did.
+    fn decode_snapshot_resolution(
+        &mut self,
+        transfer: &Transfer,
+        pending_index: u32,
+        accounts: [u32; 2],
+    ) -> bool {
+        let pending = self.transfers.get(pending_index as usize);
+        let resolution = pending.meta.status == Status::Posted
+            && stores_no_record(
+                transfer,
+                &pending.transfer,
+                self.accounts.get(accounts[0] as usize),
+                self.accounts.get(accounts[1] as usize),
+            );
+        if resolution {
+            self.store_resolution(pending_index, accounts, transfer.flags, transfer.timestamp);
+        }
+        resolution
     }
 
     fn decode_snapshot_failed(&mut self, bytes: &[u8], count: usize) -> Result<()> {
