@@ -676,6 +676,18 @@ impl Ledger {
         }
     }
 
+    /// Puts history-list `value` (a store position, or a system resolution's) at the head of
+    /// both accounts' lists; returns their previous heads.
+    #[inline]
+    pub(crate) fn link_history(&mut self, accounts: [u32; 2], value: u32) -> [u32; 2] {
+        accounts.map(|account| {
+            std::mem::replace(
+                &mut self.accounts.get_mut(account as usize).transfers_newest,
+                value,
+            )
+        })
+    }
+
     /// The dense index of account `id` whose hash the caller already computed.
     #[inline]
     pub(crate) fn account_index_of_hashed(&self, id: u128, hash: u64) -> Option<u32> {

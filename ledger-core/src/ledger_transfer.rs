@@ -195,10 +195,8 @@ impl Ledger {
             "transfer count beyond 31-bit indices"
         );
         let index = index as u32;
-        let debit_slot = self.accounts.get_mut(debit_index as usize);
-        let debit_previous = std::mem::replace(&mut debit_slot.transfers_newest, index);
-        let credit_slot = self.accounts.get_mut(credit_index as usize);
-        let credit_previous = std::mem::replace(&mut credit_slot.transfers_newest, index);
+        let [debit_previous, credit_previous] =
+            self.link_history([debit_index, credit_index], index);
         let meta = TransferMeta {
             debit_previous,
             credit_previous,

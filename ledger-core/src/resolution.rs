@@ -144,17 +144,8 @@ impl Ledger {
         );
         let node = node as u32;
         let value = RESOLUTION_BIT | node;
-        let debit_previous = std::mem::replace(
-            &mut self.accounts.get_mut(debit_index as usize).transfers_newest,
-            value,
-        );
-        let credit_previous = std::mem::replace(
-            &mut self
-                .accounts
-                .get_mut(credit_index as usize)
-                .transfers_newest,
-            value,
-        );
+        let [debit_previous, credit_previous] =
+            self.link_history([debit_index, credit_index], value);
         self.resolutions.push(ResolutionPost {
             pending_index,
             debit_previous,

@@ -339,17 +339,8 @@ impl Ledger {
         }
         let index = self.transfers.len() as u32;
         self.transfer_index.insert_at(position, hash, index);
-        let debit_previous = std::mem::replace(
-            &mut self.accounts.get_mut(debit_index as usize).transfers_newest,
-            index,
-        );
-        let credit_previous = std::mem::replace(
-            &mut self
-                .accounts
-                .get_mut(credit_index as usize)
-                .transfers_newest,
-            index,
-        );
+        let [debit_previous, credit_previous] =
+            self.link_history([debit_index, credit_index], index);
         let meta = TransferMeta {
             debit_previous,
             credit_previous,
