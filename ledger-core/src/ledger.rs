@@ -33,6 +33,8 @@ use std::collections::BinaryHeap;
 
 use crate::chunked::Chunked;
 use crate::hash::{INDEX_MAX, IdIndex, Probe, hash_id};
+use crate::resolution::ResolutionPost;
+use crate::store::Closing;
 use crate::{
     Account, AccountBalance, AccountFlags, Command, CreateAccountResult, CreateTransferResult,
     Reply, Transfer,
@@ -72,6 +74,10 @@ pub(crate) enum Status {
     Posted = 2,
     Voided = 3,
     Expired = 4,
+    /// Posted by its system resolution, which stored no record of its own
+    /// ([`crate::resolution`]); `TransferMeta::resolution` names it. Reads and snapshots show
+    /// it as `Posted` (so it never comes out of a snapshot's status bytes).
+    PostedByResolution = 5,
 }
 
 impl Status {
@@ -160,10 +166,16 @@ pub(crate) struct TransferMeta {
     pub(crate) debit_previous: u32,
     /// The credit account's previous (older) transfer, or [`NONE`].
     pub(crate) credit_previous: u32,
+    /// With status [`Status::PostedByResolution`]: the index of the post in
+    /// `Ledger::resolutions`; otherwise unused ([`NONE`] when stored).
+    pub(crate) resolution: u32,
     pub(crate) status: Status,
 }
 
-/// A transfer record with its metadata: one push, one place in memory (144 bytes).
+const _: () = assert!(size_of::<StoredTransfer>() == 144);
+
+/// A transfer record with its metadata: one push, one place in memory (144 bytes, the same
+/// as without `TransferMeta::resolution`: it fills what was padding).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StoredTransfer {
     pub(crate) transfer: Transfer,
@@ -193,6 +205,7 @@ struct ChainStart {
     event_index: usize,
     account_count: usize,
     transfer_count: usize,
+    resolution_count: usize,
     balance_count: usize,
 }
 
@@ -203,7 +216,7 @@ pub struct MemoryUsage {
     pub accounts_bytes: usize,
     /// The account id index.
     pub account_index_bytes: usize,
-    /// Transfer records and their metadata.
+    /// Transfer records and their metadata, and the posts stored as no record.
     pub transfers_bytes: usize,
     /// The transfer id index.
     pub transfer_index_bytes: usize,
@@ -251,6 +264,9 @@ pub struct Ledger {
     pub(crate) account_index: IdIndex,
     pub(crate) transfers: Chunked<StoredTransfer>,
     pub(crate) transfer_index: IdIndex,
+    /// The posts that stored no record (system resolutions, see [`crate::resolution`]), in
+    /// the order they applied (so by timestamp).
+    pub(crate) resolutions: Chunked<ResolutionPost>,
     /// Ids of transfers that failed with a transient result, in order (I3).
     pub(crate) failed_ids: Vec<u128>,
     pub(crate) failed_index: IdIndex,
@@ -261,9 +277,9 @@ pub struct Ledger {
     pub(crate) undo: Vec<Undo>,
     /// Scratch space of `create_transfers`: each event's account indices (kept to reuse).
     pub(crate) scratch_accounts: Vec<[u32; 2]>,
-    /// The posts and voids the last `create_transfers` stored: (own store position, pending
-    /// transfer's store position), ascending (see [`Ledger::last_batch_closings`]).
-    pub(crate) closings: Vec<(u32, u32)>,
+    /// The posts and voids the last `create_transfers` applied, by event (see
+    /// [`Ledger::last_batch_closings`]).
+    pub(crate) closings: Vec<Closing>,
     pub(crate) last_timestamp: u64,
 }
 
@@ -315,14 +331,14 @@ impl Ledger {
             accounts_bytes: self.accounts.capacity_bytes()
                 + self.account_user_data_32.capacity_bytes(),
             account_index_bytes: self.account_index.capacity_bytes(),
-            transfers_bytes: self.transfers.capacity_bytes(),
+            transfers_bytes: self.transfers.capacity_bytes() + self.resolutions.capacity_bytes(),
             transfer_index_bytes: self.transfer_index.capacity_bytes(),
             other_bytes: self.balances.capacity() * size_of::<BalanceEntry>()
                 + self.failed_ids.capacity() * size_of::<u128>()
                 + self.failed_index.capacity_bytes()
                 + self.expiry_queue.capacity() * size_of::<Reverse<(u64, u32)>>()
                 + self.undo.capacity() * size_of::<Undo>()
-                + self.closings.capacity() * size_of::<(u32, u32)>(),
+                + self.closings.capacity() * size_of::<Closing>(),
         }
     }
 
@@ -444,7 +460,11 @@ impl Ledger {
             } else if linked && index + 1 == transfers.len() {
                 CreateTransferResult::LinkedEventChainOpen
             } else {
-                let event = (id_hashes[index % PREFETCH_RING], accounts[offset]);
+                let event = (
+                    id_hashes[index % PREFETCH_RING],
+                    accounts[offset],
+                    index as u32,
+                );
                 self.create_transfer(transfer, event, base + index as u64, chain.is_some())
             };
             results[index] = result;
@@ -568,6 +588,7 @@ impl Ledger {
             event_index,
             account_count: self.accounts.len(),
             transfer_count: self.transfers.len(),
+            resolution_count: self.resolutions.len(),
             balance_count: self.balances.len(),
         }
     }
@@ -586,9 +607,12 @@ impl Ledger {
         while self
             .closings
             .last()
-            .is_some_and(|&(post, _)| post as usize >= start.transfer_count)
+            .is_some_and(|closing| closing.event as usize >= start.event_index)
         {
             self.closings.pop();
+        }
+        while self.resolutions.len() > start.resolution_count {
+            self.resolutions.pop();
         }
         while self.transfers.len() > start.transfer_count {
             let index = self.transfers.len() - 1;
@@ -652,6 +676,18 @@ impl Ledger {
         }
     }
 
+    /// Puts history-list `value` (a store position, or a system resolution's) at the head of
+    /// both accounts' lists; returns their previous heads.
+    #[inline]
+    pub(crate) fn link_history(&mut self, accounts: [u32; 2], value: u32) -> [u32; 2] {
+        accounts.map(|account| {
+            std::mem::replace(
+                &mut self.accounts.get_mut(account as usize).transfers_newest,
+                value,
+            )
+        })
+    }
+
     /// The dense index of account `id` whose hash the caller already computed.
     #[inline]
     pub(crate) fn account_index_of_hashed(&self, id: u128, hash: u64) -> Option<u32> {
@@ -668,7 +704,8 @@ impl Ledger {
             .get(hash_id(id), |i| accounts.get(i as usize).id == id)
     }
 
-    /// The dense index of transfer `id`.
+    /// The dense index of transfer `id`, if stored (a post stored as no record is not: see
+    /// [`Ledger::transfer_by_id`]).
     #[inline]
     pub(crate) fn transfer_index_of(&self, id: u128) -> Option<u32> {
         let transfers = &self.transfers;

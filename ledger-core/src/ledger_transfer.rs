@@ -8,11 +8,23 @@ use crate::ledger::{
     AccountSlot, BalanceEntry, Ledger, NANOSECONDS_PER_SECOND, NONE, Status, StoredTransfer,
     TransferMeta, Undo, pending_deadline, release_pending,
 };
+use crate::resolution::{RESOLUTION_BIT, resolved_pending_id, stores_no_record};
+use crate::store::Closing;
 use crate::{
     AccountBalance, AccountFlags, CreateTransferResult, SYSTEM_ID_MIN, Transfer, TransferFlags,
 };
 
 use CreateTransferResult as R;
+
+/// What `create_transfer` passes on to a post or void: the accounts pass 1 resolved, a pending
+/// id already looked up with its index (if any), the event's index in its batch and the id's
+/// vacant index slot.
+struct PostOrVoid {
+    accounts: [u32; 2],
+    looked_up: Option<(u128, Option<u32>)>,
+    event: u32,
+    position: usize,
+}
 
 impl Ledger {
     /// Applies one transfer event at `timestamp`; `in_chain` says whether in-place changes
@@ -21,7 +33,7 @@ impl Ledger {
     pub(crate) fn create_transfer(
         &mut self,
         transfer: &Transfer,
-        (hash, [debit_index, credit_index]): (u64, [u32; 2]),
+        (hash, [debit_index, credit_index], event): (u64, [u32; 2], u32),
         timestamp: u64,
         in_chain: bool,
     ) -> CreateTransferResult {
@@ -32,9 +44,23 @@ impl Ledger {
         let position = match self.transfer_index.find(hash, |i| {
             transfers.get(i as usize).transfer.id == transfer.id
         }) {
-            Probe::Found(index) => return self.transfer_exists(transfer, index),
+            Probe::Found(index) => {
+                let existing = self.transfers.get(index as usize).transfer;
+                return self.transfer_exists(transfer, &existing);
+            }
             Probe::Vacant(position) => position,
         };
+        // An id of the system resolutions' range may exist without an index slot: the post
+        // of its pending transfer that stored no record (crate::resolution). The pending
+        // transfer's index, looked up here, serves the post below too.
+        let mut resolved = None;
+        if let Some(pending_id) = resolved_pending_id(transfer.id) {
+            let pending_index = self.transfer_index_of(pending_id);
+            if let Some(node) = pending_index.and_then(|index| self.resolution_of_pending(index)) {
+                return self.transfer_exists(transfer, &self.resolution_record(node));
+            }
+            resolved = Some((pending_id, pending_index));
+        }
         if self.failed_index.len() != 0 {
             let failed_ids = &self.failed_ids;
             if self
@@ -50,9 +76,13 @@ impl Ledger {
         }
         let flags = transfer.flags;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
-            let resolved = [debit_index, credit_index];
-            return self
-                .post_or_void_pending_transfer(transfer, resolved, timestamp, in_chain, position);
+            let event = PostOrVoid {
+                accounts: [debit_index, credit_index],
+                looked_up: resolved,
+                event,
+                position,
+            };
+            return self.post_or_void_pending_transfer(transfer, event, timestamp, in_chain);
         }
         if let Err(result) = create_transfer_validate_fields(transfer) {
             return result;
@@ -105,8 +135,8 @@ impl Ledger {
         }
         let index = self.transfers.len();
         assert!(
-            index <= INDEX_MAX as usize,
-            "transfer count beyond u32 indices"
+            index < RESOLUTION_BIT as usize,
+            "transfer count beyond 31-bit indices"
         );
         let index = index as u32;
         let flags = transfer.flags;
@@ -131,6 +161,7 @@ impl Ledger {
             meta: TransferMeta {
                 debit_previous,
                 credit_previous,
+                resolution: NONE,
                 status,
             },
         });
@@ -160,17 +191,16 @@ impl Ledger {
     ) -> u32 {
         let index = self.transfers.len();
         assert!(
-            index <= INDEX_MAX as usize,
-            "transfer count beyond u32 indices"
+            index < RESOLUTION_BIT as usize,
+            "transfer count beyond 31-bit indices"
         );
         let index = index as u32;
-        let debit_slot = self.accounts.get_mut(debit_index as usize);
-        let debit_previous = std::mem::replace(&mut debit_slot.transfers_newest, index);
-        let credit_slot = self.accounts.get_mut(credit_index as usize);
-        let credit_previous = std::mem::replace(&mut credit_slot.transfers_newest, index);
+        let [debit_previous, credit_previous] =
+            self.link_history([debit_index, credit_index], index);
         let meta = TransferMeta {
             debit_previous,
             credit_previous,
+            resolution: NONE,
             status,
         };
         self.transfers.push(StoredTransfer {
@@ -214,15 +244,27 @@ impl Ledger {
     fn post_or_void_pending_transfer(
         &mut self,
         transfer: &Transfer,
-        resolved: [u32; 2],
+        PostOrVoid {
+            accounts: resolved,
+            looked_up,
+            event,
+            position,
+        }: PostOrVoid,
         timestamp: u64,
         in_chain: bool,
-        position: usize,
     ) -> CreateTransferResult {
-        let Some(pending_index) = (match post_or_void_validate_fields(transfer) {
-            Ok(()) => self.transfer_index_of(transfer.pending_id),
-            Err(result) => return result,
-        }) else {
+        if let Err(result) = post_or_void_validate_fields(transfer) {
+            return result;
+        }
+        let pending_index = match looked_up {
+            Some((pending_id, index)) if pending_id == transfer.pending_id => index,
+            _ => self.transfer_index_of(transfer.pending_id),
+        };
+        let Some(pending_index) = pending_index else {
+            // A post that stored no record exists, and is no pending transfer.
+            if self.resolution_of_id(transfer.pending_id).is_some() {
+                return R::PendingTransferNotPending;
+            }
             return R::PendingTransferNotFound;
         };
         let pending = self.transfers.get(pending_index as usize).transfer;
@@ -258,8 +300,37 @@ impl Ledger {
             self.undo.push(Undo::Status(pending_index, status));
         }
         self.post_or_void_apply(&pending, debit_index, credit_index, post.then_some(amount));
-        self.transfers.get_mut(pending_index as usize).meta.status =
-            if post { Status::Posted } else { Status::Voided };
+        let closing = Closing {
+            event,
+            position: None,
+            pending_position: pending_index,
+        };
+        let accounts = [debit_index, credit_index];
+        self.post_or_void_store(
+            transfer, &pending, amount, timestamp, accounts, closing, position,
+        );
+        R::Ok
+    }
+
+    /// Stores an applied post or void of `pending` (`closing.pending_position`): as no record
+    /// if it is a system resolution (`crate::resolution`), else at the vacant index slot
+    /// `position`; and lists its closing.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path passes what it already has"
+    )]
+    fn post_or_void_store(
+        &mut self,
+        transfer: &Transfer,
+        pending: &Transfer,
+        amount: u128,
+        timestamp: u64,
+        [debit_index, credit_index]: [u32; 2],
+        mut closing: Closing,
+        position: usize,
+    ) {
+        let pending_index = closing.pending_position;
+        let post = transfer.flags.post_pending_transfer();
         let stored = Transfer {
             id: transfer.id,
             debit_account_id: pending.debit_account_id,
@@ -275,6 +346,21 @@ impl Ledger {
             flags: transfer.flags,
             timestamp,
         };
+        if post
+            && stores_no_record(
+                &stored,
+                pending,
+                self.accounts.get(debit_index as usize),
+                self.accounts.get(credit_index as usize),
+            )
+        {
+            let accounts = [debit_index, credit_index];
+            self.store_resolution(pending_index, accounts, transfer.flags, timestamp);
+            self.closings.push(closing);
+            return;
+        }
+        self.transfers.get_mut(pending_index as usize).meta.status =
+            if post { Status::Posted } else { Status::Voided };
         let hash = hash_id(transfer.id);
         let index = self.store_transfer(
             &stored,
@@ -284,8 +370,8 @@ impl Ledger {
             credit_index,
             Status::NotPending,
         );
-        self.closings.push((index, pending_index));
-        R::Ok
+        closing.position = Some(index);
+        self.closings.push(closing);
     }
 
     /// The indices of `pending`'s two accounts for a post or void of it: an account the
@@ -348,9 +434,9 @@ impl Ledger {
         }
     }
 
-    /// Compares a resubmitted transfer with the stored one at `index`.
-    fn transfer_exists(&self, transfer: &Transfer, index: u32) -> CreateTransferResult {
-        let existing = &self.transfers.get(index as usize).transfer;
+    /// Compares a resubmitted transfer with the `existing` one (stored, or rebuilt for a post
+    /// that stored no record).
+    fn transfer_exists(&self, transfer: &Transfer, existing: &Transfer) -> CreateTransferResult {
         if transfer.flags != existing.flags {
             return R::ExistsWithDifferentFlags;
         }
@@ -676,7 +762,9 @@ fn post_or_void_check_pending(
         return Err(R::PendingTransferHasDifferentAmount);
     }
     match status {
-        Status::Posted => return Err(R::PendingTransferAlreadyPosted),
+        Status::Posted | Status::PostedByResolution => {
+            return Err(R::PendingTransferAlreadyPosted);
+        }
         Status::Voided => return Err(R::PendingTransferAlreadyVoided),
         Status::Expired => return Err(R::PendingTransferExpired),
         Status::Pending => {}

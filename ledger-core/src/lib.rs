@@ -39,6 +39,7 @@ mod ledger;
 mod ledger_transfer;
 mod prefetch;
 mod query;
+mod resolution;
 mod result;
 mod snapshot;
 mod store;
@@ -53,7 +54,7 @@ pub use flags::{AccountFilterFlags, AccountFlags, TransferFlags};
 pub use invariants::InvariantViolation;
 pub use ledger::{Ledger, MemoryUsage};
 pub use result::{CreateAccountResult, CreateTransferResult};
-pub use store::TransferStatus;
+pub use store::{Closing, TransferStatus};
 pub use transfer::{TRANSFER_SIZE_BYTES, Transfer};
 
 /// The lowest id of the range reserved for the system: account and transfer ids from here up

@@ -31,17 +31,18 @@ impl Ledger {
             .collect()
     }
 
-    /// The transfers with these ids that exist, in request order.
+    /// The transfers with these ids that exist, in request order (a system resolution, which
+    /// stored no record, as it would have been stored).
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         ids.iter()
-            .filter_map(|&id| self.transfer_index_of(id))
-            .map(|index| self.transfers.get(index as usize).transfer)
+            .filter_map(|&id| self.transfer_by_id(id))
             .collect()
     }
 
     /// Transfers of `filter.account_id` on the selected side(s) within the timestamp range,
     /// oldest first (newest first with `REVERSED`), at most `filter.limit` (capped at
-    /// [`BATCH_EVENTS_MAX`]). An invalid filter (no side, zero limit, unknown account, empty
+    /// [`BATCH_EVENTS_MAX`]); system resolutions included, as they would have been stored.
+    /// An invalid filter (no side, zero limit, unknown account, empty
     /// range) gives an empty answer.
     pub fn get_account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
         let Some(account_index) = self.query_account(filter) else {
@@ -49,8 +50,7 @@ impl Ledger {
         };
         let newest_first = self
             .account_transfers_newest_first(account_index)
-            .map(|index| {
-                let transfer = self.transfers.get(index as usize).transfer;
+            .map(|transfer| {
                 (
                     transfer.timestamp,
                     transfer.debit_account_id == filter.account_id,
@@ -94,28 +94,20 @@ impl Ledger {
         self.account_index_of(filter.account_id)
     }
 
-    /// Indices of an account's transfers, newest first, following the history list.
-    fn account_transfers_newest_first(&self, account_index: u32) -> impl Iterator<Item = u32> + '_ {
+    /// An account's transfers, newest first, following the history list.
+    fn account_transfers_newest_first(
+        &self,
+        account_index: u32,
+    ) -> impl Iterator<Item = Transfer> + '_ {
         let account_id = self.accounts.get(account_index as usize).id;
-        let mut index = self.accounts.get(account_index as usize).transfers_newest;
+        let mut value = self.accounts.get(account_index as usize).transfers_newest;
         std::iter::from_fn(move || {
-            if index == NONE {
+            if value == NONE {
                 return None;
             }
-            let current = index;
-            let meta = self.transfers.get(current as usize).meta;
-            index = if self
-                .transfers
-                .get(current as usize)
-                .transfer
-                .debit_account_id
-                == account_id
-            {
-                meta.debit_previous
-            } else {
-                meta.credit_previous
-            };
-            Some(current)
+            let (transfer, previous) = self.history_entry(value, account_id);
+            value = previous;
+            Some(transfer)
         })
     }
 }

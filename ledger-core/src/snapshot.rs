@@ -19,6 +19,13 @@
 //! Decoding checks the CRC, then that the counts match the length exactly (so allocation is
 //! bounded by the input), then rebuilds the indexes while checking every reference, and finally
 //! runs `check_invariants`. The history lists and the expiry queue are derived, not stored.
+//!
+//! System resolutions, the posts that store no record in memory (see `resolution.rs`), are
+//! encoded as the records they would have stored, in timestamp order among the others (their
+//! pending transfers with status `Posted`), and balance entries count transfers in that order:
+//! the bytes are those of a ledger that stores every post, so the format is unchanged (still
+//! version 1) and so is the digest. Decoding applies the same rule to every post it reads, so
+//! a restored ledger stores exactly what the original stored.
 
 use std::cmp::Reverse;
 
@@ -28,6 +35,7 @@ use crate::hash::{INDEX_MAX, Probe, hash_id};
 use crate::ledger::{
     AccountSlot, BalanceEntry, Ledger, NONE, Status, StoredTransfer, TransferMeta, pending_deadline,
 };
+use crate::resolution::{RESOLUTION_BIT, stores_no_record};
 use crate::transfer::TRANSFER_SIZE_BYTES;
 use crate::{Account, AccountBalance, CoreError, Result, Transfer};
 
@@ -81,7 +89,7 @@ impl Ledger {
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let counts = Counts {
             accounts: self.accounts.len(),
-            transfers: self.transfers.len(),
+            transfers: self.transfers.len() + self.resolutions.len(),
             failed: self.failed_ids.len(),
             balances: self.balances.len(),
         };
@@ -107,22 +115,67 @@ impl Ledger {
         for (slot, &user_data_32) in self.accounts.iter().zip(self.account_user_data_32.iter()) {
             out.extend_from_slice(&slot.account(user_data_32).encode());
         }
-        for stored in self.transfers.iter() {
-            out.extend_from_slice(&stored.transfer.encode());
+        for (transfer, _) in self.snapshot_transfers() {
+            out.extend_from_slice(&transfer.encode());
         }
-        out.extend(self.transfers.iter().map(|stored| stored.meta.status as u8));
+        out.extend(self.snapshot_transfers().map(|(_, status)| status as u8));
         for id in &self.failed_ids {
             out.extend_from_slice(&id.to_le_bytes());
         }
         for entry in &self.balances {
             out.extend_from_slice(&entry.balance.encode());
             out.extend_from_slice(&entry.account_index.to_le_bytes());
-            out.extend_from_slice(&entry.transfer_index.to_le_bytes());
+            let index = self.snapshot_transfer_index(entry.transfer_index);
+            out.extend_from_slice(&index.to_le_bytes());
         }
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_le_bytes());
         assert_eq!(out.len(), HEADER_SIZE_BYTES + body + CHECKSUM_SIZE_BYTES);
         out
+    }
+
+    /// Every transfer in snapshot order, with the status a snapshot gives it: the stored ones
+    /// and the system resolutions (rebuilt) merged by timestamp.
+    fn snapshot_transfers(&self) -> impl Iterator<Item = (Transfer, Status)> + '_ {
+        let mut stored = self.transfers.iter().peekable();
+        let mut node = 0;
+        std::iter::from_fn(move || {
+            let resolution = (node < self.resolutions.len()).then(|| {
+                let post = self.resolutions.get(node);
+                (node, post.timestamp)
+            });
+            match (stored.peek(), resolution) {
+                (Some(next), Some((_, timestamp))) if next.transfer.timestamp < timestamp => {}
+                (_, Some((index, _))) => {
+                    node += 1;
+                    let record = self.resolution_record(index as u32);
+                    return Some((record, Status::NotPending));
+                }
+                (_, None) => {}
+            }
+            let next = stored.next()?;
+            let status = match next.meta.status {
+                Status::PostedByResolution => Status::Posted,
+                status => status,
+            };
+            Some((next.transfer, status))
+        })
+    }
+
+    /// The snapshot index (see [`Self::snapshot_transfers`]) of the transfer stored at
+    /// `index`: plus the system resolutions before it.
+    fn snapshot_transfer_index(&self, index: u32) -> u32 {
+        let timestamp = self.transfers.get(index as usize).transfer.timestamp;
+        let (mut low, mut high) = (0, self.resolutions.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.resolutions.get(middle).timestamp < timestamp {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        u32::try_from(index as usize + low).expect("snapshot counts fit u32 indices")
     }
 
     /// A 64-bit digest of the snapshot bytes: equal digests for replicas in the same state.
@@ -179,9 +232,9 @@ impl Ledger {
         let failed = take(counts.failed * 16);
         let balances = take(counts.balances * BALANCE_ENTRY_SIZE_BYTES);
         ledger.decode_snapshot_accounts(accounts, counts.accounts)?;
-        ledger.decode_snapshot_transfers(transfers, statuses, counts.transfers)?;
+        let positions = ledger.decode_snapshot_transfers(transfers, statuses, counts.transfers)?;
         ledger.decode_snapshot_failed(failed, counts.failed)?;
-        ledger.decode_snapshot_balances(balances)?;
+        ledger.decode_snapshot_balances(balances, &positions)?;
         ledger.check_invariants()?;
         Ok(ledger)
     }
@@ -213,13 +266,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// Decodes the transfers; returns the store position of each ([`NONE`] for a system
+    /// resolution, which stores none).
     fn decode_snapshot_transfers(
         &mut self,
         bytes: &[u8],
         statuses: &[u8],
         count: usize,
-    ) -> Result<()> {
+    ) -> Result<Vec<u32>> {
         self.transfer_index.reserve(count);
+        let mut positions = Vec::with_capacity(count);
         let mut previous_timestamp = 0;
         for (record, &status) in bytes.chunks_exact(TRANSFER_SIZE_BYTES).zip(statuses) {
             let transfer = Transfer::decode(record)?;
@@ -233,19 +289,21 @@ impl Ledger {
                 return Err(inconsistent("transfer timestamps out of order"));
             }
             previous_timestamp = transfer.timestamp;
-            self.decode_snapshot_transfer(&transfer, status)?;
+            positions.push(self.decode_snapshot_transfer(&transfer, status)?);
         }
-        Ok(())
+        Ok(positions)
     }
 
-    fn decode_snapshot_transfer(&mut self, transfer: &Transfer, status: Status) -> Result<()> {
+    /// Decodes one transfer; returns its store position, or [`NONE`] for a system resolution.
+    fn decode_snapshot_transfer(&mut self, transfer: &Transfer, status: Status) -> Result<u32> {
         if transfer.id == 0 || transfer.id == u128::MAX || transfer.flags.has_reserved() {
             return Err(inconsistent("invalid transfer id or flags"));
         }
         let flags = transfer.flags;
+        let mut pending_index = None;
         if flags.post_pending_transfer() || flags.void_pending_transfer() {
-            let pending = self.transfer_index_of(transfer.pending_id);
-            if !pending
+            pending_index = self.transfer_index_of(transfer.pending_id);
+            if !pending_index
                 .is_some_and(|index| self.transfers.get(index as usize).transfer.flags.pending())
             {
                 return Err(inconsistent(
@@ -268,22 +326,25 @@ impl Ledger {
         }) else {
             return Err(inconsistent("duplicate transfer id"));
         };
+        if self.resolution_of_id(transfer.id).is_some() {
+            return Err(inconsistent("duplicate transfer id"));
+        }
+        if let Some(pending_index) = pending_index
+            && self.decode_snapshot_resolution(transfer, pending_index, [debit_index, credit_index])
+        {
+            return Ok(NONE);
+        }
+        if self.transfers.len() >= RESOLUTION_BIT as usize {
+            return Err(inconsistent("transfer count beyond 31-bit indices"));
+        }
         let index = self.transfers.len() as u32;
         self.transfer_index.insert_at(position, hash, index);
-        let debit_previous = std::mem::replace(
-            &mut self.accounts.get_mut(debit_index as usize).transfers_newest,
-            index,
-        );
-        let credit_previous = std::mem::replace(
-            &mut self
-                .accounts
-                .get_mut(credit_index as usize)
-                .transfers_newest,
-            index,
-        );
+        let [debit_previous, credit_previous] =
+            self.link_history([debit_index, credit_index], index);
         let meta = TransferMeta {
             debit_previous,
             credit_previous,
+            resolution: NONE,
             status,
         };
         self.transfers.push(StoredTransfer {
@@ -295,7 +356,30 @@ impl Ledger {
                 pending_deadline(transfer).ok_or(inconsistent("pending deadline overflows"))?;
             self.expiry_queue.push(Reverse((deadline, index)));
         }
-        Ok(())
+        Ok(index)
+    }
+
+    /// Keeps the post `transfer` of `pending_index` as no record if it is a system resolution
+    /// (the rule `create_transfers` applies; its pending transfer decoded `Posted`); whether
+    /// it did.
+    fn decode_snapshot_resolution(
+        &mut self,
+        transfer: &Transfer,
+        pending_index: u32,
+        accounts: [u32; 2],
+    ) -> bool {
+        let pending = self.transfers.get(pending_index as usize);
+        let resolution = pending.meta.status == Status::Posted
+            && stores_no_record(
+                transfer,
+                &pending.transfer,
+                self.accounts.get(accounts[0] as usize),
+                self.accounts.get(accounts[1] as usize),
+            );
+        if resolution {
+            self.store_resolution(pending_index, accounts, transfer.flags, transfer.timestamp);
+        }
+        resolution
     }
 
     fn decode_snapshot_failed(&mut self, bytes: &[u8], count: usize) -> Result<()> {
@@ -317,17 +401,20 @@ impl Ledger {
         Ok(())
     }
 
-    fn decode_snapshot_balances(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Decodes the balance entries; `positions` maps a snapshot's transfer index to its store
+    /// position.
+    fn decode_snapshot_balances(&mut self, bytes: &[u8], positions: &[u32]) -> Result<()> {
         self.balances
             .reserve_exact(bytes.len() / BALANCE_ENTRY_SIZE_BYTES);
         for record in bytes.chunks_exact(BALANCE_ENTRY_SIZE_BYTES) {
             let balance = AccountBalance::decode(&record[..ACCOUNT_BALANCE_SIZE_BYTES])?;
             let mut reader = Reader::new(&record[ACCOUNT_BALANCE_SIZE_BYTES..]);
             let account_index = reader.u32();
-            let transfer_index = reader.u32();
-            if account_index as usize >= self.accounts.len()
-                || transfer_index as usize >= self.transfers.len()
-            {
+            let transfer_index = positions
+                .get(reader.u32() as usize)
+                .copied()
+                .unwrap_or(NONE);
+            if account_index as usize >= self.accounts.len() || transfer_index == NONE {
                 return Err(inconsistent("balance entry index out of range"));
             }
             let slot = self.accounts.get(account_index as usize);

@@ -1,11 +1,15 @@
 //! Stored transfers by *store position*: the order in which the ledger stored them.
 //!
 //! Every `Ok` event of [`Ledger::create_transfers`] stores exactly one transfer, after the
-//! ones stored before it; a failed event stores nothing, and a linked chain that fails is
-//! rolled back whole (its events answer `LinkedEventFailed`). So the `i`-th `Ok` event of a
-//! batch sits at position `transfer_count() - ok_count + i`, where `ok_count` is the batch's
-//! number of `Ok` results and `transfer_count()` is read after the batch. Expiry stores
-//! nothing: it only turns a pending transfer's status to [`TransferStatus::Expired`].
+//! ones stored before it, except a *system resolution* (a full post of a pending transfer
+//! `2^126 + t` under the id `2^127 + t`, see `resolution.rs`), which stores nothing: it turns
+//! its pending transfer's status to [`TransferStatus::Posted`], and lookups by id rebuild its
+//! record. A failed event stores nothing, and a linked chain that fails is rolled back whole
+//! (its events answer `LinkedEventFailed`). So the `i`-th *storing* `Ok` event of a batch sits
+//! at position `transfer_count() - stored_count + i`, where `stored_count` is the batch's number
+//! of `Ok` results less its closings without a position ([`Ledger::last_batch_closings`]) and
+//! `transfer_count()` is read after the batch. Expiry stores nothing: it only turns a pending
+//! transfer's status to [`TransferStatus::Expired`].
 
 use crate::Transfer;
 use crate::ledger::{Ledger, Status};
@@ -32,11 +36,23 @@ impl From<Status> for TransferStatus {
         match status {
             Status::NotPending => Self::NotPending,
             Status::Pending => Self::Pending,
-            Status::Posted => Self::Posted,
+            Status::Posted | Status::PostedByResolution => Self::Posted,
             Status::Voided => Self::Voided,
             Status::Expired => Self::Expired,
         }
     }
+}
+
+/// A post or void that the last [`Ledger::create_transfers`] applied (see
+/// [`Ledger::last_batch_closings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closing {
+    /// The event's index in its batch.
+    pub event: u32,
+    /// Its own store position; `None` for a system resolution, which stored no record.
+    pub position: Option<u32>,
+    /// The store position of the pending transfer it posted or voided.
+    pub pending_position: u32,
 }
 
 impl Ledger {
@@ -74,20 +90,23 @@ impl Ledger {
     }
 
     /// The store position of transfer `id`, if the ledger stores it (see
-    /// [`Ledger::transfer_at`]).
+    /// [`Ledger::transfer_at`]): `None` also for a system resolution, which has a record
+    /// (`lookup_transfers` finds it) but no position.
     pub fn transfer_position(&self, id: u128) -> Option<usize> {
         self.transfer_index_of(id).map(|index| index as usize)
     }
 
-    /// The posts and voids stored by the last [`Ledger::create_transfers`] (or `apply` of
-    /// `CreateTransfers`), oldest first: for each, its own store position and the store position
-    /// of the pending transfer it posted or voided. A caller following pending transfers learns
-    /// which ones a batch closed without looking them up by id (nor reading their records).
-    /// Events of a linked chain that failed stored nothing and are not listed; another command
-    /// leaves the list as it was.
+    /// The posts and voids applied by the last [`Ledger::create_transfers`] (or `apply` of
+    /// `CreateTransfers`), in event order: for each, its index in the batch, its own store
+    /// position (`None` for a system resolution, the one kind of `Ok` event that stores no
+    /// record) and the store position of the pending transfer it posted or voided. A caller
+    /// following pending transfers learns which ones a batch closed without looking them up by
+    /// id (nor reading their records), and which `Ok` events took no store position. Events of
+    /// a linked chain that failed applied nothing and are not listed; another command leaves
+    /// the list as it was.
     ///
     /// ```
-    /// use ledger_core::{Account, Command, Ledger, Transfer, TransferFlags};
+    /// use ledger_core::{Account, Closing, Command, Ledger, Transfer, TransferFlags};
     /// let mut ledger = Ledger::new();
     /// ledger.apply(&Command::CreateAccounts(vec![Account::new(1, 7, 1), Account::new(2, 7, 1)]), 1);
     /// let pending = |id| Transfer { flags: TransferFlags::PENDING, ..Transfer::new(id, 1, 2, 5, 7, 1) };
@@ -98,10 +117,11 @@ impl Ledger {
     ///     ..Transfer::new(12, 0, 0, 0, 0, 0)
     /// };
     /// ledger.apply(&Command::CreateTransfers(vec![Transfer::new(13, 1, 2, 1, 7, 1), void]), 3);
-    /// // The void is stored at position 3 and closed pending transfer 11 (position 1).
-    /// assert_eq!(ledger.last_batch_closings(), [(3, 1)]);
+    /// // The void (event 1) is stored at position 3 and closed pending transfer 11 (position 1).
+    /// let closing = Closing { event: 1, position: Some(3), pending_position: 1 };
+    /// assert_eq!(ledger.last_batch_closings(), [closing]);
     /// ```
-    pub fn last_batch_closings(&self) -> &[(u32, u32)] {
+    pub fn last_batch_closings(&self) -> &[Closing] {
         &self.closings
     }
 }
@@ -212,6 +232,14 @@ mod tests {
         }
     }
 
+    fn closed(event: u32, position: Option<u32>, pending_position: u32) -> Closing {
+        Closing {
+            event,
+            position,
+            pending_position,
+        }
+    }
+
     #[test]
     fn a_batch_lists_the_pending_transfers_its_posts_and_voids_closed() {
         let mut ledger = ledger();
@@ -247,18 +275,25 @@ mod tests {
         ];
         assert_eq!(results, expected);
         assert_eq!(stored_ids(&ledger), [1, 2, 3, 4, 5, 7, 10]);
-        // Void 5 (position 4) closed 3 (position 2); post 10 (position 6) closed 1 (0).
-        assert_eq!(ledger.last_batch_closings(), [(4, 2), (6, 0)]);
-        for &(closing, pending) in ledger.last_batch_closings() {
-            let (closing, _) = ledger.transfer_at(closing as usize).unwrap();
-            let (pending, _) = ledger.transfer_at(pending as usize).unwrap();
-            assert_eq!(closing.pending_id, pending.id);
+        // Void 5 (event 0, position 4) closed 3 (position 2); post 10 (event 5, position 6)
+        // closed 1 (0).
+        assert_eq!(
+            ledger.last_batch_closings(),
+            [closed(0, Some(4), 2), closed(5, Some(6), 0)]
+        );
+        for closing in ledger.last_batch_closings() {
+            let position = closing.position.unwrap() as usize;
+            let (closing_transfer, _) = ledger.transfer_at(position).unwrap();
+            let (pending, _) = ledger
+                .transfer_at(closing.pending_position as usize)
+                .unwrap();
+            assert_eq!(closing_transfer.pending_id, pending.id);
         }
         // Accounts leave the list; every transfers batch replaces it, an empty one too.
         ledger.apply(&Command::CreateAccounts(vec![Account::new(3, 7, 1)]), 30);
         assert_eq!(ledger.last_batch_closings().len(), 2);
         assert_eq!(apply(&mut ledger, vec![close(11, 2, post)], 40), [R::Ok]);
-        assert_eq!(ledger.last_batch_closings(), [(7, 1)]);
+        assert_eq!(ledger.last_batch_closings(), [closed(0, Some(7), 1)]);
         assert!(apply(&mut ledger, vec![], 50).is_empty());
         assert!(ledger.last_batch_closings().is_empty());
         // A snapshot does not carry the list.

@@ -340,20 +340,35 @@ impl LegIndex {
             kinds.len() == transfers.len() && results.len() == transfers.len(),
             "one kind and one result per event"
         );
-        // The i-th Ok event is stored right after the Ok events before it (ledger_core::store).
-        let stored_count = results.iter().filter(|result| result.is_ok()).count();
+        // The batch's posts and voids, in event order: `closings[next]` is the first one not
+        // before the event at hand. A system resolution (a post `res(t)` of `leg(t)`, mostly)
+        // is the one Ok event that stores no record (its closing has no position).
+        let closings = ledger.last_batch_closings();
+        let unstored = closings
+            .iter()
+            .filter(|closing| closing.position.is_none())
+            .count();
+        // The i-th storing Ok event is stored right after those before it (ledger_core::store).
+        let stored_count = results.iter().filter(|result| result.is_ok()).count() - unstored;
         let mut position = ledger
             .transfer_count()
             .checked_sub(stored_count)
-            .expect("every Ok event is stored");
-        // The batch's posts and voids, ascending by their own positions: `closings[next]` is
-        // the first one not before the event at hand.
-        let closings = ledger.last_batch_closings();
+            .expect("every storing Ok event is stored");
         let mut next = 0;
+        let mut last_stored = None;
         for (event, (&kind, result)) in kinds.iter().zip(results).enumerate() {
             let ok = result.is_ok();
+            let closing = closings
+                .get(next)
+                .filter(|closing| closing.event as usize == event)
+                .copied();
+            next += usize::from(closing.is_some());
+            let stored = ok && closing.is_none_or(|closing| closing.position.is_some());
             let here = position;
-            position += usize::from(ok);
+            position += usize::from(stored);
+            if stored {
+                last_stored = Some(event);
+            }
             match kind {
                 EventKind::Leg if ok => {
                     // Checked for the last Ok event below (its record is cache-hot); for
@@ -364,22 +379,14 @@ impl LegIndex {
                     );
                     self.list(here);
                 }
-                EventKind::OwnResolution if ok => {
-                    while closings
-                        .get(next)
-                        .is_some_and(|&(closing, _)| (closing as usize) < here)
-                    {
-                        next += 1;
+                EventKind::OwnResolution if ok => match closing {
+                    // It posted or voided its own leg, pending until now, so unresolved.
+                    Some(closing) => {
+                        let listed = self.unlist(closing.pending_position as usize);
+                        debug_assert!(listed, "a leg its resolution closed was unresolved");
                     }
-                    match closings.get(next) {
-                        // It posted or voided its own leg, pending until now, so unresolved.
-                        Some(&(closing, leg_position)) if closing as usize == here => {
-                            let listed = self.unlist(leg_position as usize);
-                            debug_assert!(listed, "a leg its resolution closed was unresolved");
-                        }
-                        _ => self.observe_resolution_rare(ledger, &transfers[event], here),
-                    }
-                }
+                    None => self.observe_resolution_rare(ledger, &transfers[event], here),
+                },
                 EventKind::Resolution if ok => {
                     self.observe_resolution_rare(ledger, &transfers[event], here);
                 }
@@ -392,17 +399,11 @@ impl LegIndex {
                 | EventKind::Resolution => {}
             }
         }
-        assert_eq!(
-            position,
-            ledger.transfer_count(),
-            "every Ok event is stored"
+        assert!(
+            position == ledger.transfer_count() && next == closings.len(),
+            "every storing Ok event is stored, every closing is an Ok event"
         );
-        if let Some(last) = transfers
-            .iter()
-            .zip(results)
-            .rev()
-            .find_map(|(transfer, result)| result.is_ok().then_some(transfer.id))
-        {
+        if let Some(last) = last_stored.map(|event| transfers[event].id) {
             assert!(
                 matches!(ledger.transfer_at(position - 1), Some((stored, _)) if stored.id == last),
                 "the last Ok event is stored last"
@@ -2147,6 +2148,53 @@ mod tests {
         assert_eq!(logged_decision(&post), Decision::Commit);
     }
 
+    #[test]
+    fn leg_index_counts_positions_past_resolutions_that_store_no_record() {
+        // Posts res(t) of legs store no record: the legs after them in the batch still land
+        // where the index lists them, and a resolution's void (which stores one) follows.
+        let (mut ledger, mut index) = ledger_with_legs();
+        let leg = |t| Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(leg_id(t), 1, SYSTEM_ID_MIN + 5, 10, 1, 1)
+        };
+        let batch = [
+            resolution(1, Decision::Commit),
+            leg(4),
+            resolution(2, Decision::Commit),
+            leg(5),
+            resolution(4, Decision::Abort(R::CreditAccountNotFound)),
+            leg(6),
+        ];
+        let count_before = ledger.transfer_count();
+        let results = apply(&mut ledger, &mut index, &batch);
+        assert!(results.iter().all(|result| result.is_ok()), "{results:?}");
+        // Four records: three legs and the void; the two posts stored none.
+        assert_eq!(ledger.transfer_count(), count_before + 4);
+        assert_eq!(ledger.transfer_position(resolution_id(1)), None);
+        let posts = ledger.lookup_transfers(&[resolution_id(1), resolution_id(2)]);
+        assert_eq!(
+            posts.len(),
+            2,
+            "a post that stored no record is still found"
+        );
+        let unresolved: Vec<u128> = index.unresolved(&ledger).iter().map(|t| t.id).collect();
+        assert_eq!(unresolved, [leg_id(5), leg_id(6)]);
+        // The snapshot of the index reads its legs back at their positions.
+        let mut bytes = Vec::new();
+        index.encode(&ledger, &mut bytes);
+        let decoded = LegIndex::decode(&mut Reader::new(&bytes), &ledger).unwrap();
+        assert!(same(&decoded, &index, &ledger));
+        // A retried post answers as the stored record would have.
+        let retry = resolution(1, Decision::Commit);
+        assert_eq!(apply(&mut ledger, &mut index, &[retry]), [R::Exists]);
+        let void = resolution(2, Decision::Abort(R::CreditAccountNotFound));
+        assert_eq!(
+            apply(&mut ledger, &mut index, &[void]),
+            [R::ExistsWithDifferentFlags]
+        );
+        assert_eq!(index.len(), 2);
+    }
+
     /// A user's pending transfer 7 of 10 from account 1 (shard 1) to account 2 (shard 0).
     fn pending_seven() -> Cross {
         Cross {
@@ -2274,7 +2322,8 @@ mod tests {
             credit_account_id: 0,
             ..post
         };
-        index.observe(&ledger, &[retry], &[R::ExistsWithDifferentPendingId]);
+        let results = apply(&mut ledger, &mut index, &[retry]);
+        assert_eq!(results, [R::ExistsWithDifferentPendingId]);
         assert_eq!(index.len(), 1, "the participant has yet to apply P");
         let results = apply(&mut ledger, &mut index, &[acknowledgement(&post)]);
         assert_eq!(results, [R::ExistsWithDifferentPendingId]);
