@@ -330,7 +330,7 @@ impl Ledger {
             return Err(inconsistent("duplicate transfer id"));
         }
         if let Some(pending_index) = pending_index
-            && self.decode_snapshot_resolution(transfer, pending_index, [debit_index, credit_index])
+            && self.decode_snapshot_resolution(transfer, pending_index, [debit_index, credit_index])?
         {
             return Ok(NONE);
         }
@@ -367,7 +367,7 @@ impl Ledger {
         transfer: &Transfer,
         pending_index: u32,
         accounts: [u32; 2],
-    ) -> bool {
+    ) -> Result<bool> {
         let pending = self.transfers.get(pending_index as usize);
         let resolution = pending.meta.status == Status::Posted
             && stores_no_record(
@@ -377,9 +377,13 @@ impl Ledger {
                 self.accounts.get(accounts[1] as usize),
             );
         if resolution {
+            // `store_resolution` asserts this bound; a snapshot is input: a typed error.
+            if self.resolutions.len() >= (RESOLUTION_BIT - 1) as usize {
+                return Err(inconsistent("system resolution count beyond 31-bit indices"));
+            }
             self.store_resolution(pending_index, accounts, transfer.flags, transfer.timestamp);
         }
-        resolution
+        Ok(resolution)
     }
 
     fn decode_snapshot_failed(&mut self, bytes: &[u8], count: usize) -> Result<()> {
