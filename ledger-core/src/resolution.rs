@@ -344,6 +344,80 @@ mod tests {
     }
 
     #[test]
+    fn review_snapshot_interleaves_resolutions_with_history_and_expiry() {
+        // Resolutions between stored transfers whose HISTORY balance entries must keep
+        // pointing at the right snapshot index, a pending transfer that expires after a
+        // resolution, and a chain that creates and resolves a leg then fails.
+        let mut ledger = ledger();
+        let expiring = Transfer {
+            timeout: 1,
+            ..pending(9, 2)
+        };
+        assert_eq!(
+            ledger.create_transfers(&[pending(1, 2), pending(2, 2), expiring], 10),
+            [R::Ok; 3]
+        );
+        let to_history = Transfer::new(50, 1, 3, 1, 7, 1);
+        let to_history_2 = Transfer::new(51, 2, 3, 1, 7, 1);
+        assert_eq!(
+            ledger.create_transfers(&[post(1), to_history, post(2), to_history_2], 20),
+            [R::Ok; 4]
+        );
+        assert_eq!(ledger.resolutions.len(), 2);
+        let linked = |t: Transfer| Transfer {
+            flags: t.flags.union(TransferFlags::LINKED),
+            ..t
+        };
+        let chain = [
+            linked(pending(3, 2)),
+            linked(post(3)),
+            Transfer::new(52, 1, 99, 1, 7, 1),
+        ];
+        assert_eq!(
+            ledger.create_transfers(&chain, 30),
+            [R::LinkedEventFailed, R::LinkedEventFailed, R::CreditAccountNotFound]
+        );
+        assert_eq!(ledger.resolutions.len(), 2);
+        assert_eq!(ledger.lookup_transfers(&[LEG + 3, LEG + LEG + 3]), []);
+        // Past the deadline of 9 (1 s).
+        let late = 10 + 2 * 1_000_000_000;
+        assert_eq!(
+            ledger.create_transfers(&[post(9), Transfer::new(53, 1, 3, 1, 7, 1)], late),
+            [R::PendingTransferExpired, R::Ok]
+        );
+        let bytes = ledger.encode_snapshot();
+        let restored = Ledger::decode_snapshot(&bytes).unwrap();
+        assert_eq!(restored.encode_snapshot(), bytes);
+        assert_eq!(restored.digest(), ledger.digest());
+        assert_eq!(restored.resolutions.len(), 2);
+        let all = |id| AccountFilter {
+            flags: crate::AccountFilterFlags::DEBITS | crate::AccountFilterFlags::CREDITS,
+            ..AccountFilter::new(id, 100)
+        };
+        for id in [1, 2, 3] {
+            assert_eq!(
+                restored.get_account_transfers(&all(id)),
+                ledger.get_account_transfers(&all(id))
+            );
+            assert_eq!(
+                restored.get_account_balances(&all(id)),
+                ledger.get_account_balances(&all(id))
+            );
+        }
+        assert_eq!(restored.get_account_balances(&all(3)).len(), 3);
+        assert_eq!(
+            restored.lookup_transfers(&[LEG + LEG + 1, LEG + LEG + 2, LEG + LEG + 9]),
+            ledger.lookup_transfers(&[LEG + LEG + 1, LEG + LEG + 2])
+        );
+        // Retries after the restore answer alike on both.
+        let retries = [post(1), post(9), Transfer { id: 80, ..post(2) }];
+        let a = ledger.create_transfers(&retries, late + 10);
+        let mut restored = restored;
+        assert_eq!(restored.create_transfers(&retries, late + 10), a);
+        assert_eq!(a, [R::Exists, R::PendingTransferExpired, R::PendingTransferAlreadyPosted]);
+    }
+
+    #[test]
     fn only_ids_of_the_resolution_range_name_a_resolved_pending_id() {
         let t = 12_345_u128;
         assert_eq!(resolved_pending_id((2 << 126) + t), Some((1 << 126) + t));
