@@ -375,7 +375,11 @@ mod tests {
         ];
         assert_eq!(
             ledger.create_transfers(&chain, 30),
-            [R::LinkedEventFailed, R::LinkedEventFailed, R::CreditAccountNotFound]
+            [
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::CreditAccountNotFound
+            ]
         );
         assert_eq!(ledger.resolutions.len(), 2);
         assert_eq!(ledger.lookup_transfers(&[LEG + 3, LEG + LEG + 3]), []);
@@ -414,7 +418,14 @@ mod tests {
         let a = ledger.create_transfers(&retries, late + 10);
         let mut restored = restored;
         assert_eq!(restored.create_transfers(&retries, late + 10), a);
-        assert_eq!(a, [R::Exists, R::PendingTransferExpired, R::PendingTransferAlreadyPosted]);
+        assert_eq!(
+            a,
+            [
+                R::Exists,
+                R::PendingTransferExpired,
+                R::PendingTransferAlreadyPosted
+            ]
+        );
     }
 
     #[test]

@@ -330,7 +330,11 @@ impl Ledger {
             return Err(inconsistent("duplicate transfer id"));
         }
         if let Some(pending_index) = pending_index
-            && self.decode_snapshot_resolution(transfer, pending_index, [debit_index, credit_index])?
+            && self.decode_snapshot_resolution(
+                transfer,
+                pending_index,
+                [debit_index, credit_index],
+            )?
         {
             return Ok(NONE);
         }
@@ -379,7 +383,9 @@ impl Ledger {
         if resolution {
             // `store_resolution` asserts this bound; a snapshot is input: a typed error.
             if self.resolutions.len() >= (RESOLUTION_BIT - 1) as usize {
-                return Err(inconsistent("system resolution count beyond 31-bit indices"));
+                return Err(inconsistent(
+                    "system resolution count beyond 31-bit indices",
+                ));
             }
             self.store_resolution(pending_index, accounts, transfer.flags, transfer.timestamp);
         }
