@@ -344,7 +344,8 @@ mod tests {
     }
 
     #[test]
-    fn review_snapshot_interleaves_resolutions_with_history_and_expiry() {
+    #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+    fn a_snapshot_interleaves_resolutions_with_history_entries_expiry_and_a_failed_chain() {
         // Resolutions between stored transfers whose HISTORY balance entries must keep
         // pointing at the right snapshot index, a pending transfer that expires after a
         // resolution, and a chain that creates and resolves a leg then fails.
