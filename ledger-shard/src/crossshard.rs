@@ -952,9 +952,8 @@ pub(crate) fn plan_transfers(router: Router, transfers: &[Transfer]) -> Result<P
 /// each closes its own user account by ledger-core's rules, never a bridge.
 /// `BALANCING_CREDIT` is refused (the participant would clamp after the coordinator reserved).
 const CROSS_SHAPE: TransferFlags = TransferFlags::PENDING
-    .union(TransferFlags::CLOSING_DEBIT)
-    .union(TransferFlags::CLOSING_CREDIT)
-    .union(TransferFlags::BALANCING_DEBIT);
+    .union(COORDINATOR_LEG_KEEPS)
+    .union(PARTICIPANT_LEG_KEEPS);
 
 /// Whether a linked chain's events live on more than one shard.
 fn spans_shards(router: Router, events: &[Transfer]) -> bool {
@@ -1231,17 +1230,22 @@ fn coordinator_leg(router: Router, cross: &Cross) -> Transfer {
     }
 }
 
-/// A coordinator leg's flags: `PENDING`, and of `T`'s flags those that act on `A`: it closes
-/// `A` (a bridge never closes) and is clamped to `A`'s balance, as `T` would be.
+/// Of `T`'s flags, those its coordinator leg carries: they act on `A` (it closes `A`, a bridge
+/// never closing, and is clamped to `A`'s balance, as `T` would be).
+const COORDINATOR_LEG_KEEPS: TransferFlags =
+    TransferFlags::CLOSING_DEBIT.union(TransferFlags::BALANCING_DEBIT);
+
+/// Of a user's pending `T`'s flags, those its participant leg carries: it closes `B`.
+const PARTICIPANT_LEG_KEEPS: TransferFlags = TransferFlags::CLOSING_CREDIT;
+
+/// The flags of `flags` that are in `kept`.
+const fn keep(flags: TransferFlags, kept: TransferFlags) -> TransferFlags {
+    TransferFlags::from_bits_retain(flags.bits() & kept.bits())
+}
+
+/// A coordinator leg's flags: `PENDING` and [`COORDINATOR_LEG_KEEPS`] of `T`'s.
 fn coordinator_leg_flags(flags: TransferFlags) -> TransferFlags {
-    let mut leg = TransferFlags::PENDING;
-    if flags.closing_debit() {
-        leg = leg.union(TransferFlags::CLOSING_DEBIT);
-    }
-    if flags.balancing_debit() {
-        leg = leg.union(TransferFlags::BALANCING_DEBIT);
-    }
-    leg
+    TransferFlags::PENDING.union(keep(flags, COORDINATOR_LEG_KEEPS))
 }
 
 /// The participant's pending leg: `bridge(c←d) → B`, with the caller's user data. A user's
@@ -1250,27 +1254,22 @@ fn coordinator_leg_flags(flags: TransferFlags) -> TransferFlags {
 fn participant_leg(router: Router, cross: &Cross) -> Transfer {
     let t = &cross.transfer;
     let (d, c) = (cross.debit_shard, cross.credit_shard);
-    if t.flags.pending() {
-        return Transfer {
-            id: leg_id(t.id),
-            debit_account_id: pending_bridge_id(router, t.ledger, c, d),
-            // Closes B (a bridge never closes), as T would.
-            flags: if t.flags.closing_credit() {
-                TransferFlags::PENDING.union(TransferFlags::CLOSING_CREDIT)
-            } else {
-                TransferFlags::PENDING
-            },
-            // Never in `timeout`: a leg must not expire by itself.
-            user_data_32: t.timeout,
-            timeout: 0,
-            timestamp: 0,
-            ..*t
-        };
-    }
+    let pending = t.flags.pending();
     Transfer {
         id: leg_id(t.id),
-        debit_account_id: bridge_id(router, t.ledger, c, d),
-        flags: TransferFlags::PENDING,
+        debit_account_id: if pending {
+            pending_bridge_id(router, t.ledger, c, d)
+        } else {
+            bridge_id(router, t.ledger, c, d)
+        },
+        // A pending one closes B (a bridge never closes), as T would.
+        flags: if pending {
+            TransferFlags::PENDING.union(keep(t.flags, PARTICIPANT_LEG_KEEPS))
+        } else {
+            TransferFlags::PENDING
+        },
+        // A pending one's timeout, never in `timeout`: a leg must not expire by itself.
+        user_data_32: if pending { t.timeout } else { t.user_data_32 },
         timeout: 0,
         timestamp: 0,
         ..*t
@@ -1613,11 +1612,16 @@ fn run<M: Machine>(
 /// A yes vote is the participant leg created now or before (`Exists`, or `ExistsWith…` when a
 /// retry changed fields the coordinator leg does not hold: the original leg is the vote).
 fn vote_decision(vote: R) -> Decision {
-    if vote.is_ok() || vote.is_exists() || is_exists_with_different(vote) {
+    if vote.is_ok() || is_existing(vote) {
         Decision::Commit
     } else {
         Decision::Abort(vote)
     }
+}
+
+/// Whether `result` says the event exists from before (`Exists` or `ExistsWith…`).
+fn is_existing(result: R) -> bool {
+    result.is_exists() || is_exists_with_different(result)
 }
 
 fn is_exists_with_different(result: R) -> bool {
@@ -1850,21 +1854,14 @@ pub(crate) fn lookup_committed(
 /// `PENDING` if it committed by a marker, each leg's closing flag, and the coordinator leg's
 /// `BALANCING_DEBIT`.
 fn committed_flags(pending: bool, coordinator: &Transfer, participant: &Transfer) -> TransferFlags {
-    let mut flags = if pending {
+    let flags = if pending {
         TransferFlags::PENDING
     } else {
         TransferFlags::empty()
     };
-    if coordinator.flags.closing_debit() {
-        flags = flags.union(TransferFlags::CLOSING_DEBIT);
-    }
-    if coordinator.flags.balancing_debit() {
-        flags = flags.union(TransferFlags::BALANCING_DEBIT);
-    }
-    if participant.flags.closing_credit() {
-        flags = flags.union(TransferFlags::CLOSING_CREDIT);
-    }
     flags
+        .union(keep(coordinator.flags, COORDINATOR_LEG_KEEPS))
+        .union(keep(participant.flags, PARTICIPANT_LEG_KEEPS))
 }
 
 /// A same-shard event `t` of a chain spanning shards, committed: one leg, posted.

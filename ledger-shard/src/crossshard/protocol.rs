@@ -56,9 +56,9 @@ use super::{
 };
 use super::{
     BRIDGE_CODE, LEG_ID_MIN, RESOLVER_INTERVAL, RESOLVER_VOTE_AGE, bridge_id, bridge_ledger,
-    bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_exists_with_different,
-    is_pending_bridge, is_reserved, leg_id, leg_timeout, logged_decision, participant_leg,
-    pending_bridge_id, protocol, resolution, resolution_id, vote_decision,
+    bridge_peer, commit_event, coordinator_leg, decision_event, fence, is_existing,
+    is_exists_with_different, is_pending_bridge, is_reserved, leg_id, leg_timeout, logged_decision,
+    participant_leg, pending_bridge_id, protocol, resolution, resolution_id, vote_decision,
 };
 pub use super::{Cross, Decision};
 use crate::error::Result;
@@ -154,7 +154,7 @@ pub fn missing_bridges<'a>(
     // A cross's bridges depend only on its ledger, its two shards and whether it is pending: a
     // call of thousands of transfers has few such kinds, and each is looked at once (the ids
     // of a kind seen before were all wanted or known then, so the answer is the same).
-    let mut kinds: HashSet<u128, BuildHasherDefault<IdHasher>> = HashSet::default();
+    let mut kinds = super::IdSet::default();
     for cross in crosses {
         let (ledger, d, c) = (cross.transfer.ledger, cross.debit_shard, cross.credit_shard);
         let pending = cross.transfer.flags.pending();
@@ -486,7 +486,14 @@ impl Machine for CallMachine {
                 self.prepared = gather(&positions, reply, self.count)?;
                 Ok(self.on_prepared())
             }
-            CallStage::ReadingAmounts(indexes) => self.on_amounts(&indexes, reply),
+            CallStage::ReadingAmounts(indexes) => {
+                // Each balancing cross votes with the amount its coordinator leg holds.
+                let missing = "a prepare answered Ok or Exists but is not found";
+                self.on_legs(&indexes, reply, missing, |transfer, leg| {
+                    transfer.amount = leg.amount;
+                })?;
+                Ok(self.vote())
+            }
             CallStage::Voting(positions) => {
                 self.votes = gather(&positions, reply, self.live.len())?;
                 let mut other_timeouts: Vec<Vec<usize>> = Vec::new();
@@ -576,16 +583,6 @@ impl CallMachine {
             return Action::Lookup { per_shard };
         }
         self.vote()
-    }
-
-    /// After reading back the coordinator legs of the balancing crosses at `indexes` (per
-    /// shard): each votes with the amount its leg holds.
-    fn on_amounts(&mut self, indexes: &[Vec<usize>], reply: Reply) -> Result<Action<CallOutcome>> {
-        let missing = "a prepare answered Ok or Exists but is not found";
-        self.on_legs(indexes, reply, missing, |transfer, leg| {
-            transfer.amount = leg.amount;
-        })?;
-        Ok(self.vote())
     }
 
     /// The ids `leg(t)` of the crosses at `indexes` (positions in `work`, per shard), to read.
@@ -2385,9 +2382,8 @@ impl ChainMachine {
     /// whose leg exists from before (`Exists…`: a retry). A leg left from an earlier attempt
     /// answers `Exists…` even when that attempt failed elsewhere, so a genuine failure wins.
     fn failing_event(&self, chain: usize) -> (u32, R) {
-        let existing = |answer: R| answer.is_exists() || is_exists_with_different(answer);
         let genuine =
-            |answer: R| !answer.is_ok() && answer != R::LinkedEventFailed && !existing(answer);
+            |answer: R| !answer.is_ok() && answer != R::LinkedEventFailed && !is_existing(answer);
         let first = |wanted: &dyn Fn(R) -> bool| {
             (0u32..)
                 .zip(&self.answers[chain])
@@ -2396,7 +2392,7 @@ impl ChainMachine {
                     Some((index, code))
                 })
         };
-        let Some((index, code)) = first(&genuine).or_else(|| first(&existing)) else {
+        let Some((index, code)) = first(&genuine).or_else(|| first(&is_existing)) else {
             return (0, R::IdAlreadyFailed);
         };
         (index, self.event_code(chain, index as usize, code))
@@ -2441,12 +2437,10 @@ impl ChainMachine {
                     // Its legs may have answered `Ok`: this call logged them, and the
                     // resolver, reading them, logged the commit first (seed 309397). They
                     // are the committed legs all the same: `Exists`, never a later event's.
-                    let existing =
-                        |answer: &R| answer.is_exists() || is_exists_with_different(*answer);
                     codes[0] = self.answers[chain][0]
                         .iter()
                         .copied()
-                        .find(existing)
+                        .find(|&answer| is_existing(answer))
                         .map_or(R::Exists, |code| self.event_code(chain, 0, code));
                 }
                 ChainDecision::Commit => {

@@ -684,9 +684,7 @@ impl Tracker {
         }
         Ok(())
     }
-}
 
-impl Tracker {
     /// At the end every customer account is closed iff a closing pending transfer naming it
     /// on its closing side was posted (a user's post `p` stored at its coordinator): a
     /// post keeps it closed, a void, an abort or an expiry reopens it. Returns how many
